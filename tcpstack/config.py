@@ -1,0 +1,33 @@
+"""Tunables of the TCP engine, with Linux-like defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, frozen=True)
+class TcpConfig:
+    """Per-stack TCP settings; every TCB of the stack shares one instance.
+
+    Defaults follow RFC 6298 (initial RTO 1 s, at least 60 s maximum) and Linux
+    (net.ipv4.tcp_synack_retries=5, tcp_syn_retries=6, tcp_retries2=15,
+    tcp_fin_timeout=60, 200 ms minimum RTO).
+    """
+
+    mtu: int = 1500
+    synack_retries: int = 5
+    syn_retries: int = 6
+    data_retries: int = 15
+    rto_initial: float = 1.0
+    rto_min: float = 0.2
+    rto_max: float = 60.0
+    msl: float = 30.0
+    fin_timeout: float = 60.0
+    rcv_buf: int = 65535
+    snd_buf: int = 262144
+    backlog: int = 128
+
+    @property
+    def mss(self) -> int:
+        """Our MSS: the MTU less the IPv4 and TCP headers without options (RFC 9293 3.7.1)."""
+        return self.mtu - 40

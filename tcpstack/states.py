@@ -1,0 +1,45 @@
+"""TCP connection states (RFC 9293 3.3.2), named as in the RFC."""
+
+from enum import Enum
+
+
+class State(Enum):
+    """The states of a TCB; LISTEN is held by listeners, the rest by connections."""
+
+    CLOSED = "CLOSED"
+    LISTEN = "LISTEN"
+    SYN_SENT = "SYN-SENT"
+    SYN_RCVD = "SYN-RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    CLOSING = "CLOSING"
+    LAST_ACK = "LAST-ACK"
+    TIME_WAIT = "TIME-WAIT"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: States in which the connection is synchronized (RFC 9293 3.5): both ISNs known.
+SYNCHRONIZED = frozenset(
+    {
+        State.ESTABLISHED,
+        State.FIN_WAIT_1,
+        State.FIN_WAIT_2,
+        State.CLOSE_WAIT,
+        State.CLOSING,
+        State.LAST_ACK,
+        State.TIME_WAIT,
+    }
+)
+
+#: States in which received text is delivered to the user (RFC 9293 3.10.7.4, seventh).
+RECEIVING = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
+
+#: States in which the user may still send (RFC 9293 3.10.2).
+SENDING = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
+
+#: States after which the TCB is gone: CLOSED, or LISTEN for a passive TCB that was reset.
+FINISHED = frozenset({State.CLOSED, State.LISTEN})

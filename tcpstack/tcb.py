@@ -1,0 +1,619 @@
+"""The transmission control block: one TCP connection's state machine, sans I/O.
+
+A `Tcb` never touches a socket, an event loop or a clock. Its inputs are
+`receive(segment, now)`, `on_timer(now)` and the user calls `send`, `close`,
+`abort` and `consumed`; its outputs are segments (`take_segments()`) and
+application events (`take_events()`), and `next_deadline()` tells the shell when
+to call `on_timer` next. That keeps every RFC rule a fast, exact unit test with
+a fake clock.
+
+Section numbers in comments refer to RFC 9293 unless another RFC is named.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tcpstack.buffers import SendBuffer
+from tcpstack.config import TcpConfig
+from tcpstack.events import (
+    ConnectionLost,
+    DataReceived,
+    EofReceived,
+    Established,
+    Event,
+    StateChanged,
+)
+from tcpstack.resets import reset_for
+from tcpstack.segment import Flags, Options, Segment
+from tcpstack.seq import seq_add, seq_diff, seq_le, seq_lt
+from tcpstack.states import FINISHED, RECEIVING, State
+
+DEFAULT_MSS = 536  # RFC 9293 3.7.1: assumed when the peer sends no MSS option
+MAX_WINDOW = 0xFFFF  # without window scaling the window field is 16 bits
+RTO_AFTER_HANDSHAKE_LOSS = 3.0  # RFC 6298 5.7
+CLOCK_GRANULARITY = 0.01  # G in RFC 6298 2: the timer wheel's tick
+
+ACK = Flags.ACK
+SYN = Flags.SYN
+FIN = Flags.FIN
+RST = Flags.RST
+PSH = Flags.PSH
+
+
+class Tcb:
+    """One connection. Build it with `open_passive` or `open_active`."""
+
+    def __init__(
+        self,
+        config: TcpConfig,
+        local: tuple[bytes, int],
+        remote: tuple[bytes, int],
+        iss: int,
+        stats: Counter[str],
+        *,
+        passive: bool,
+    ) -> None:
+        self.config = config
+        self.local_ip, self.local_port = local
+        self.remote_ip, self.remote_port = remote
+        self.passive = passive
+        self.stats = stats
+        self.state = State.CLOSED
+
+        # Send sequence variables (3.3.1). snd_max is the highest sequence number
+        # sent so far: after a retransmission timeout snd_nxt goes back to
+        # snd_una while ACKs up to snd_max stay acceptable.
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.send_mss = min(DEFAULT_MSS, config.mss)
+        self._sndbuf = SendBuffer()  # octets from seq (iss + 1) + acked data onward
+        self._syn_acked = False  # our SYN occupies ISS; data starts after it
+        self._fin_seq: int | None = None  # sequence number of our FIN once the user closed
+
+        # Receive sequence variables (3.3.1).
+        self.irs = 0
+        self.rcv_nxt = 0
+        self._unread = 0  # delivered to the application but not yet consumed
+        self._rcv_adv = 0  # right edge of the window we last advertised
+        self._ack_pending = False
+
+        # Retransmission (RFC 6298).
+        self.rto = config.rto_initial
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.retransmits = 0  # consecutive timeouts without progress
+        self.total_retransmits = 0
+        self._rtx_deadline: float | None = None
+        self._rtt_probe: tuple[int, float] | None = None  # (seq to be acked, sent at)
+        self._close_deadline: float | None = None  # TIME-WAIT or orphaned FIN-WAIT-2
+        self._orphaned = False  # the user closed both directions (writer.close())
+
+        self._out: list[Segment] = []
+        self._events: list[Event] = []
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open_passive(
+        cls, config: TcpConfig, syn: Segment, iss: int, now: float, stats: Counter[str]
+    ) -> Tcb:
+        """A listener accepted `syn`: LISTEN -> SYN-RECEIVED, SYN+ACK sent (3.10.7.2)."""
+        tcb = cls(config, (syn.dst, syn.dport), (syn.src, syn.sport), iss, stats, passive=True)
+        tcb.state = State.LISTEN
+        tcb._learn_syn(syn)
+        tcb._set_state(State.SYN_RCVD, "SYN received, SYN+ACK sent")
+        stats["PassiveOpens"] += 1
+        tcb._send_syn(now)
+        return tcb
+
+    @classmethod
+    def open_active(
+        cls,
+        config: TcpConfig,
+        local: tuple[bytes, int],
+        remote: tuple[bytes, int],
+        iss: int,
+        now: float,
+        stats: Counter[str],
+    ) -> Tcb:
+        """Active OPEN (3.10.1): CLOSED -> SYN-SENT, SYN sent."""
+        tcb = cls(config, local, remote, iss, stats, passive=False)
+        tcb._set_state(State.SYN_SENT, "active open, SYN sent")
+        stats["ActiveOpens"] += 1
+        tcb._send_syn(now)
+        return tcb
+
+    def _learn_syn(self, syn: Segment) -> None:
+        """Take IRS, the peer's window and its MSS option from a SYN (3.10.7.2-3)."""
+        self.irs = syn.seq
+        self.rcv_nxt = seq_add(syn.seq, 1)
+        self.snd_wnd = syn.window  # never scaled in a SYN (RFC 7323 2.2)
+        self.snd_wl1 = syn.seq
+        self.snd_wl2 = syn.ack
+        self.send_mss = min(syn.options.mss or DEFAULT_MSS, self.config.mss)
+
+    def _send_syn(self, now: float) -> None:
+        """(Re)send our SYN, or SYN+ACK in SYN-RECEIVED; it carries our MSS (3.7.1)."""
+        flags = SYN | ACK if self.state is State.SYN_RCVD else SYN
+        self._emit(flags, seq=self.iss, options=Options(mss=self.config.mss))
+        self.snd_nxt = self.snd_max = seq_add(self.iss, 1)
+        if self._rtx_deadline is None:
+            self._rtx_deadline = now + self.rto
+        if self.retransmits == 0 and self._rtt_probe is None:
+            self._rtt_probe = (self.snd_nxt, now)
+
+    # --------------------------------------------------------------- user calls
+
+    def send(self, data: bytes, now: float) -> None:
+        """SEND (3.10.2): queue data; it leaves as the peer's window allows."""
+        if self._fin_seq is not None:
+            raise RuntimeError("send after close")
+        self._sndbuf.append(data)
+        self._push(now)
+
+    def close(self, now: float, *, orphan: bool = False) -> None:
+        """CLOSE (3.10.4): we will send no more; receiving goes on (half-close).
+
+        `orphan` marks a full close by the application (nobody reads any more):
+        like Linux, an orphaned connection does not wait in FIN-WAIT-2 forever.
+        """
+        self._orphaned = self._orphaned or orphan
+        if self.state is State.SYN_SENT:
+            self._finish(None, "closed by the user in SYN-SENT")
+            return
+        if self._fin_seq is not None or self.state not in (
+            State.SYN_RCVD, State.ESTABLISHED, State.CLOSE_WAIT
+        ):
+            return
+        self._fin_seq = seq_add(self._data_seq, len(self._sndbuf))
+        if self.state is State.SYN_RCVD:
+            return  # the FIN waits for ESTABLISHED (3.10.4)
+        if self.state is State.CLOSE_WAIT:
+            self._set_state(State.LAST_ACK, "closed by the user, FIN queued")
+        else:
+            self._set_state(State.FIN_WAIT_1, "closed by the user, FIN queued")
+        self._push(now)
+
+    def abort(self, now: float) -> None:
+        """ABORT (3.10.5): reset a synchronized connection and forget it."""
+        if self.state in FINISHED:
+            return
+        if self.state in (State.SYN_RCVD, State.ESTABLISHED, State.FIN_WAIT_1,
+                          State.FIN_WAIT_2, State.CLOSE_WAIT):
+            self._send_rst(self.snd_nxt, with_ack=True)
+        self._finish(None, "aborted by the user")
+
+    def consumed(self, n: int, now: float) -> None:
+        """The application read `n` bytes: reopen the window, and tell the peer
+        once it grew by at least min(buffer/2, MSS) (receiver SWS avoidance, 3.8.6.2.2)."""
+        self._unread -= n
+        grown = seq_diff(seq_add(self.rcv_nxt, self.rcv_wnd), self._rcv_adv)
+        if grown >= min(self.config.rcv_buf // 2, self.send_mss) and self.state in RECEIVING:
+            self._ack_pending = True
+
+    # ------------------------------------------------------------------ outputs
+
+    def take_segments(self) -> list[Segment]:
+        """Segments to send now, in order; a pending ACK is flushed here so one
+        batch of received segments is acknowledged by one ACK."""
+        if self._ack_pending:
+            self._emit(ACK)
+        out, self._out = self._out, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        """Events for the application and the shell, in order."""
+        events, self._events = self._events, []
+        return events
+
+    def next_deadline(self) -> float | None:
+        """When `on_timer` must run next, or None."""
+        deadlines = [d for d in (self._rtx_deadline, self._close_deadline) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    @property
+    def rcv_wnd(self) -> int:
+        """RCV.WND: free space in the receive buffer, capped to the 16-bit field."""
+        return max(0, min(self.config.rcv_buf - self._unread, MAX_WINDOW))
+
+    @property
+    def send_queue(self) -> int:
+        """Octets the application handed over that the peer has not acknowledged."""
+        return len(self._sndbuf)
+
+    @property
+    def fin_acked(self) -> bool:
+        """Our FIN was sent and acknowledged."""
+        return self._fin_seq is not None and seq_lt(self._fin_seq, self.snd_una)
+
+    @property
+    def _data_seq(self) -> int:
+        """Sequence number of the first octet in the send buffer."""
+        return self.snd_una if self._syn_acked else seq_add(self.iss, 1)
+
+    # ------------------------------------------------------------------- timers
+
+    def on_timer(self, now: float) -> None:
+        """Run every timer that is due at `now`."""
+        if self._rtx_deadline is not None and self._rtx_deadline <= now:
+            self._rtx_deadline = None
+            self._on_retransmission_timeout(now)
+        if self._close_deadline is not None and self._close_deadline <= now:
+            self._close_deadline = None
+            if self.state is State.TIME_WAIT:
+                self._finish(None, "2*MSL elapsed in TIME-WAIT")
+            elif self.state is State.FIN_WAIT_2:
+                self._send_rst(self.snd_nxt, with_ack=True)
+                self._finish(None, "FIN-WAIT-2 timeout after close, RST sent")
+
+    def _on_retransmission_timeout(self, now: float) -> None:
+        """RFC 6298 5.4-5.6: retransmit, back off, re-arm; give up after the retry limit."""
+        if self.state in (State.SYN_SENT, State.SYN_RCVD):
+            self._on_handshake_timeout(now)
+            return
+        if self.snd_una == self.snd_max and not self._sndbuf:
+            return
+        if self.retransmits >= self.config.data_retries:
+            self._send_rst(self.snd_nxt, with_ack=True)
+            self._finish(TimeoutError("connection timed out"),
+                         f"retransmitted {self.retransmits} times without an answer, RST sent")
+            return
+        self.retransmits += 1
+        self.rto = min(self.rto * 2, self.config.rto_max)
+        self._rtt_probe = None  # Karn's rule: no sample from a retransmitted segment
+        self.snd_nxt = self.snd_una  # go back N: resend from the first unacknowledged octet
+        self._push(now, probe=self.snd_wnd == 0)
+        if self._rtx_deadline is None:
+            self._rtx_deadline = now + self.rto
+
+    def _on_handshake_timeout(self, now: float) -> None:
+        """The SYN or SYN+ACK went unanswered for one RTO: resend it with the same
+        sequence number, doubling the RTO up to its maximum; after the last retry
+        give up (the seed: a server that never gets the third segment resets)."""
+        syn_rcvd = self.state is State.SYN_RCVD
+        limit = self.config.synack_retries if syn_rcvd else self.config.syn_retries
+        if self.retransmits >= limit:
+            self.stats["AttemptFails"] += 1
+            if syn_rcvd:
+                self.stats["HandshakeTimeouts"] += 1
+                self._send_rst(seq_add(self.iss, 1), with_ack=False)
+                self._finish(None, f"SYN+ACK sent {self.retransmits + 1} times without an "
+                             "answer, RST sent")
+            else:
+                self._finish(TimeoutError("connection timed out"),
+                             f"SYN sent {self.retransmits + 1} times without an answer")
+            return
+        self.retransmits += 1
+        self.total_retransmits += 1
+        self.stats["RetransSegs"] += 1
+        self.stats["SynAckRetrans" if syn_rcvd else "SynRetrans"] += 1
+        self.rto = min(self.rto * 2, self.config.rto_max)
+        self._rtt_probe = None
+        self._send_syn(now)
+        self._rtx_deadline = now + self.rto
+
+    # ---------------------------------------------------------------- receiving
+
+    def receive(self, seg: Segment, now: float) -> None:
+        """SEGMENT ARRIVES (3.10.7) for this connection."""
+        if self.state is State.SYN_SENT:
+            self._receive_syn_sent(seg, now)
+        elif self.state not in FINISHED:
+            self._receive_synchronized(seg, now)
+
+    def _receive_syn_sent(self, seg: Segment, now: float) -> None:
+        """3.10.7.3: SYN-SENT."""
+        flags = seg.flags
+        if flags & ACK and (seq_le(seg.ack, self.iss) or seq_lt(self.snd_max, seg.ack)):
+            # First: an unacceptable ACK is answered with <SEQ=SEG.ACK><CTL=RST>.
+            self._reply_reset(seg)
+            return
+        if flags & RST:
+            # Second: a reset is acceptable only with an acceptable ACK.
+            if flags & ACK:
+                self.stats["AttemptFails"] += 1
+                self._finish(ConnectionRefusedError("connection refused"),
+                             "RST received in SYN-SENT")
+            return
+        if not flags & SYN:
+            return  # Fifth: neither SYN nor RST.
+        # Fourth: the SYN bit.
+        self._learn_syn(seg)
+        if flags & ACK:
+            self.snd_una = seg.ack
+            self._syn_acked = True
+            self._establish(now, "SYN+ACK received, ACK sent")
+            self._ack_pending = True
+            if seg.payload or flags & FIN:  # continue at the sixth step, past the SYN
+                seg.seq = seq_add(seg.seq, 1)
+                seg.flags = flags & ~SYN
+                self._receive_text_and_fin(seg, now)
+            self._push(now)
+        else:
+            # Simultaneous open, or a peer that splits its SYN+ACK into ACK and SYN.
+            self._set_state(State.SYN_RCVD, "SYN received in SYN-SENT, SYN+ACK sent")
+            self._send_syn(now)
+
+    def _receive_synchronized(self, seg: Segment, now: float) -> None:
+        """3.10.7.4: SYN-RECEIVED and the synchronized states."""
+        flags = seg.flags
+        if (self.state is State.SYN_RCVD and flags & (SYN | ACK | RST) == SYN
+                and seg.seq == self.irs):
+            # The peer retransmitted its SYN: our SYN+ACK was lost. Like Linux
+            # (tcp_check_req), answer it with the SYN+ACK again at once.
+            self.stats["RetransSegs"] += 1
+            self.stats["SynAckRetrans"] += 1
+            self._send_syn(now)
+            return
+
+        # First: sequence number acceptability.
+        if not self._acceptable(seg):
+            if not flags & RST:
+                self._emit(ACK)
+                if self.state is State.TIME_WAIT and flags & FIN:
+                    # A retransmitted FIN: re-acknowledge it and restart 2*MSL.
+                    self._close_deadline = now + 2 * self.config.msl
+            return
+        self._trim_to_window(seg)
+
+        # Second: RST (RFC 5961 3.2 as adopted by 3.10.7.4).
+        if flags & RST:
+            if seg.seq == self.rcv_nxt:
+                self._reset_by_peer()
+            else:
+                self._challenge_ack()
+            return
+
+        # Fourth: SYN (RFC 5961 4.2).
+        if flags & SYN:
+            if self.state is State.SYN_RCVD and self.passive:
+                self.stats["AttemptFails"] += 1
+                self._finish(None, "SYN received in SYN-RECEIVED, back to LISTEN",
+                             final=State.LISTEN)
+            else:
+                self._challenge_ack()
+            return
+
+        # Fifth: ACK.
+        if not flags & ACK:
+            return
+        if self.state is State.SYN_RCVD:
+            if not (seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max)):
+                self._reply_reset(seg)
+                return
+            self._establish(now, "ACK of SYN+ACK received")
+        if seq_lt(self.snd_max, seg.ack):
+            self._emit(ACK)  # it acknowledges something not yet sent
+            return
+        if seq_lt(self.snd_una, seg.ack):
+            self._on_new_ack(seg.ack, now)
+        if seq_le(self.snd_una, seg.ack) and (
+            seq_lt(self.snd_wl1, seg.seq)
+            or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, seg.ack))
+        ):
+            self.snd_wnd = seg.window
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = seg.ack
+        if self._after_ack(now):
+            return
+        self._receive_text_and_fin(seg, now)
+        self._push(now)
+
+    def _acceptable(self, seg: Segment) -> bool:
+        """The four cases of the acceptability test (3.10.7.4, first)."""
+        seg_len = seg.seg_len
+        wnd = self.rcv_wnd
+        start = seq_diff(seg.seq, self.rcv_nxt)
+        if seg_len == 0:
+            return start == 0 if wnd == 0 else 0 <= start < wnd
+        if wnd == 0:
+            return False
+        end = start + seg_len - 1
+        return 0 <= start < wnd or 0 <= end < wnd
+
+    def _trim_to_window(self, seg: Segment) -> None:
+        """Keep only the part of an acceptable segment inside the window (3.10.7.4)."""
+        early = seq_diff(self.rcv_nxt, seg.seq)
+        if early > 0:
+            if seg.flags & SYN:
+                seg.flags &= ~SYN
+                early -= 1
+            seg.payload = seg.payload[early:]
+            seg.seq = self.rcv_nxt
+        room = self.rcv_wnd
+        if len(seg.payload) > room:
+            seg.payload = seg.payload[:room]
+            seg.flags &= ~FIN  # the FIN lies beyond the window
+
+    def _on_new_ack(self, ack: int, now: float) -> None:
+        """SND.UNA < SEG.ACK =< SND.MAX: drop acknowledged octets, measure the RTT
+        (RFC 6298 with Karn's rule), restart or stop the retransmission timer."""
+        acked_data = max(0, min(seq_diff(ack, self._data_seq), len(self._sndbuf)))
+        self._sndbuf.consume(acked_data)
+        self.snd_una = ack
+        self._syn_acked = True
+        if seq_lt(self.snd_nxt, ack):
+            self.snd_nxt = ack
+        self.retransmits = 0
+        if self._rtt_probe is not None and seq_le(self._rtt_probe[0], ack):
+            self._rtt_sample(now - self._rtt_probe[1])
+            self._rtt_probe = None
+        # RFC 6298 5.2-5.3.
+        self._rtx_deadline = None if ack == self.snd_max else now + self.rto
+
+    def _rtt_sample(self, r: float) -> None:
+        """RFC 6298 2.2-2.3."""
+        if self.srtt is None:
+            self.srtt, self.rttvar = r, r / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
+            self.srtt = 0.875 * self.srtt + 0.125 * r
+        rto = self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar)
+        self.rto = min(max(rto, self.config.rto_min), self.config.rto_max)
+
+    def _after_ack(self, now: float) -> bool:
+        """State changes that an ACK of our FIN causes (3.10.7.4, fifth).
+        Returns True when the segment needs no further processing."""
+        if not self.fin_acked:
+            return False
+        if self.state is State.FIN_WAIT_1:
+            self._set_state(State.FIN_WAIT_2, "ACK of FIN received")
+            if self._orphaned:
+                self._close_deadline = now + self.config.fin_timeout
+        elif self.state is State.CLOSING:
+            self._enter_time_wait(now, "ACK of FIN received")
+            return True
+        elif self.state is State.LAST_ACK:
+            self._finish(None, "ACK of FIN received")
+            return True
+        return False
+
+    def _receive_text_and_fin(self, seg: Segment, now: float) -> None:
+        """Seventh and eighth steps: deliver in-order text, then process FIN."""
+        if seg.seq != self.rcv_nxt:
+            # Out of order: ask for the missing octets with an immediate ACK.
+            if seg.payload or seg.flags & FIN:
+                self._emit(ACK)
+            return
+        if seg.payload and self.state in RECEIVING:
+            n = len(seg.payload)
+            self.rcv_nxt = seq_add(self.rcv_nxt, n)
+            self._unread += n
+            self._events.append(DataReceived(seg.payload))
+            self._ack_pending = True
+        if not seg.flags & FIN:
+            return
+        self.rcv_nxt = seq_add(self.rcv_nxt, 1)
+        self._ack_pending = True
+        self._events.append(EofReceived())
+        if self.state in (State.SYN_RCVD, State.ESTABLISHED):
+            self._set_state(State.CLOSE_WAIT, "FIN received")
+        elif self.state is State.FIN_WAIT_1:
+            if self.fin_acked:
+                self._enter_time_wait(now, "FIN received")
+            else:
+                self._set_state(State.CLOSING, "FIN received (simultaneous close)")
+        elif self.state is State.FIN_WAIT_2:
+            self._enter_time_wait(now, "FIN received")
+
+    # ---------------------------------------------------------------- transitions
+
+    def _establish(self, now: float, cause: str) -> None:
+        if self.retransmits and self.srtt is None:
+            self.rto = RTO_AFTER_HANDSHAKE_LOSS  # RFC 6298 5.7
+        self.retransmits = 0
+        self._set_state(State.ESTABLISHED, cause)
+        self._events.append(Established())
+        if self._fin_seq is not None:
+            self._set_state(State.FIN_WAIT_1, "FIN queued by a close before ESTABLISHED")
+
+    def _enter_time_wait(self, now: float, cause: str) -> None:
+        self._set_state(State.TIME_WAIT, cause)
+        self._rtx_deadline = None
+        self._close_deadline = now + 2 * self.config.msl
+        self._ack_pending = True
+
+    def _reset_by_peer(self) -> None:
+        """An acceptable RST (3.10.7.4, second)."""
+        if self.state is State.SYN_RCVD:
+            self.stats["AttemptFails"] += 1
+            if self.passive:
+                # The seed's stale SYN: the client refused our SYN+ACK.
+                self._finish(None, "RST received in SYN-RECEIVED, back to LISTEN",
+                             final=State.LISTEN)
+            else:
+                self._finish(ConnectionRefusedError("connection refused"),
+                             "RST received in SYN-RECEIVED")
+            return
+        if self.state in (State.ESTABLISHED, State.CLOSE_WAIT):
+            self.stats["EstabResets"] += 1
+        error = None if self.state in (State.CLOSING, State.LAST_ACK, State.TIME_WAIT) else (
+            ConnectionResetError("connection reset by peer"))
+        self._finish(error, f"RST received in {self.state}")
+
+    def _finish(self, error: BaseException | None, cause: str,
+                final: State = State.CLOSED) -> None:
+        """Delete the TCB: stop every timer and tell the application."""
+        self._rtx_deadline = self._close_deadline = None
+        self._ack_pending = False
+        self._set_state(final, cause)
+        self._events.append(ConnectionLost(error))
+
+    def _set_state(self, new: State, cause: str) -> None:
+        if new is not self.state:
+            self._events.append(StateChanged(self.state, new, cause))
+            self.state = new
+
+    # ------------------------------------------------------------------ sending
+
+    def _push(self, now: float, *, probe: bool = False) -> None:
+        """Send what the peer's window allows, from SND.NXT on, then our FIN.
+
+        `probe` sends one octet into a zero window (3.8.6.1) so a lost window
+        update cannot deadlock the connection.
+        """
+        if self.state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1,
+                              State.CLOSING, State.LAST_ACK):
+            return
+        data_seq = self._data_seq
+        while True:
+            offset = seq_diff(self.snd_nxt, data_seq)
+            avail = len(self._sndbuf) - offset
+            usable = seq_diff(seq_add(self.snd_una, self.snd_wnd), self.snd_nxt)
+            if probe and usable <= 0 < avail:
+                usable, probe = 1, False
+            n = max(0, min(avail, usable, self.send_mss))
+            fin = self._fin_seq is not None and offset + n == len(self._sndbuf)
+            if n == 0 and not fin:
+                if avail > 0 and self._rtx_deadline is None:
+                    self._rtx_deadline = now + self.rto  # persist timer (3.8.6.1)
+                return
+            flags = ACK | (FIN if fin else Flags(0)) | (PSH if n and n == avail else Flags(0))
+            seq = self.snd_nxt
+            if seq_lt(seq, self.snd_max):
+                self.stats["RetransSegs"] += 1
+                self.total_retransmits += 1
+            self._emit(flags, seq=seq, payload=self._sndbuf.peek(offset, n))
+            self.snd_nxt = seq_add(seq, n + fin)
+            if seq_lt(self.snd_max, self.snd_nxt):
+                self.snd_max = self.snd_nxt
+                if self._rtt_probe is None and self.retransmits == 0:
+                    self._rtt_probe = (self.snd_nxt, now)
+            if self._rtx_deadline is None:
+                self._rtx_deadline = now + self.rto
+            if fin:
+                return
+
+    def _emit(self, flags: Flags, *, seq: int | None = None, payload: bytes = b"",
+              options: Options | None = None) -> None:
+        """Queue one segment from this connection; ACK-bearing ones carry RCV.NXT
+        and our current window, which also settles any pending ACK."""
+        wnd = self.rcv_wnd
+        if flags & ACK:
+            self._ack_pending = False
+            self._rcv_adv = seq_add(self.rcv_nxt, wnd)
+        self._out.append(Segment(
+            src=self.local_ip, dst=self.remote_ip, sport=self.local_port, dport=self.remote_port,
+            seq=self.snd_nxt if seq is None else seq,
+            ack=self.rcv_nxt if flags & ACK else 0,
+            flags=flags, window=wnd, options=options or Options(), payload=payload,
+        ))
+
+    def _send_rst(self, seq: int, *, with_ack: bool) -> None:
+        self._emit(RST | ACK if with_ack else RST, seq=seq)
+
+    def _reply_reset(self, seg: Segment) -> None:
+        rst = reset_for(seg)
+        if rst is not None:
+            self._out.append(rst)
+
+    def _challenge_ack(self) -> None:
+        """RFC 5961 3.2/4.2: answer a suspicious RST or SYN with an ACK."""
+        self.stats["ChallengeAcks"] += 1
+        self._emit(ACK)
