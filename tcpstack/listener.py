@@ -1,0 +1,127 @@
+"""Listening ports: bounded half-open and accept queues, and the Server object.
+
+This is the seed's third task of connection set-up, allocating resources:
+every SYN that a listener answers costs a TCB, so both queues are bounded by
+the backlog. When one is full new SYNs are dropped (and counted) without an
+answer, as Linux does, so the client retries later instead of being refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tcpstack.connection import Connection
+    from tcpstack.stack import Stack
+    from tcpstack.stream import StreamReader, StreamWriter
+
+Handler = Callable[["StreamReader", "StreamWriter"], Awaitable[None]]
+log = logging.getLogger("tcpstack.server")
+
+
+class Listener:
+    """A port in LISTEN: it creates a TCB per acceptable SYN (RFC 9293 3.10.7.2)."""
+
+    def __init__(self, stack: Stack, port: int, handler: Handler, backlog: int) -> None:
+        self.stack = stack
+        self.port = port
+        self.handler = handler
+        self.backlog = backlog
+        self.half_open: set[Connection] = set()
+        self.accept_queue: deque[Connection] = deque()
+        self._ready = asyncio.Event()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+
+    def admits_syn(self) -> bool:
+        """Whether a new SYN may take a TCB; counts the drop when not."""
+        if len(self.half_open) >= self.backlog:
+            self.stack.stats["BacklogDrops"] += 1
+            return False
+        if len(self.accept_queue) >= self.backlog:
+            self.stack.stats["AcceptQueueDrops"] += 1
+            return False
+        return True
+
+    def on_established(self, conn: Connection) -> None:
+        self.half_open.discard(conn)
+        self.accept_queue.append(conn)
+        self._ready.set()
+
+    def forget(self, conn: Connection) -> None:
+        """A connection of ours ended (half-open ones free their backlog slot)."""
+        self.half_open.discard(conn)
+        if conn in self.accept_queue:
+            self.accept_queue.remove(conn)
+
+    async def _accept_loop(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self.accept_queue:
+                conn = self.accept_queue.popleft()
+                task = asyncio.get_running_loop().create_task(self._serve(conn))
+                self._handlers.add(task)
+                task.add_done_callback(self._handlers.discard)
+
+    async def _serve(self, conn: Connection) -> None:
+        """Run the handler; when it returns the connection is closed (FIN), and
+        when it fails the connection is reset, so no connection outlives its
+        handler unnoticed."""
+        try:
+            await self.handler(conn.reader, conn.writer)
+        except Exception:
+            log.exception("handler for port %d failed on %s; resetting", self.port, conn)
+            conn.writer.abort()
+        else:
+            conn.writer.close()
+
+    def close(self) -> None:
+        """Stop accepting; established connections carry on."""
+        self._accept_task.cancel()
+        for conn in list(self.half_open) + list(self.accept_queue):
+            conn.abort()
+
+    async def wait_closed(self) -> None:
+        if self._handlers:
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+
+
+class Server:
+    """What `Stack.start_server` returns: the part of asyncio.Server that applies."""
+
+    def __init__(self, stack: Stack, listener: Listener) -> None:
+        self._stack = stack
+        self._listener = listener
+        self._serving = True
+        self.port = listener.port
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    def close(self) -> None:
+        """Stop listening; connections already accepted carry on."""
+        if self._serving:
+            self._serving = False
+            self._stack.stop_listening(self._listener)
+
+    async def wait_closed(self) -> None:
+        """After close(): until every handler has returned."""
+        await self._listener.wait_closed()
+
+    async def serve_forever(self) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            self.close()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+        await self.wait_closed()

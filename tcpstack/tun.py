@@ -1,0 +1,69 @@
+"""The TUN device: the stack's wire.
+
+The kernel side gets `host_addr` (e.g. 10.0.0.1/24), so its /NN route leads
+into the device, and every IPv4 packet the kernel routes there is read by the
+stack. IPv6 is switched off on the device before it comes up: otherwise the
+kernel sends router solicitations into it that nobody wants.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+import pytun
+
+
+class TunError(Exception):
+    """Setting up the device failed; the message is meant for the user."""
+
+
+class TunDevice:
+    """An IFF_TUN | IFF_NO_PI device: each read or write is one bare IPv4 packet.
+    The device exists while it is open and disappears when it is closed."""
+
+    def __init__(self, name: str, host_addr: IPv4Interface, mtu: int) -> None:
+        try:
+            self._dev = pytun.TunTapDevice(name=name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+        except pytun.Error as e:
+            raise TunError(_explain(name, e)) from None
+        self.name: str = self._dev.name
+        try:
+            _disable_ipv6(self.name)
+            self._dev.addr = str(host_addr.ip)
+            self._dev.netmask = str(host_addr.netmask)
+            self._dev.mtu = mtu
+            self._dev.up()
+        except (pytun.Error, OSError) as e:
+            self._dev.close()
+            raise TunError(f"cannot configure TUN device {name}: {e}") from None
+        os.set_blocking(self._dev.fileno(), False)
+
+    def fileno(self) -> int:
+        return self._dev.fileno()
+
+    def write(self, packet: bytes) -> None:
+        """Send one packet to the kernel (BlockingIOError when its queue is full)."""
+        os.write(self._dev.fileno(), packet)
+
+    def close(self) -> None:
+        self._dev.close()
+
+
+def _explain(name: str, e: pytun.Error) -> str:
+    code = e.args[0] if e.args and isinstance(e.args[0], int) else None
+    if code == errno.EBUSY:
+        return f"TUN device {name} is busy: another process has it open"
+    if code in (errno.EPERM, errno.EACCES):
+        return "creating a TUN device needs root (CAP_NET_ADMIN)"
+    if code == errno.ENOENT:
+        return "/dev/net/tun is missing: load the tun module (modprobe tun)"
+    return f"cannot create TUN device {name}: {e.args[-1] if e.args else e}"
+
+
+def _disable_ipv6(name: str) -> None:
+    knob = Path("/proc/sys/net/ipv6/conf") / name / "disable_ipv6"
+    if knob.exists():
+        knob.write_text("1")
