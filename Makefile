@@ -1,0 +1,41 @@
+# Developer and CI entry points for tcpstack.
+#
+# The virtualenv is rebuilt only when pyproject.toml changes (stamp file), so
+# `make test` / `make run` stay fast on repeated invocations.
+
+PYTHON ?= python3
+VENV   := .venv
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: install system-deps run test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+# Foreground daemon; defaults (TUN tcps0, host 10.0.0.1/24, VIP 10.0.0.2,
+# apps echo:7 discard:9 http:80) come from the program itself.
+run: install
+	exec $(VENV)/bin/tcpstack serve $(ARGS)
+
+# Run both pytest and ruff even if the first fails, so one CI run reports
+# everything; exit non-zero if either failed.
+test: install system-deps
+	@status=0; \
+	$(VENV)/bin/python -m pytest -q || status=$$?; \
+	$(VENV)/bin/ruff check tcpstack tests scripts || status=1; \
+	exit $$status
+
+lint: install
+	$(VENV)/bin/ruff check tcpstack tests scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
