@@ -89,11 +89,12 @@ class StreamReader:
         if n == 0:
             return b""
         if n < 0:
-            while not self._eof:
-                await self._wait("read")
-                if self._exception is not None:
-                    raise self._exception
-            return self._take(len(self._buffer))
+            # Consume block by block, as asyncio does: holding everything unread
+            # until EOF would close the receive window and stall the peer.
+            blocks = []
+            while block := await self.read(self._limit):
+                blocks.append(block)
+            return b"".join(blocks)
         while not self._buffer and not self._eof:
             await self._wait("read")
             if self._exception is not None:

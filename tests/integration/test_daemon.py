@@ -285,3 +285,72 @@ print(json.dumps({{"results": results}}))
     res = _json_result(ns_python(code, timeout=30))
     assert res["results"] == [True, True, True], res
     assert stack.alive(), stack.stderr_text()[-3000:]
+
+
+@pytest.mark.parametrize("keepalive", [False, True], ids=["close", "keepalive"])
+def test_ab_against_http(make_stack, netns, require_tools, keepalive: bool) -> None:
+    """apache bench, HTTP/1.0 with and without keep-alive: no failed requests."""
+    require_tools("ab")
+    stack = make_stack()
+    args = ["ab", "-q", "-n", "500", "-c", "25", *(["-k"] if keepalive else []),
+            f"http://{stack.vip}/"]
+    out = netns.run(*args, timeout=60, text=True).stdout
+    assert "Complete requests:      500" in out, out
+    assert "Failed requests:        0" in out, out
+    assert "Non-2xx responses" not in out, out
+    if keepalive:
+        assert "Keep-Alive requests:    500" in out, out
+
+
+def test_active_open_to_kernel_server(make_stack, netns) -> None:
+    """Stack.open_connection from the VIP to a kernel listener, over a real TUN:
+    CLOSED -> SYN-SENT -> ESTABLISHED, data both ways, half-close, and a refused port."""
+    tun, host_cidr, vip = make_stack.allocate()
+    host_ip = host_cidr.split("/")[0]
+    code = f"""
+import asyncio, json, socket, threading
+from ipaddress import IPv4Interface
+from tcpstack.stack import Stack
+from tcpstack.tun import TunDevice
+
+def kernel_server(sock):
+    conn, _ = sock.accept()
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    conn.sendall(data[::-1])
+    conn.close()
+
+async def main():
+    tun = TunDevice({tun!r}, IPv4Interface({host_cidr!r}), 1500)
+    try:
+        sock = socket.create_server(({host_ip!r}, 0))
+        port = sock.getsockname()[1]
+        threading.Thread(target=kernel_server, args=(sock,), daemon=True).start()
+        stack = Stack({vip!r}, tun.write)
+        reader_task = asyncio.create_task(stack.run_reader(tun.fileno()))
+        try:
+            r, w = await asyncio.wait_for(stack.open_connection({host_ip!r}, port), 5)
+        except TimeoutError:
+            raise SystemExit(f"no handshake; stack counters: {{dict(stack.stats)}}")
+        payload = bytes(range(256)) * 1000
+        w.write(payload)
+        await w.drain()
+        w.write_eof()
+        back = await asyncio.wait_for(r.read(), 10)
+        try:
+            await asyncio.wait_for(stack.open_connection({host_ip!r}, 1), 5)
+            refused = False
+        except ConnectionRefusedError:
+            refused = True
+        print(json.dumps({{"ok": back == payload[::-1], "n": len(back), "refused": refused,
+                          "active": stack.stats["ActiveOpens"]}}))
+        await stack.close()
+        reader_task.cancel()
+    finally:
+        tun.close()
+
+asyncio.run(main())
+"""
+    res = _json_result(netns.python(code, timeout=30))
+    assert res == {"ok": True, "n": 256000, "refused": True, "active": 2}

@@ -1,0 +1,264 @@
+"""The stack's dispatcher, listeners and application API, with packets captured
+in memory instead of a TUN (the integration tests use a real one)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+from ipaddress import IPv4Address
+
+import pytest
+
+from tcpstack import codec
+from tcpstack.config import TcpConfig
+from tcpstack.segment import Flags, Options, Segment
+from tcpstack.stack import Stack
+
+PEER = IPv4Address("10.0.0.1").packed
+VIP = "10.0.0.2"
+VIP_B = IPv4Address(VIP).packed
+SYN, ACK, RST, FIN, PSH = Flags.SYN, Flags.ACK, Flags.RST, Flags.FIN, Flags.PSH
+
+
+class Wire:
+    """The far end of a stack: injects packets and collects what the stack sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self._arrived = asyncio.Event()
+
+    def output(self, packet: bytes) -> None:
+        self.sent.append(packet)
+        self._arrived.set()
+
+    def segments(self) -> list[Segment]:
+        out = [codec.decode(p) for p in self.sent]
+        self.sent.clear()
+        return [s for s in out if isinstance(s, Segment)]
+
+    async def wait_for(self, pred: Callable[[Segment], bool], timeout: float = 2.0) -> Segment:
+        """Wait (bounded) until the stack sends a segment matching `pred`."""
+        async def loop() -> Segment:
+            while True:
+                for seg in self.segments():
+                    if pred(seg):
+                        return seg
+                self._arrived.clear()
+                await self._arrived.wait()
+        return await asyncio.wait_for(loop(), timeout)
+
+
+def packet(flags: Flags, seq: int, ack: int = 0, *, sport: int = 40000, dport: int = 80,
+           payload: bytes = b"", mss: int | None = 1460) -> bytes:
+    return codec.encode(Segment(PEER, VIP_B, sport, dport, seq, ack, flags, 65535,
+                                Options(mss=mss if flags & SYN else None), payload))
+
+
+@pytest.fixture
+async def rig() -> tuple[Stack, Wire]:
+    wire = Wire()
+    stack = Stack(VIP, wire.output, TcpConfig(backlog=2))
+    yield stack, wire
+    await stack.close()
+
+
+async def echo(reader, writer) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+
+
+def feed(stack: Stack, pkt: bytes) -> None:
+    stack.handle_packet(pkt, asyncio.get_running_loop().time())
+
+
+# -- reset generator (RFC 9293 3.10.7.1) -------------------------------------------------
+
+async def test_syn_to_closed_port_gets_rst_ack(rig) -> None:
+    stack, wire = rig
+    feed(stack, packet(SYN, 1000, dport=81))
+    [rst] = wire.segments()
+    assert (rst.flags, rst.seq, rst.ack) == (RST | ACK, 0, 1001)
+    assert stack.stats["OutRsts"] == 1
+
+
+async def test_ack_to_closed_port_gets_rst_with_seq_of_ack(rig) -> None:
+    stack, wire = rig
+    feed(stack, packet(ACK, 1000, 777, dport=81))
+    [rst] = wire.segments()
+    assert (rst.flags, rst.seq) == (RST, 777)
+
+
+async def test_rst_to_closed_port_gets_nothing(rig) -> None:
+    stack, wire = rig
+    feed(stack, packet(RST, 1000, dport=81))
+    assert wire.segments() == []
+
+
+async def test_listener_answers_ack_with_rst(rig) -> None:
+    stack, wire = rig
+    await stack.start_server(echo, 80)
+    feed(stack, packet(ACK, 1000, 4242))
+    [rst] = wire.segments()
+    assert (rst.flags, rst.seq) == (RST, 4242)
+
+
+async def test_listener_drops_syn_fin(rig) -> None:
+    stack, wire = rig
+    await stack.start_server(echo, 80)
+    feed(stack, packet(SYN | FIN, 1000))
+    assert wire.segments() == []
+    assert not stack.conns
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda p: p[:10], "truncated"),
+        (lambda p: b"\x60" + p[1:], "not_ipv4"),
+        (lambda p: p[:24] + bytes([p[24] ^ 0xFF]) + p[25:], "tcp_checksum"),
+        (lambda p: p[:8] + b"\x01" + p[9:], "ip_checksum"),
+    ],
+)
+async def test_bad_packets_are_counted_and_dropped(rig, mangle, reason) -> None:
+    stack, wire = rig
+    await stack.start_server(echo, 80)
+    feed(stack, mangle(packet(SYN, 1000)))
+    assert wire.segments() == []
+    assert stack.stats[f"Drop.{reason}"] == 1
+    feed(stack, packet(SYN, 1000))  # the stack still works
+    assert [s.flags for s in wire.segments()] == [SYN | ACK]
+
+
+async def test_packet_for_another_address_is_dropped(rig) -> None:
+    stack, wire = rig
+    other = codec.encode(Segment(PEER, IPv4Address("10.0.0.3").packed, 1, 80, 0, 0, SYN, 100))
+    feed(stack, other)
+    assert wire.segments() == []
+    assert stack.stats["Drop.not_for_us"] == 1
+
+
+async def test_icmp_echo_is_answered(rig) -> None:
+    stack, wire = rig
+    body = struct.pack(">BBHHH", 8, 0, 0, 7, 1) + b"ping"
+    csum = codec.dpkt.in_cksum(body)
+    body = body[:2] + struct.pack(">H", csum) + body[4:]
+    ip = codec.dpkt.ip.IP(src=PEER, dst=VIP_B, p=1, ttl=64, data=body)
+    feed(stack, bytes(ip))
+    [raw] = wire.sent
+    reply = codec.dpkt.ip.IP(raw)
+    echo_reply = reply.data.data
+    assert (reply.src, reply.dst, reply.data.type) == (VIP_B, PEER, 0)
+    assert (echo_reply.id, echo_reply.seq, echo_reply.data) == (7, 1, b"ping")
+
+
+# -- passive open through the stack ------------------------------------------------------
+
+async def test_handshake_then_echo_then_close(rig) -> None:
+    stack, wire = rig
+    await stack.start_server(echo, 80)
+    feed(stack, packet(SYN, 1000))
+    [synack] = wire.segments()
+    y = synack.seq
+    assert (synack.flags, synack.ack, synack.options.mss) == (SYN | ACK, 1001, 1460)
+    feed(stack, packet(ACK | PSH, 1001, y + 1, payload=b"hello"))
+    data = await wire.wait_for(lambda s: s.payload == b"hello")
+    assert (data.seq, data.ack) == (y + 1, 1006)
+    feed(stack, packet(ACK | FIN, 1006, y + 6))
+    fin = await wire.wait_for(lambda s: bool(s.flags & FIN))
+    assert (fin.seq, fin.ack) == (y + 6, 1007)
+    feed(stack, packet(ACK, 1007, y + 7))
+    await asyncio.wait_for(_until(lambda: not stack.conns), 2)
+    assert stack.stats["PassiveOpens"] == 1
+
+
+async def test_backlog_full_drops_syn_silently(rig) -> None:
+    stack, wire = rig  # backlog=2
+    await stack.start_server(echo, 80)
+    for port in (40001, 40002, 40003):
+        feed(stack, packet(SYN, 1000, sport=port))
+    assert [s.dport for s in wire.segments()] == [40001, 40002]
+    assert stack.stats["BacklogDrops"] == 1
+    feed(stack, packet(RST, 1001, sport=40001))  # the seed's stale SYN is refused...
+    await asyncio.wait_for(_until(lambda: len(stack.conns) == 1), 2)
+    feed(stack, packet(SYN, 1000, sport=40003))  # ...which frees a slot
+    assert [s.dport for s in wire.segments()] == [40003]
+
+
+async def test_handler_exception_resets_connection(rig) -> None:
+    stack, wire = rig
+
+    async def broken(reader, writer) -> None:
+        raise RuntimeError("app bug")
+
+    await stack.start_server(broken, 80)
+    feed(stack, packet(SYN, 1000))
+    y = wire.segments()[0].seq
+    feed(stack, packet(ACK, 1001, y + 1))
+    rst = await wire.wait_for(lambda s: bool(s.flags & RST))
+    assert rst.seq == y + 1
+
+
+async def test_port_in_use(rig) -> None:
+    stack, _ = rig
+    await stack.start_server(echo, 80)
+    with pytest.raises(OSError):
+        await stack.start_server(echo, 80)
+
+
+# -- active open (RFC 9293 3.10.7.3) -----------------------------------------------------
+
+async def test_open_connection_established_and_data(rig) -> None:
+    stack, wire = rig
+    task = asyncio.create_task(stack.open_connection("10.0.0.1", 8080))
+    syn = await wire.wait_for(lambda s: bool(s.flags & SYN))
+    x = syn.seq
+    feed(stack, packet(SYN | ACK, 5000, x + 1, sport=8080, dport=syn.sport))
+    _reader, writer = await asyncio.wait_for(task, 2)
+    ack = await wire.wait_for(lambda s: s.flags == ACK)
+    assert (ack.seq, ack.ack) == (x + 1, 5001)
+    assert writer.get_extra_info("peername") == ("10.0.0.1", 8080)
+    writer.write(b"GET")
+    data = await wire.wait_for(lambda s: bool(s.payload))
+    assert (data.seq, data.payload) == (x + 1, b"GET")
+
+
+async def test_open_connection_refused(rig) -> None:
+    stack, wire = rig
+    task = asyncio.create_task(stack.open_connection("10.0.0.1", 8080))
+    syn = await wire.wait_for(lambda s: bool(s.flags & SYN))
+    feed(stack, packet(RST | ACK, 0, syn.seq + 1, sport=8080, dport=syn.sport))
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.wait_for(task, 2)
+    assert not stack.conns
+
+
+async def test_open_connection_bad_synack_ack_is_reset(rig) -> None:
+    stack, wire = rig
+    task = asyncio.create_task(stack.open_connection("10.0.0.1", 8080))
+    syn = await wire.wait_for(lambda s: bool(s.flags & SYN))
+    feed(stack, packet(SYN | ACK, 5000, syn.seq + 99, sport=8080, dport=syn.sport))
+    rst = await wire.wait_for(lambda s: bool(s.flags & RST))
+    assert (rst.flags, rst.seq) == (RST, syn.seq + 99)
+    task.cancel()
+
+
+async def test_open_connection_times_out() -> None:
+    wire = Wire()
+    stack = Stack(VIP, wire.output, TcpConfig(syn_retries=1, rto_initial=0.02))
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(stack.open_connection("10.0.0.1", 8080), 2)
+        syns = [s for s in wire.segments() if s.flags & SYN]
+        assert len(syns) == 2 and syns[0].seq == syns[1].seq
+        assert stack.stats["SynRetrans"] == 1
+    finally:
+        await stack.close()
+
+
+async def _until(pred: Callable[[], bool]) -> None:
+    while not pred():
+        await asyncio.sleep(0.005)

@@ -1,0 +1,70 @@
+"""The asyncio-compatible StreamReader: same results as asyncio's, and every
+consumed byte is reported so the TCB can reopen its receive window."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tcpstack.stream import StreamReader
+
+
+def make() -> tuple[StreamReader, list[int]]:
+    consumed: list[int] = []
+    return StreamReader(consumed.append, limit=16), consumed
+
+
+async def test_read_until_eof_consumes_as_it_goes() -> None:
+    reader, consumed = make()
+    task = asyncio.create_task(reader.read())
+    reader.feed_data(b"x" * 40)
+    await asyncio.sleep(0)
+    assert sum(consumed) == 40  # the window reopens before EOF arrives
+    reader.feed_eof()
+    assert await asyncio.wait_for(task, 1) == b"x" * 40
+
+
+async def test_readexactly_and_incomplete() -> None:
+    reader, consumed = make()
+    reader.feed_data(b"abcdef")
+    assert await reader.readexactly(4) == b"abcd"
+    reader.feed_eof()
+    with pytest.raises(asyncio.IncompleteReadError) as e:
+        await reader.readexactly(4)
+    assert e.value.partial == b"ef"
+    assert sum(consumed) == 6
+
+
+async def test_readline_readuntil_and_iteration() -> None:
+    reader, _ = make()
+    reader.feed_data(b"one\ntwo\r\nthree")
+    assert await reader.readline() == b"one\n"
+    assert await reader.readuntil(b"\r\n") == b"two\r\n"
+    reader.feed_eof()
+    assert [line async for line in reader] == [b"three"]
+    assert reader.at_eof()
+
+
+async def test_readline_over_limit_raises_value_error() -> None:
+    reader, _ = make()
+    reader.feed_data(b"y" * 40)
+    with pytest.raises(ValueError):
+        await reader.readline()
+
+
+async def test_exception_is_raised_to_a_waiting_reader() -> None:
+    reader, _ = make()
+    task = asyncio.create_task(reader.read(10))
+    await asyncio.sleep(0)
+    reader.set_exception(ConnectionResetError("reset"))
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(task, 1)
+
+
+async def test_discard_drops_buffered_and_later_input() -> None:
+    reader, consumed = make()
+    reader.feed_data(b"abc")
+    reader.discard()
+    reader.feed_data(b"defg")
+    assert sum(consumed) == 7
