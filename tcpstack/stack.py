@@ -105,8 +105,10 @@ class Stack:
         self.stats["InSegs"] += 1
         conn = self.conns.get((item.dport, item.src, item.sport))
         if conn is not None:
-            conn.post(item)
-            return
+            if not conn.tcb.reopened_by(item):
+                conn.post(item)
+                return
+            conn.abort_now()  # TIME-WAIT ends silently; the SYN goes to the listener
         listener = self.listeners.get(item.dport)
         if listener is not None:
             self._listen_receive(listener, item, now)

@@ -217,6 +217,13 @@ class Tcb:
         deadlines = [d for d in (self._rtx_deadline, self._close_deadline) if d is not None]
         return min(deadlines) if deadlines else None
 
+    def reopened_by(self, seg: Segment) -> bool:
+        """Whether `seg` is a new SYN that may end this TIME-WAIT and start a new
+        incarnation: RFC 1122 4.2.2.13 allows it when its sequence number lies
+        beyond the old connection's RCV.NXT (Linux does the same)."""
+        return (self.state is State.TIME_WAIT and seg.flags & (SYN | ACK | RST) == SYN
+                and seq_lt(self.rcv_nxt, seg.seq))
+
     @property
     def rcv_wnd(self) -> int:
         """RCV.WND: free space in the receive buffer, capped to the 16-bit field."""

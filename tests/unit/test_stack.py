@@ -262,3 +262,43 @@ async def test_open_connection_times_out() -> None:
 async def _until(pred: Callable[[], bool]) -> None:
     while not pred():
         await asyncio.sleep(0.005)
+
+
+async def test_new_syn_reopens_time_wait(rig) -> None:
+    """RFC 1122 4.2.2.13: a SYN beyond RCV.NXT ends TIME-WAIT and starts a new handshake."""
+    stack, wire = rig
+
+    async def close_first(reader, writer) -> None:
+        writer.close()
+
+    await stack.start_server(close_first, 80)
+    feed(stack, packet(SYN, 1000))
+    y = wire.segments()[0].seq
+    feed(stack, packet(ACK, 1001, y + 1))
+    await wire.wait_for(lambda s: bool(s.flags & FIN))
+    feed(stack, packet(ACK | FIN, 1001, y + 2))
+    await wire.wait_for(lambda s: s.ack == 1002)
+    [conn] = stack.conns.values()
+    await asyncio.wait_for(_until(lambda: str(conn.tcb.state) == "TIME-WAIT"), 2)
+    feed(stack, packet(SYN, 900_000))
+    synack = await wire.wait_for(lambda s: bool(s.flags & SYN))
+    assert synack.ack == 900_001
+    assert next(iter(stack.conns.values())) is not conn
+
+
+async def test_segment_after_handshake_timeout_gets_normal_reset() -> None:
+    wire = Wire()
+    stack = Stack(VIP, wire.output, TcpConfig(synack_retries=0, rto_initial=0.02))
+    try:
+        await stack.start_server(echo, 80)
+        feed(stack, packet(SYN, 1000))
+        y = wire.segments()[0].seq
+        rst = await wire.wait_for(lambda s: bool(s.flags & RST))
+        assert (rst.flags, rst.seq) == (RST, y + 1)
+        assert stack.stats["HandshakeTimeouts"] == 1
+        await asyncio.wait_for(_until(lambda: not stack.conns), 2)
+        feed(stack, packet(ACK, 1001, y + 1))  # the lost third segment, too late
+        [reset] = wire.segments()
+        assert (reset.flags, reset.seq) == (RST, y + 1)
+    finally:
+        await stack.close()
