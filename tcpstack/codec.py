@@ -137,7 +137,13 @@ def parse_options(raw: bytes) -> Options:
     opts = Options()
     if not raw:
         return opts
-    for kind, value in dpkt.tcp.parse_opts(raw):
+    for opt in dpkt.tcp.parse_opts(raw):
+        # dpkt yields None for an option cut off by the end of the header; RFC 9293 3.1
+        # (MUST-7): an illegal option length must not crash us. Nothing after EOL is an
+        # option (RFC 9293 3.2), so stop there as well.
+        if opt is None or opt[0] == OPT_EOL:
+            break
+        kind, value = opt
         if kind == OPT_MSS and len(value) == 2:
             opts.mss = struct.unpack(">H", value)[0]
         elif kind == OPT_WSCALE and len(value) == 1:

@@ -164,6 +164,10 @@ class Tcb:
         like Linux, an orphaned connection does not wait in FIN-WAIT-2 forever.
         """
         self._orphaned = self._orphaned or orphan
+        if orphan and self.state is State.FIN_WAIT_2 and self._close_deadline is None:
+            # Orphaned after a half-close whose FIN is already acknowledged: start the
+            # FIN-WAIT-2 timeout now, as _after_ack would have (Linux tcp_fin_timeout).
+            self._close_deadline = now + self.config.fin_timeout
         if self.state is State.SYN_SENT:
             self._finish(None, "closed by the user in SYN-SENT")
             return
@@ -333,9 +337,10 @@ class Tcb:
         # Fourth: the SYN bit.
         self._learn_syn(seg)
         if flags & ACK:
-            self.snd_una = seg.ack
-            self._syn_acked = True
             self._establish(now, "SYN+ACK received, ACK sent")
+            # Our SYN is acknowledged: advance SND.UNA through the common path so the
+            # SYN's retransmission timer stops (RFC 6298 5.2) and it yields an RTT sample.
+            self._on_new_ack(seg.ack, now)
             self._ack_pending = True
             if seg.payload or flags & FIN:  # continue at the sixth step, past the SYN
                 seg.seq = seq_add(seg.seq, 1)
@@ -407,6 +412,10 @@ class Tcb:
             self.snd_wnd = seg.window
             self.snd_wl1 = seg.seq
             self.snd_wl2 = seg.ack
+        if self.snd_wnd == 0 and seg.ack == self.snd_una and self._sndbuf:
+            # 3.8.6.1 (MUST-36): while the peer answers our zero-window probes the
+            # connection stays open, so an answered probe is not a failed retransmission.
+            self.retransmits = 0
         if self._after_ack(now):
             return
         self._receive_text_and_fin(seg, now)
@@ -521,10 +530,11 @@ class Tcb:
             self._set_state(State.FIN_WAIT_1, "FIN queued by a close before ESTABLISHED")
 
     def _enter_time_wait(self, now: float, cause: str) -> None:
+        # No ACK of its own: a FIN that leads here has set _ack_pending already, and
+        # the ACK of our FIN in CLOSING is not acknowledged (3.10.7.4, fifth, CLOSING).
         self._set_state(State.TIME_WAIT, cause)
         self._rtx_deadline = None
         self._close_deadline = now + 2 * self.config.msl
-        self._ack_pending = True
 
     def _reset_by_peer(self) -> None:
         """An acceptable RST (3.10.7.4, second)."""

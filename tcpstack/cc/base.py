@@ -1,0 +1,44 @@
+"""What the TCB asks of a congestion controller (RFC 5681 vocabulary).
+
+The TCB owns loss detection and recovery (fast retransmit, RFC 6675/6582);
+the controller only decides how cwnd and ssthresh move. All sizes in octets.
+"""
+
+from __future__ import annotations
+
+INITIAL_WINDOW_SEGMENTS = 10  # RFC 6928, as Linux
+
+
+class CongestionControl:
+    """Slow start and the shared parts; subclasses define congestion avoidance."""
+
+    name = "base"
+
+    def __init__(self, mss: int) -> None:
+        self.mss = mss
+        self.cwnd = INITIAL_WINDOW_SEGMENTS * mss
+        self.ssthresh = 1 << 30  # "arbitrarily high" (RFC 5681 3.1)
+
+    def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
+        """New data was acknowledged outside recovery."""
+        if self.cwnd < self.ssthresh:
+            # Slow start with appropriate byte counting, L = 2 (RFC 3465).
+            self.cwnd += min(acked, 2 * self.mss)
+        else:
+            self.avoid_congestion(acked, now, srtt)
+
+    def avoid_congestion(self, acked: int, now: float, srtt: float | None) -> None:
+        raise NotImplementedError
+
+    def on_loss(self, flight: int, now: float) -> None:
+        """Fast retransmit: a loss detected by duplicate ACKs or SACK."""
+        raise NotImplementedError
+
+    def on_recovery_end(self) -> None:
+        """The recovery point was acknowledged: deflate to ssthresh (RFC 6582 3.2 step 3)."""
+        self.cwnd = self.ssthresh
+
+    def on_timeout(self, flight: int, now: float) -> None:
+        """Retransmission timeout: RFC 5681 3.1 equation (4) and the loss window."""
+        self.ssthresh = max(flight // 2, 2 * self.mss)
+        self.cwnd = self.mss

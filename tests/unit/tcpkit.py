@@ -1,0 +1,135 @@
+"""Builders for TCB unit tests (smoltcp style): segments from the peer, a TCB in
+every state reached through the public API only, and exact output checks.
+
+The peer is 10.0.0.1:40000 with ISN X, we are 10.0.0.2:80 with ISS Y. Every
+builder runs at time `now` (default 0.0) and leaves no pending segments or events.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tcpstack.config import TcpConfig
+from tcpstack.events import ConnectionLost, StateChanged
+from tcpstack.segment import Flags, Options, Segment
+from tcpstack.seq import seq_add
+from tcpstack.states import State
+from tcpstack.tcb import Tcb
+
+PEER, PEER_PORT = bytes([10, 0, 0, 1]), 40000
+US, US_PORT = bytes([10, 0, 0, 2]), 80
+X = 1000  # the peer's ISN
+Y = 5000  # our ISS
+WND = 65535
+MSS = 1460
+
+ACK, SYN, FIN, RST, PSH = Flags.ACK, Flags.SYN, Flags.FIN, Flags.RST, Flags.PSH
+
+
+def add(a: int, n: int) -> int:
+    return seq_add(a, n)
+
+
+def seg(flags: Flags, seq: int, ack: int = 0, payload: bytes = b"", window: int = WND,
+        mss: int | None = None) -> Segment:
+    """A segment from the peer to us."""
+    return Segment(src=PEER, dst=US, sport=PEER_PORT, dport=US_PORT, seq=seq, ack=ack,
+                   flags=flags, window=window, options=Options(mss=mss), payload=payload)
+
+
+def expect(tcb: Tcb, want: list[tuple]) -> list[Segment]:
+    """Assert that take_segments() is exactly `want`: tuples of
+    (flags, seq, ack, payload length[, window[, options]]), also checking addresses."""
+    out = tcb.take_segments()
+    got = []
+    for s, w in zip(out, want, strict=False):
+        assert (s.src, s.dst, s.sport, s.dport) == (US, PEER, US_PORT, PEER_PORT)
+        row: tuple = (s.flags, s.seq, s.ack, len(s.payload), s.window, s.options)
+        got.append(row[: len(w)])
+    got += [(s.flags, s.seq, s.ack, len(s.payload)) for s in out[len(want):]]
+    assert got == [tuple(w) for w in want]
+    return out
+
+
+def events(tcb: Tcb) -> list:
+    """take_events() without the StateChanged bookkeeping."""
+    return [e for e in tcb.take_events() if not isinstance(e, StateChanged)]
+
+
+def lost(tcb: Tcb) -> type | None:
+    """The error type of the single ConnectionLost event pending (None for an orderly close)."""
+    evs = [e for e in tcb.take_events() if isinstance(e, ConnectionLost)]
+    assert len(evs) == 1, evs
+    return None if evs[0].error is None else type(evs[0].error)
+
+
+def _clean(tcb: Tcb, state: State) -> Tcb:
+    assert tcb.state is state
+    tcb.take_segments()
+    tcb.take_events()
+    return tcb
+
+
+def tcb_syn_rcvd(config: TcpConfig | None = None, *, x: int = X, y: int = Y,
+                 now: float = 0.0, mss: int | None = MSS, stats: Counter | None = None) -> Tcb:
+    syn = seg(SYN, x, mss=mss)
+    tcb = Tcb.open_passive(config or TcpConfig(), syn, y, now,
+                           Counter() if stats is None else stats)
+    return _clean(tcb, State.SYN_RCVD)
+
+
+def tcb_established(config: TcpConfig | None = None, *, x: int = X, y: int = Y,
+                    now: float = 0.0, mss: int | None = MSS, window: int = WND) -> Tcb:
+    """Passive open completed at `now` (so the handshake RTT sample is 0 and RTO = rto_min)."""
+    tcb = tcb_syn_rcvd(config, x=x, y=y, now=now, mss=mss)
+    tcb.receive(seg(ACK, add(x, 1), add(y, 1), window=window), now)
+    return _clean(tcb, State.ESTABLISHED)
+
+
+def tcb_syn_sent(config: TcpConfig | None = None, *, y: int = Y, now: float = 0.0,
+                 stats: Counter | None = None) -> Tcb:
+    tcb = Tcb.open_active(config or TcpConfig(), (US, US_PORT), (PEER, PEER_PORT), y, now,
+                          Counter() if stats is None else stats)
+    return _clean(tcb, State.SYN_SENT)
+
+
+def tcb_fin_wait_1(config: TcpConfig | None = None, *, now: float = 0.0,
+                   orphan: bool = False) -> Tcb:
+    """Our FIN (seq Y+1) is out, unacknowledged."""
+    tcb = tcb_established(config, now=now)
+    tcb.close(now, orphan=orphan)
+    return _clean(tcb, State.FIN_WAIT_1)
+
+
+def tcb_fin_wait_2(config: TcpConfig | None = None, *, now: float = 0.0,
+                   orphan: bool = False) -> Tcb:
+    tcb = tcb_fin_wait_1(config, now=now, orphan=orphan)
+    tcb.receive(seg(ACK, X + 1, Y + 2), now)
+    return _clean(tcb, State.FIN_WAIT_2)
+
+
+def tcb_close_wait(config: TcpConfig | None = None, *, now: float = 0.0) -> Tcb:
+    """The peer's FIN (seq X+1) was received and acknowledged."""
+    tcb = tcb_established(config, now=now)
+    tcb.receive(seg(FIN | ACK, X + 1, Y + 1), now)
+    return _clean(tcb, State.CLOSE_WAIT)
+
+
+def tcb_last_ack(config: TcpConfig | None = None, *, now: float = 0.0) -> Tcb:
+    tcb = tcb_close_wait(config, now=now)
+    tcb.close(now)
+    return _clean(tcb, State.LAST_ACK)
+
+
+def tcb_closing(config: TcpConfig | None = None, *, now: float = 0.0) -> Tcb:
+    """Simultaneous close: the peer's FIN crossed ours."""
+    tcb = tcb_fin_wait_1(config, now=now)
+    tcb.receive(seg(FIN | ACK, X + 1, Y + 1), now)
+    return _clean(tcb, State.CLOSING)
+
+
+def tcb_time_wait(config: TcpConfig | None = None, *, now: float = 0.0) -> Tcb:
+    """Both FINs exchanged and acknowledged; RCV.NXT = X+2, SND.NXT = Y+2."""
+    tcb = tcb_fin_wait_2(config, now=now)
+    tcb.receive(seg(FIN | ACK, X + 1, Y + 2), now)
+    return _clean(tcb, State.TIME_WAIT)
