@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tcpstack.events import ConnectionLost, DataReceived, EofReceived, Established, StateChanged
 from tcpstack.segment import Segment
+from tcpstack.sockopts import SocketOptions
 from tcpstack.states import FINISHED, State
 from tcpstack.stream import StreamReader, StreamWriter
 from tcpstack.tcb import Tcb
@@ -97,9 +98,12 @@ class Connection:
         self.post(lambda now: self.tcb.consumed(n, now))
 
     def abort_now(self) -> None:
-        """Reset at once, bypassing the inbox (stack shutdown)."""
+        """Reset at once, bypassing the inbox (stack shutdown, TIME-WAIT reopened by
+        a new SYN). The task is woken so it sees CLOSED and ends: otherwise it waits
+        forever on an event nobody sets and is garbage-collected while pending."""
         self.tcb.abort(self._loop.time())
         self.flush()
+        self._wakeup.set()
 
     # -- the task --------------------------------------------------------------
 
@@ -202,4 +206,6 @@ class Connection:
             return (str(IPv4Address(t.local_ip)), t.local_port)
         if name == "tcb":
             return t
+        if name == "socket":
+            return SocketOptions(t)
         return default

@@ -6,21 +6,15 @@ the bytes and so reopens the receive window, letting the peer keep sending.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
-READ_SIZE = 65536
+from tcpstack.apps.until_eof import serve_until_eof
+
+
+async def _drop(data: bytes) -> None:
+    pass
 
 
 async def handle_discard(reader: Any, writer: Any) -> None:
-    """Read and drop data until EOF, then close; resets end it quietly."""
-    try:
-        while await reader.read(READ_SIZE):
-            pass
-    except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
-        pass  # ordinary peer behaviour, not a failure of the app
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            await writer.wait_closed()
+    """Read and drop data until EOF, then close."""
+    await serve_until_eof(reader, writer, _drop)

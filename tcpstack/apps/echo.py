@@ -8,22 +8,16 @@ receive window instead of growing our memory without bound.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
-READ_SIZE = 65536
+from tcpstack.apps.until_eof import serve_until_eof
 
 
 async def handle_echo(reader: Any, writer: Any) -> None:
-    """Echo until EOF, then close; a peer that resets or vanishes ends it quietly."""
-    try:
-        while data := await reader.read(READ_SIZE):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
-        pass  # ordinary peer behaviour, not a failure of the app
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            await writer.wait_closed()
+    """Echo until EOF, then close."""
+
+    async def echo(data: bytes) -> None:
+        writer.write(data)
+        await writer.drain()
+
+    await serve_until_eof(reader, writer, echo)

@@ -4,6 +4,7 @@ in memory instead of a TUN (the integration tests use a real one)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -302,3 +303,17 @@ async def test_segment_after_handshake_timeout_gets_normal_reset() -> None:
         assert (reset.flags, reset.seq) == (RST, y + 1)
     finally:
         await stack.close()
+
+
+async def test_nodelay_socket_option(rig) -> None:
+    stack, wire = rig
+    task = asyncio.create_task(stack.open_connection("10.0.0.1", 8080))
+    syn = await wire.wait_for(lambda s: bool(s.flags & SYN))
+    feed(stack, packet(SYN | ACK, 5000, syn.seq + 1, sport=8080, dport=syn.sport))
+    _reader, writer = await asyncio.wait_for(task, 2)
+    sock = writer.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # Nagle on, as Linux
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    assert writer.get_extra_info("tcb").nodelay
+    with pytest.raises(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
