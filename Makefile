@@ -8,7 +8,7 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install system-deps run test lint clean
+.PHONY: install system-deps run test lint bench clean
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ test: install system-deps
 	$(VENV)/bin/python -m pytest -q || status=$$?; \
 	$(VENV)/bin/ruff check tcpstack tests scripts || status=1; \
 	exit $$status
+
+# tcpstack against the kernel's TCP, both in throwaway network namespaces (root):
+# prints a table and writes bench-results/bench-<date>.json. Sizes via ARGS
+# (e.g. ARGS='--size 10000000 --conns 2000') or BENCH_* variables; see --help.
+bench: install system-deps
+	$(VENV)/bin/python scripts/bench.py $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check tcpstack tests scripts

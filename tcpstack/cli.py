@@ -1,34 +1,54 @@
-"""The `tcpstack` command line.
+"""The `tcpstack` command line: `serve` (the daemon) and `connect` (an nc-like client).
+
+Both subcommands set up the same thing, a TUN device with the stack's VIP
+behind it, so they share the option definitions (`_add_daemon_options`), their
+validation (`_daemon_settings`) and the set-up and tear-down (`_running_stack`).
 
 Bad input gets one line on stderr and exit status 2, never a traceback: the
 arguments are validated completely before anything is created, and set-up
-failures (not root, device busy) are reported the same way.
+failures (not root, device busy) are reported the same way. `connect` exits 1
+when the connection fails (refused, timed out, reset).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import math
 import signal
 import sys
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import dataclass
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, NetmaskValueError
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import uvloop
 
+from tcpstack import impair
 from tcpstack.apps import APPS
 from tcpstack.config import TcpConfig
+from tcpstack.connect import relay
+from tcpstack.impair import ImpairPlan, ImpairSpecError
 from tcpstack.stack import Stack
 from tcpstack.tun import TunDevice, TunError
 
 DEFAULT_APPS = ("echo:7", "discard:9", "http:80")
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
+MAX_MSL = 3600.0
+
+log = logging.getLogger("tcpstack")
+T = TypeVar("T")
 
 
 class UsageError(Exception):
     """A bad command line; the message is the one line the user sees."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; args[0] is the signal number."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,38 +59,103 @@ class _Parser(argparse.ArgumentParser):
 
 
 @dataclass(frozen=True)
-class ServeSettings:
+class DaemonSettings:
+    """What every subcommand needs to bring a stack up on a TUN device."""
+
     tun: str
     host_addr: IPv4Interface
     addr: IPv4Address
-    apps: tuple[tuple[str, int], ...]
     config: TcpConfig
     log_level: str
+    impair: ImpairPlan
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    daemon: DaemonSettings
+    apps: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class ConnectSettings:
+    daemon: DaemonSettings
+    host: IPv4Address
+    port: int
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tcpstack", description="A userspace TCP/IPv4 stack over TUN.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
     serve = sub.add_parser("serve", help="own a virtual IP on a TUN device and serve apps")
-    serve.add_argument("--tun", default="tcps0", help="TUN device name (default tcps0)")
-    serve.add_argument("--host-addr", default="10.0.0.1/24",
-                       help="kernel side address/prefix (default 10.0.0.1/24)")
-    serve.add_argument("--addr", default="10.0.0.2",
-                       help="the stack's virtual IP, inside the host subnet (default 10.0.0.2)")
+    _add_daemon_options(serve, log_level="info")
     serve.add_argument("--app", action="append", metavar="KIND:PORT",
                        help=f"serve an app ({', '.join(sorted(APPS))}); repeatable "
                        f"(default {' '.join(DEFAULT_APPS)})")
-    serve.add_argument("--mtu", type=int, default=1500, help="device MTU (default 1500)")
     serve.add_argument("--synack-retries", type=int, default=5,
                        help="SYN+ACK retransmissions before giving up (default 5)")
-    serve.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"],
-                       help="log verbosity; debug also traces state transitions")
+
+    connect = sub.add_parser(
+        "connect", help="like nc: connect from the VIP to HOST:PORT, relay stdin/stdout",
+        description="Open a TCP connection from the stack's VIP to HOST:PORT (e.g. a "
+        "server on the kernel side), copy stdin to it and it to stdout; EOF on stdin "
+        "half-closes; exits 0 when the peer closes, 1 if the connection fails.")
+    connect.add_argument("host", metavar="HOST", help="IPv4 address to connect to")
+    connect.add_argument("port", metavar="PORT", type=int, help="TCP port to connect to")
+    _add_daemon_options(connect, log_level="warning")
+    connect.add_argument("--syn-retries", type=int, default=6,
+                         help="SYN retransmissions before giving up (default 6, ~127 s)")
     return parser
 
 
-def settings_from_args(args: argparse.Namespace) -> ServeSettings:
+def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> None:
+    """The TUN, address and TCP options every subcommand shares.
+
+    A function rather than argparse `parents=`: parents share their Action
+    objects, so a per-subcommand default (connect is quiet by default) would
+    leak into the other subcommand.
+    """
+    parser.add_argument("--tun", default="tcps0", help="TUN device name (default tcps0)")
+    parser.add_argument("--host-addr", default="10.0.0.1/24",
+                        help="kernel side address/prefix (default 10.0.0.1/24)")
+    parser.add_argument("--addr", default="10.0.0.2",
+                        help="the stack's virtual IP, inside the host subnet (default 10.0.0.2)")
+    parser.add_argument("--mtu", type=int, default=1500, help="device MTU (default 1500)")
+    parser.add_argument("--msl", type=float, default=30.0, metavar="SECONDS",
+                        help="maximum segment lifetime; TIME-WAIT lasts 2*MSL (default 30)")
+    parser.add_argument("--impair", action="append", metavar="SPEC",
+                        help="impair the stack's packets, e.g. 'loss=5%%,dup=2%%,reorder=10%%,"
+                        "delay=20ms,jitter=5ms,seed=1'; prefix in: or out: for one "
+                        "direction (default both); repeatable")
+    parser.add_argument("--log-level", default=log_level,
+                        choices=["debug", "info", "warning", "error"],
+                        help=f"log verbosity (default {log_level}); debug also traces "
+                        "state transitions")
+
+
+def settings_from_args(args: argparse.Namespace) -> ServeSettings | ConnectSettings:
     """Validate everything up front, so no device is created for a bad command line."""
+    if args.command == "serve":
+        if not 0 <= args.synack_retries <= 255:
+            raise UsageError(f"--synack-retries: {args.synack_retries} is outside 0..255")
+        return ServeSettings(_daemon_settings(args, synack_retries=args.synack_retries),
+                             _parse_apps(args.app or DEFAULT_APPS))
+    if not 0 <= args.syn_retries <= 255:
+        raise UsageError(f"--syn-retries: {args.syn_retries} is outside 0..255")
+    try:
+        host = IPv4Address(args.host)
+    except (AddressValueError, ValueError):
+        raise UsageError(f"HOST: expected an IPv4 address, got {args.host!r}") from None
+    if not 0 < args.port < 65536:
+        raise UsageError(f"PORT: {args.port} is outside 1..65535")
+    daemon = _daemon_settings(args, syn_retries=args.syn_retries)
+    if host == daemon.addr:
+        raise UsageError(f"HOST: {host} is the stack's own address (--addr)")
+    return ConnectSettings(daemon, host, args.port)
+
+
+def _daemon_settings(args: argparse.Namespace, **config: Any) -> DaemonSettings:
+    """Check the shared options; `config` adds the subcommand's own TcpConfig fields."""
     name = args.tun
     if not 0 < len(name) < 16 or "/" in name or any(c.isspace() for c in name):
         raise UsageError(f"--tun: invalid device name {name!r} (1-15 characters, no '/')")
@@ -94,12 +179,16 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         raise UsageError(f"--addr: {addr} is the kernel side's own address")
     if not 68 <= args.mtu <= 65535:
         raise UsageError(f"--mtu: {args.mtu} is outside 68..65535")
-    if not 0 <= args.synack_retries <= 255:
-        raise UsageError(f"--synack-retries: {args.synack_retries} is outside 0..255")
-    return ServeSettings(
-        tun=name, host_addr=host, addr=addr, apps=_parse_apps(args.app or DEFAULT_APPS),
-        config=TcpConfig(mtu=args.mtu, synack_retries=args.synack_retries),
-        log_level=args.log_level,
+    if not (math.isfinite(args.msl) and 0 <= args.msl <= MAX_MSL):
+        raise UsageError(f"--msl: {args.msl:g} is outside 0..{MAX_MSL:g} seconds")
+    try:
+        plan = impair.parse_impair(args.impair or ())
+    except ImpairSpecError as e:
+        raise UsageError(f"--impair: {e}") from None
+    return DaemonSettings(
+        tun=name, host_addr=host, addr=addr,
+        config=TcpConfig(mtu=args.mtu, msl=args.msl, **config),
+        log_level=args.log_level, impair=plan,
     )
 
 
@@ -120,35 +209,118 @@ def _parse_apps(specs: list[str] | tuple[str, ...]) -> tuple[tuple[str, int], ..
     return tuple((kind, port) for port, kind in apps.items())
 
 
-async def serve(settings: ServeSettings) -> int:
-    """Run the daemon until SIGTERM or SIGINT; then reset connections, remove the TUN."""
+# -- running --------------------------------------------------------------------------------
+
+
+class _Daemon:
+    """A stack running on its TUN device, as `_running_stack` yields it."""
+
+    def __init__(self, stack: Stack, tun: TunDevice, reader: asyncio.Task[None],
+                 stopped: asyncio.Future[int]) -> None:
+        self.stack = stack
+        self.tun = tun
+        self._reader = reader
+        self._stopped = stopped
+
+    async def run(self, work: Awaitable[T]) -> T:
+        """Await `work`, unless SIGINT/SIGTERM comes first (Interrupted) or the TUN
+        reader fails (its error is raised); either way `work` is cancelled."""
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.wait({task, self._reader, self._stopped},
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.done() and not task.cancelled():
+            return task.result()
+        if self._stopped.done():
+            raise Interrupted(self._stopped.result())
+        raise self._reader.exception() or RuntimeError("the TUN reader stopped")
+
+
+@contextlib.asynccontextmanager
+async def _running_stack(settings: DaemonSettings) -> AsyncIterator[_Daemon]:
+    """Create the TUN device, the stack on it (impaired if asked) and its reader;
+    on the way out reset every connection and remove the device."""
+    loop = asyncio.get_running_loop()
     tun = TunDevice(settings.tun, settings.host_addr, settings.config.mtu)
     try:
         stack = Stack(str(settings.addr), tun.write, settings.config)
-        for kind, port in settings.apps:
-            await stack.start_server(APPS[kind], port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        impairments = impair.install(stack, settings.impair)
+        stopped: asyncio.Future[int] = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, _stop, stopped, sig)
         reader = loop.create_task(stack.run_reader(tun.fileno()))
-        vip = settings.addr
-        apps = " ".join(f"{kind}:{port}" for kind, port in settings.apps)
-        print(f"tcpstack ready: {vip} on {tun.name} (kernel side {settings.host_addr}, "
-              f"mtu {settings.config.mtu}); apps: {apps}", flush=True)
-        print(f"try: ping {vip} | nc {vip} 7 | curl http://{vip}/   (Ctrl-C stops)", flush=True)
-        waiter = loop.create_task(stop.wait())
-        await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if reader.done() and reader.exception() is not None:
-            raise reader.exception()  # type: ignore[misc]
-        logging.getLogger("tcpstack").info("shutting down: resetting %d connection(s)",
-                                           len(stack.conns))
-        await stack.close()
-        reader.cancel()
-        waiter.cancel()
+        try:
+            yield _Daemon(stack, tun, reader, stopped)
+        finally:
+            log.info("shutting down: resetting %d connection(s); counters: %s",
+                     len(stack.conns),
+                     " ".join(f"{k}={v}" for k, v in sorted(stack.stats.items()) if v))
+            await stack.close()
+            impairments.close()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
     finally:
         tun.close()
+
+
+def _stop(stopped: asyncio.Future[int], sig: int) -> None:
+    if not stopped.done():
+        stopped.set_result(sig)
+
+
+async def serve(settings: ServeSettings) -> int:
+    """Run the daemon until SIGTERM or SIGINT; then reset connections, remove the TUN."""
+    async with _running_stack(settings.daemon) as daemon:
+        for kind, port in settings.apps:
+            await daemon.stack.start_server(APPS[kind], port)
+        vip = settings.daemon.addr
+        apps = " ".join(f"{kind}:{port}" for kind, port in settings.apps)
+        print(f"tcpstack ready: {vip} on {daemon.tun.name} (kernel side "
+              f"{settings.daemon.host_addr}, mtu {settings.daemon.config.mtu}); apps: {apps}",
+              flush=True)
+        print(f"try: ping {vip} | nc {vip} 7 | curl http://{vip}/   (Ctrl-C stops)", flush=True)
+        with contextlib.suppress(Interrupted):
+            await daemon.run(asyncio.get_running_loop().create_future())  # until a signal
     return 0
+
+
+async def connect(settings: ConnectSettings) -> int:
+    """Connect from the VIP to HOST:PORT and relay stdin/stdout until the peer closes.
+
+    Nothing but received data goes to stdout; every status line goes to stderr.
+    """
+    target = f"{settings.host}:{settings.port}"
+    async with _running_stack(settings.daemon) as daemon:
+        try:
+            reader, writer = await daemon.run(
+                daemon.stack.open_connection(str(settings.host), settings.port))
+        except ConnectionRefusedError:
+            return _fail(f"connect to {target}: connection refused")
+        except TimeoutError:
+            syns = settings.daemon.config.syn_retries + 1
+            return _fail(f"connect to {target}: timed out ({syns} SYNs unanswered)")
+        except OSError as e:
+            return _fail(f"connect to {target}: {e}")
+        local = writer.get_extra_info("sockname")
+        log.info("connected %s:%d -> %s", local[0], local[1], target)
+        try:
+            await daemon.run(relay(reader, writer))
+        except OSError as e:  # reset, our FIN never acknowledged, stdin/stdout failing
+            return _fail(f"{target}: {e.strerror or e}")
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"tcpstack: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_FAILURE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,12 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"tcpstack: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+    logging.basicConfig(level=settings.daemon.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    program: Coroutine[Any, Any, int] = (
+        serve(settings) if isinstance(settings, ServeSettings) else connect(settings))
     try:
-        return uvloop.run(serve(settings))
+        return uvloop.run(program)
     except TunError as e:
         print(f"tcpstack: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Interrupted as e:
+        print(f"tcpstack: interrupted by {signal.Signals(e.args[0]).name}", file=sys.stderr)
+        return 128 + e.args[0]
     except KeyboardInterrupt:
         return 0

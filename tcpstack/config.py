@@ -11,7 +11,9 @@ class TcpConfig:
 
     Defaults follow RFC 6298 (initial RTO 1 s, at least 60 s maximum) and Linux
     (net.ipv4.tcp_synack_retries=5, tcp_syn_retries=6, tcp_retries2=15,
-    tcp_fin_timeout=60, 200 ms minimum RTO).
+    tcp_fin_timeout=60, 200 ms minimum RTO, 40 ms delayed ACK, CUBIC, window
+    scaling and SACK on, Nagle on, at most one challenge ACK per 500 ms per
+    connection like tcp_invalid_ratelimit).
     """
 
     mtu: int = 1500
@@ -23,9 +25,15 @@ class TcpConfig:
     rto_max: float = 60.0
     msl: float = 30.0
     fin_timeout: float = 60.0
-    rcv_buf: int = 65535
+    rcv_buf: int = 1 << 20
     snd_buf: int = 262144
     backlog: int = 128
+    window_scaling: bool = True
+    sack: bool = True
+    cc: str = "cubic"
+    delayed_ack: float = 0.04
+    nodelay: bool = False
+    challenge_ack_interval: float = 0.5
 
     @property
     def mss(self) -> int:

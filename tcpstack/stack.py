@@ -51,6 +51,9 @@ class Stack:
     ) -> None:
         self.addr = IPv4Address(addr).packed
         self.output = output
+        #: Where `run_reader` hands each packet read from the TUN: normally
+        #: `handle_packet`; `tcpstack.impair` interposes its impairment here.
+        self.receive: Callable[[bytes, float], None] = self.handle_packet
         self.config = config or TcpConfig()
         self.stats: Counter[str] = Counter()
         self.conns: dict[ConnKey, Connection] = {}
@@ -78,7 +81,7 @@ class Stack:
                         packet = os.read(fd, READ_SIZE)
                     except BlockingIOError:
                         break
-                    self.handle_packet(packet, now)
+                    self.receive(packet, now)
                 else:
                     await asyncio.sleep(0)  # more is waiting: let the connections run
         finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 
 from tcpstack.buffers import SendBuffer
+from tcpstack.cc import make as make_cc
 from tcpstack.config import TcpConfig
 from tcpstack.events import (
     ConnectionLost,
@@ -24,7 +25,9 @@ from tcpstack.events import (
     Event,
     StateChanged,
 )
+from tcpstack.reassembly import Reassembly
 from tcpstack.resets import reset_for
+from tcpstack.scoreboard import Scoreboard
 from tcpstack.segment import Flags, Options, Segment
 from tcpstack.seq import seq_add, seq_diff, seq_le, seq_lt
 from tcpstack.states import FINISHED, RECEIVING, State
@@ -33,6 +36,8 @@ DEFAULT_MSS = 536  # RFC 9293 3.7.1: assumed when the peer sends no MSS option
 MAX_WINDOW = 0xFFFF  # without window scaling the window field is 16 bits
 RTO_AFTER_HANDSHAKE_LOSS = 3.0  # RFC 6298 5.7
 CLOCK_GRANULARITY = 0.01  # G in RFC 6298 2: the timer wheel's tick
+DUPTHRESH = 3  # RFC 5681 3.2, RFC 6675 2
+MAX_WSCALE = 14  # RFC 7323 2.3
 
 ACK = Flags.ACK
 SYN = Flags.SYN
@@ -63,7 +68,8 @@ class Tcb:
 
         # Send sequence variables (3.3.1). snd_max is the highest sequence number
         # sent so far: after a retransmission timeout snd_nxt goes back to
-        # snd_una while ACKs up to snd_max stay acceptable.
+        # snd_una while ACKs up to snd_max stay acceptable. snd_max is the RFC's
+        # SND.NXT, so segments without data (ACKs, RSTs) carry it.
         self.iss = iss
         self.snd_una = iss
         self.snd_nxt = iss
@@ -72,6 +78,17 @@ class Tcb:
         self.snd_wl1 = 0
         self.snd_wl2 = 0
         self.send_mss = min(DEFAULT_MSS, config.mss)
+        self.snd_wscale = 0  # shift of the windows the peer sends (RFC 7323 2.3)
+        self.rcv_wscale = 0  # shift of the windows we send, once negotiated
+        self._our_wscale = _wscale_for(config.rcv_buf) if config.window_scaling else None
+        self.sack_ok = False  # both sides sent SACK-permitted (RFC 2018 2)
+        self.nodelay = config.nodelay  # Nagle off (TCP_NODELAY)
+        self.cc = make_cc(config.cc, self.send_mss)
+        self.dupacks = 0
+        self._sacked = Scoreboard()
+        self._recover: int | None = None  # recovery point while in fast recovery
+        self._recover_high = iss  # RFC 6582 "recover": no new recovery below it
+        self._rexmit_next = iss  # next octet of a hole to retransmit in recovery
         self._sndbuf = SendBuffer()  # octets from seq (iss + 1) + acked data onward
         self._syn_acked = False  # our SYN occupies ISS; data starts after it
         self._fin_seq: int | None = None  # sequence number of our FIN once the user closed
@@ -81,7 +98,11 @@ class Tcb:
         self.rcv_nxt = 0
         self._unread = 0  # delivered to the application but not yet consumed
         self._rcv_adv = 0  # right edge of the window we last advertised
-        self._ack_pending = False
+        self._ack_pending = False  # flush an ACK with the next take_segments()
+        self._reasm = Reassembly()
+        self._delack_deadline: float | None = None
+        self._delayed_segs = 0  # in-order segments not yet acknowledged
+        self._last_challenge = float("-inf")
 
         # Retransmission (RFC 6298).
         self.rto = config.rto_initial
@@ -137,11 +158,23 @@ class Tcb:
         self.snd_wl1 = syn.seq
         self.snd_wl2 = syn.ack
         self.send_mss = min(syn.options.mss or DEFAULT_MSS, self.config.mss)
+        opts = syn.options
+        if self._our_wscale is not None and opts.wscale is not None:
+            self.snd_wscale = min(opts.wscale, MAX_WSCALE)  # RFC 7323 2.3
+            self.rcv_wscale = self._our_wscale
+        else:
+            self._our_wscale = None
+        self.sack_ok = self.config.sack and opts.sack_permitted
+        self.cc = make_cc(self.config.cc, self.send_mss)
 
     def _send_syn(self, now: float) -> None:
         """(Re)send our SYN, or SYN+ACK in SYN-RECEIVED; it carries our MSS (3.7.1)."""
-        flags = SYN | ACK if self.state is State.SYN_RCVD else SYN
-        self._emit(flags, seq=self.iss, options=Options(mss=self.config.mss))
+        if self.state is State.SYN_RCVD:  # answer only what the peer offered
+            flags, sack = SYN | ACK, self.sack_ok
+        else:
+            flags, sack = SYN, self.config.sack
+        options = Options(mss=self.config.mss, wscale=self._our_wscale, sack_permitted=sack)
+        self._emit(flags, seq=self.iss, options=options)
         self.snd_nxt = self.snd_max = seq_add(self.iss, 1)
         if self._rtx_deadline is None:
             self._rtx_deadline = now + self.rto
@@ -190,7 +223,7 @@ class Tcb:
             return
         if self.state in (State.SYN_RCVD, State.ESTABLISHED, State.FIN_WAIT_1,
                           State.FIN_WAIT_2, State.CLOSE_WAIT):
-            self._send_rst(self.snd_nxt, with_ack=True)
+            self._send_rst(self.snd_max, with_ack=True)
         self._finish(None, "aborted by the user")
 
     def consumed(self, n: int, now: float) -> None:
@@ -218,7 +251,8 @@ class Tcb:
 
     def next_deadline(self) -> float | None:
         """When `on_timer` must run next, or None."""
-        deadlines = [d for d in (self._rtx_deadline, self._close_deadline) if d is not None]
+        deadlines = [d for d in (self._rtx_deadline, self._close_deadline,
+                                 self._delack_deadline) if d is not None]
         return min(deadlines) if deadlines else None
 
     def reopened_by(self, seg: Segment) -> bool:
@@ -230,8 +264,14 @@ class Tcb:
 
     @property
     def rcv_wnd(self) -> int:
-        """RCV.WND: free space in the receive buffer, capped to the 16-bit field."""
-        return max(0, min(self.config.rcv_buf - self._unread, MAX_WINDOW))
+        """RCV.WND: free space in the receive buffer, capped to what the (scaled)
+        16-bit window field can say."""
+        return max(0, min(self.config.rcv_buf - self._unread, MAX_WINDOW << self.rcv_wscale))
+
+    def _window_limit(self) -> int:
+        """The window the peer may use: never less than what we advertised, as
+        the right edge must not move left (3.8.6.2.2)."""
+        return max(self.rcv_wnd, seq_diff(self._rcv_adv, self.rcv_nxt))
 
     @property
     def send_queue(self) -> int:
@@ -255,12 +295,15 @@ class Tcb:
         if self._rtx_deadline is not None and self._rtx_deadline <= now:
             self._rtx_deadline = None
             self._on_retransmission_timeout(now)
+        if self._delack_deadline is not None and self._delack_deadline <= now:
+            self._delack_deadline = None
+            self._ack_pending = True  # RFC 9293 3.8.6.3: delay an ACK at most 0.5 s
         if self._close_deadline is not None and self._close_deadline <= now:
             self._close_deadline = None
             if self.state is State.TIME_WAIT:
                 self._finish(None, "2*MSL elapsed in TIME-WAIT")
             elif self.state is State.FIN_WAIT_2:
-                self._send_rst(self.snd_nxt, with_ack=True)
+                self._send_rst(self.snd_max, with_ack=True)
                 self._finish(None, "FIN-WAIT-2 timeout after close, RST sent")
 
     def _on_retransmission_timeout(self, now: float) -> None:
@@ -271,10 +314,21 @@ class Tcb:
         if self.snd_una == self.snd_max and not self._sndbuf:
             return
         if self.retransmits >= self.config.data_retries:
-            self._send_rst(self.snd_nxt, with_ack=True)
+            self._send_rst(self.snd_max, with_ack=True)
             self._finish(TimeoutError("connection timed out"),
                          f"retransmitted {self.retransmits} times without an answer, RST sent")
             return
+        flight = seq_diff(self.snd_max, self.snd_una)
+        if self.snd_wnd == 0:
+            pass  # a zero-window probe is flow control, not a loss (3.8.6.1; Linux tcp_probe_timer)
+        elif self.retransmits == 0:
+            self.cc.on_timeout(flight, now)  # RFC 5681 3.1 (4): only on the first timeout
+        else:
+            self.cc.cwnd = self.send_mss
+        self._recover = None
+        self._recover_high = self.snd_max  # RFC 6582 3.2 step 4
+        self._sacked.clear()  # RFC 2018 8: the receiver may have reneged
+        self.dupacks = 0
         self.retransmits += 1
         self.rto = min(self.rto * 2, self.config.rto_max)
         self._rtt_probe = None  # Karn's rule: no sample from a retransmitted segment
@@ -379,7 +433,7 @@ class Tcb:
             if seg.seq == self.rcv_nxt:
                 self._reset_by_peer()
             else:
-                self._challenge_ack()
+                self._challenge_ack(now)
             return
 
         # Fourth: SYN (RFC 5961 4.2).
@@ -389,7 +443,7 @@ class Tcb:
                 self._finish(None, "SYN received in SYN-RECEIVED, back to LISTEN",
                              final=State.LISTEN)
             else:
-                self._challenge_ack()
+                self._challenge_ack(now)
             return
 
         # Fifth: ACK.
@@ -403,13 +457,19 @@ class Tcb:
         if seq_lt(self.snd_max, seg.ack):
             self._emit(ACK)  # it acknowledges something not yet sent
             return
+        wnd = seg.window << self.snd_wscale
+        new_sack = self.sack_ok and self._sacked.update(
+            seg.options.sack_blocks, self.snd_una, self.snd_max)
         if seq_lt(self.snd_una, seg.ack):
             self._on_new_ack(seg.ack, now)
+        elif (seg.ack == self.snd_una and self.snd_una != self.snd_max and not seg.payload
+              and not flags & FIN and (wnd == self.snd_wnd or new_sack)):
+            self._on_dupack(now)  # RFC 5681 2, "duplicate acknowledgment"
         if seq_le(self.snd_una, seg.ack) and (
             seq_lt(self.snd_wl1, seg.seq)
             or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, seg.ack))
         ):
-            self.snd_wnd = seg.window
+            self.snd_wnd = wnd
             self.snd_wl1 = seg.seq
             self.snd_wl2 = seg.ack
         if self.snd_wnd == 0 and seg.ack == self.snd_una and self._sndbuf:
@@ -424,7 +484,7 @@ class Tcb:
     def _acceptable(self, seg: Segment) -> bool:
         """The four cases of the acceptability test (3.10.7.4, first)."""
         seg_len = seg.seg_len
-        wnd = self.rcv_wnd
+        wnd = self._window_limit()
         start = seq_diff(seg.seq, self.rcv_nxt)
         if seg_len == 0:
             return start == 0 if wnd == 0 else 0 <= start < wnd
@@ -442,7 +502,9 @@ class Tcb:
                 early -= 1
             seg.payload = seg.payload[early:]
             seg.seq = self.rcv_nxt
-        room = self.rcv_wnd
+        # Measured from the segment's own start: an out-of-order segment is kept
+        # now (Reassembly), so octets beyond RCV.NXT + RCV.WND must go (3.10.7.4).
+        room = self._window_limit() - seq_diff(seg.seq, self.rcv_nxt)
         if len(seg.payload) > room:
             seg.payload = seg.payload[:room]
             seg.flags &= ~FIN  # the FIN lies beyond the window
@@ -450,10 +512,26 @@ class Tcb:
     def _on_new_ack(self, ack: int, now: float) -> None:
         """SND.UNA < SEG.ACK =< SND.MAX: drop acknowledged octets, measure the RTT
         (RFC 6298 with Karn's rule), restart or stop the retransmission timer."""
+        acked = seq_diff(ack, self.snd_una)
+        if not self._syn_acked:
+            acked -= 1  # RFC 5681 3.1: the ACK of a SYN MUST NOT increase cwnd
         acked_data = max(0, min(seq_diff(ack, self._data_seq), len(self._sndbuf)))
         self._sndbuf.consume(acked_data)
         self.snd_una = ack
         self._syn_acked = True
+        self._sacked.prune(ack)
+        self.dupacks = 0
+        if self._recover is None:
+            if acked > 0:
+                self.cc.on_ack(acked, now, self.srtt)
+        elif seq_le(self._recover, ack):
+            self._recover = None  # RFC 6582 3.2 step 3: full acknowledgment
+            self.cc.on_recovery_end()
+        else:
+            # RFC 6582 3.2 step 2: a partial ACK; the octets at SND.UNA are lost too.
+            if seq_lt(self._rexmit_next, ack):
+                self._rexmit_next = ack
+            self._retransmit_holes(now, force=True)
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack
         self.retransmits = 0
@@ -492,18 +570,30 @@ class Tcb:
 
     def _receive_text_and_fin(self, seg: Segment, now: float) -> None:
         """Seventh and eighth steps: deliver in-order text, then process FIN."""
+        if self.state not in RECEIVING:
+            return
         if seg.seq != self.rcv_nxt:
-            # Out of order: ask for the missing octets with an immediate ACK.
             if seg.payload or seg.flags & FIN:
+                # Out of order: keep it, and ask for the hole at once with an ACK
+                # that carries SACK blocks (RFC 5681 4.2, RFC 2018 4).
+                self._reasm.add(seg.seq, seg.payload, bool(seg.flags & FIN), self.rcv_nxt)
                 self._emit(ACK)
             return
-        if seg.payload and self.state in RECEIVING:
-            n = len(seg.payload)
-            self.rcv_nxt = seq_add(self.rcv_nxt, n)
-            self._unread += n
-            self._events.append(DataReceived(seg.payload))
-            self._ack_pending = True
-        if not seg.flags & FIN:
+        filled = bool(self._reasm)
+        fin = bool(seg.flags & FIN)
+        if seg.payload:
+            self._deliver(seg.payload)
+            if filled:
+                more, fin_later = self._reasm.pop_ready(self.rcv_nxt)
+                if more:
+                    self._deliver(more)
+                fin = fin or fin_later
+            self._delayed_segs += 1
+            if filled or self._delayed_segs >= 2 or not self.config.delayed_ack:
+                self._ack_pending = True  # RFC 5681 4.2: every second segment, or a hole filled
+            elif self._delack_deadline is None:
+                self._delack_deadline = now + self.config.delayed_ack
+        if not fin:
             return
         self.rcv_nxt = seq_add(self.rcv_nxt, 1)
         self._ack_pending = True
@@ -517,6 +607,11 @@ class Tcb:
                 self._set_state(State.CLOSING, "FIN received (simultaneous close)")
         elif self.state is State.FIN_WAIT_2:
             self._enter_time_wait(now, "FIN received")
+
+    def _deliver(self, data: bytes) -> None:
+        self.rcv_nxt = seq_add(self.rcv_nxt, len(data))
+        self._unread += len(data)
+        self._events.append(DataReceived(data))
 
     # ---------------------------------------------------------------- transitions
 
@@ -557,7 +652,7 @@ class Tcb:
     def _finish(self, error: BaseException | None, cause: str,
                 final: State = State.CLOSED) -> None:
         """Delete the TCB: stop every timer and tell the application."""
-        self._rtx_deadline = self._close_deadline = None
+        self._rtx_deadline = self._close_deadline = self._delack_deadline = None
         self._ack_pending = False
         self._set_state(final, cause)
         self._events.append(ConnectionLost(error))
@@ -570,7 +665,8 @@ class Tcb:
     # ------------------------------------------------------------------ sending
 
     def _push(self, now: float, *, probe: bool = False) -> None:
-        """Send what the peer's window allows, from SND.NXT on, then our FIN.
+        """Send what the peer's window and the congestion window allow, from
+        SND.NXT on, then our FIN.
 
         `probe` sends one octet into a zero window (3.8.6.1) so a lost window
         update cannot deadlock the connection.
@@ -578,18 +674,27 @@ class Tcb:
         if self.state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1,
                               State.CLOSING, State.LAST_ACK):
             return
+        if self._recover is not None:
+            self._retransmit_holes(now)
         data_seq = self._data_seq
         while True:
             offset = seq_diff(self.snd_nxt, data_seq)
             avail = len(self._sndbuf) - offset
             usable = seq_diff(seq_add(self.snd_una, self.snd_wnd), self.snd_nxt)
+            room = self.cc.cwnd - self._pipe()
             if probe and usable <= 0 < avail:
-                usable, probe = 1, False
-            n = max(0, min(avail, usable, self.send_mss))
-            fin = self._fin_seq is not None and offset + n == len(self._sndbuf)
+                usable, room, probe = 1, 1, False
+            n = max(0, min(avail, usable, room, self.send_mss))
+            fin = self._fin_seq is not None and n == avail
             if n == 0 and not fin:
-                if avail > 0 and self._rtx_deadline is None:
+                if avail > 0 and usable <= 0 and self._rtx_deadline is None:
                     self._rtx_deadline = now + self.rto  # persist timer (3.8.6.1)
+                return
+            in_flight = seq_lt(self.snd_una, self.snd_nxt)
+            if n < self.send_mss and in_flight and not fin and not (
+                    n == avail and self.nodelay):
+                # Nagle (3.7.4) and sender SWS avoidance (3.8.6.2.1): while data is
+                # unacknowledged, send only full-sized segments.
                 return
             flags = ACK | (FIN if fin else Flags(0)) | (PSH if n and n == avail else Flags(0))
             seq = self.snd_nxt
@@ -607,19 +712,104 @@ class Tcb:
             if fin:
                 return
 
+    # -------------------------------------------------------------- loss recovery
+
+    def _on_dupack(self, now: float) -> None:
+        """A duplicate ACK: in recovery it clocks out more data; otherwise the
+        third one (or enough SACKed data, RFC 6675 IsLost) starts fast retransmit."""
+        self.dupacks += 1
+        if self._recover is not None:
+            self._push(now)
+            return
+        lost = self.dupacks >= DUPTHRESH or (
+            self.sack_ok and self._sacked.sacked() > (DUPTHRESH - 1) * self.send_mss)
+        # RFC 6582 3.2 step 1: no second reduction for losses of the same window, so
+        # without SACK the ACK must cover more than "recover". With SACK, recovery is
+        # over once SND.UNA reaches RecoveryPoint, and a new one may start right
+        # away (RFC 6675 5 and 5.1: "until HighACK >= RecoveryPoint"; Linux too).
+        done = seq_le if self.sack_ok else seq_lt
+        if not lost or not done(self._recover_high, self.snd_una):
+            return
+        self.stats["FastRetransmits"] += 1
+        self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), now)
+        self._recover = self._recover_high = self.snd_max
+        self._rexmit_next = self.snd_una
+        self._rtt_probe = None  # Karn
+        self._retransmit_holes(now, force=True)
+        self._push(now)
+
+    def _lost_end(self) -> int:
+        """End of the octets presumed lost in recovery: every hole below the
+        highest SACKed octet (RFC 6675), and at least the segment at SND.UNA
+        (RFC 6582); never beyond the data (a lost FIN is left to the RTO)."""
+        data_end = seq_add(self._data_seq, len(self._sndbuf))
+        first = seq_add(self.snd_una, self.send_mss)
+        end = self._sacked.high(self.snd_una)
+        if seq_lt(end, first):
+            end = first
+        return end if seq_lt(end, data_end) else data_end
+
+    def _pipe(self) -> int:
+        """RFC 6675 "pipe": octets believed to be in the network."""
+        if self._recover is None:
+            return seq_diff(self.snd_nxt, self.snd_una) - self._sacked.sacked()
+        out = seq_diff(self.snd_max, self.snd_una)
+        gone = self._sacked.sacked() if self.sack_ok else min(
+            self.dupacks * self.send_mss, out)
+        start = self._rexmit_next if seq_lt(self.snd_una, self._rexmit_next) else self.snd_una
+        lost = sum(seq_diff(b, a) for a, b in self._sacked.holes(start, self._lost_end()))
+        return max(0, out - gone - lost)
+
+    def _retransmit_holes(self, now: float, *, force: bool = False) -> None:
+        """Retransmit presumed-lost octets that the peer does not hold, as the
+        congestion window allows; `force` sends the first one regardless
+        (RFC 6675 5 step 4, RFC 6582 3.2 step 2)."""
+        if seq_lt(self._rexmit_next, self.snd_una):
+            self._rexmit_next = self.snd_una
+        data_seq = self._data_seq
+        for start, end in list(self._sacked.holes(self._rexmit_next, self._lost_end())):
+            while seq_lt(start, end):
+                if not force and self._pipe() >= self.cc.cwnd:
+                    return
+                force = False
+                n = min(seq_diff(end, start), self.send_mss)
+                self.stats["RetransSegs"] += 1
+                self.total_retransmits += 1
+                payload = self._sndbuf.peek(seq_diff(start, data_seq), n)
+                self._emit(ACK, seq=start, payload=payload)
+                start = seq_add(start, n)
+                self._rexmit_next = start
+        if self._rtx_deadline is None:
+            self._rtx_deadline = now + self.rto
+
     def _emit(self, flags: Flags, *, seq: int | None = None, payload: bytes = b"",
               options: Options | None = None) -> None:
-        """Queue one segment from this connection; ACK-bearing ones carry RCV.NXT
-        and our current window, which also settles any pending ACK."""
+        """Queue one segment from this connection. ACK-bearing ones carry RCV.NXT,
+        our window (scaled, RFC 7323 2.3) and, on pure ACKs, SACK blocks; they
+        settle any pending or delayed ACK."""
         wnd = self.rcv_wnd
+        if flags & SYN:
+            field = min(wnd, MAX_WINDOW)  # never scaled in a SYN (RFC 7323 2.2)
+            advertised = field
+        else:
+            shift = self.rcv_wscale
+            field = min((wnd + (1 << shift) - 1) >> shift, MAX_WINDOW)  # round up: no shrinking
+            advertised = field << shift
         if flags & ACK:
             self._ack_pending = False
-            self._rcv_adv = seq_add(self.rcv_nxt, wnd)
+            self._delack_deadline = None
+            self._delayed_segs = 0
+            self._rcv_adv = seq_add(self.rcv_nxt, advertised)
+            if options is None and not payload and self.sack_ok and self._reasm:
+                options = Options(sack_blocks=self._reasm.sack_blocks())
         self._out.append(Segment(
             src=self.local_ip, dst=self.remote_ip, sport=self.local_port, dport=self.remote_port,
-            seq=self.snd_nxt if seq is None else seq,
+            # <SEQ=SND.NXT> (3.10.7.4) is snd_max: while go-back-N has pulled snd_nxt
+            # back, an ACK at snd_nxt would lie below the peer's RCV.NXT and be
+            # dropped unread as unacceptable, losing its acknowledgment.
+            seq=self.snd_max if seq is None else seq,
             ack=self.rcv_nxt if flags & ACK else 0,
-            flags=flags, window=wnd, options=options or Options(), payload=payload,
+            flags=flags, window=field, options=options or Options(), payload=payload,
         ))
 
     def _send_rst(self, seq: int, *, with_ack: bool) -> None:
@@ -630,7 +820,17 @@ class Tcb:
         if rst is not None:
             self._out.append(rst)
 
-    def _challenge_ack(self) -> None:
-        """RFC 5961 3.2/4.2: answer a suspicious RST or SYN with an ACK."""
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 3.2/4.2: answer a suspicious RST or SYN with an ACK, at most
+        one per `challenge_ack_interval` (RFC 5961 7; Linux: 500 ms per socket)."""
+        if now - self._last_challenge < self.config.challenge_ack_interval:
+            self.stats["ChallengeAcksSuppressed"] += 1
+            return
+        self._last_challenge = now
         self.stats["ChallengeAcks"] += 1
         self._emit(ACK)
+
+
+def _wscale_for(buffer: int) -> int:
+    """The smallest shift that lets the 16-bit window field cover `buffer` (RFC 7323 2.2)."""
+    return min(max(0, (buffer - 1).bit_length() - 16), MAX_WSCALE)

@@ -31,10 +31,19 @@ def add(a: int, n: int) -> int:
 
 
 def seg(flags: Flags, seq: int, ack: int = 0, payload: bytes = b"", window: int = WND,
-        mss: int | None = None) -> Segment:
-    """A segment from the peer to us."""
+        mss: int | None = None, *, wscale: int | None = None, sack_permitted: bool = False,
+        sack: list[tuple[int, int]] | None = None) -> Segment:
+    """A segment from the peer to us; `sack` are the SACK blocks it carries."""
+    options = Options(mss=mss, wscale=wscale, sack_permitted=sack_permitted,
+                      sack_blocks=list(sack or []))
     return Segment(src=PEER, dst=US, sport=PEER_PORT, dport=US_PORT, seq=seq, ack=ack,
-                   flags=flags, window=window, options=Options(mss=mss), payload=payload)
+                   flags=flags, window=window, options=options, payload=payload)
+
+
+def peer_syn(x: int = X, *, mss: int | None = MSS, wscale: int | None = None,
+             sack_permitted: bool = False, window: int = WND) -> Segment:
+    """The peer's SYN, optionally offering window scaling and SACK (RFC 7323, RFC 2018)."""
+    return seg(SYN, x, window=window, mss=mss, wscale=wscale, sack_permitted=sack_permitted)
 
 
 def expect(tcb: Tcb, want: list[tuple]) -> list[Segment]:
@@ -71,17 +80,21 @@ def _clean(tcb: Tcb, state: State) -> Tcb:
 
 
 def tcb_syn_rcvd(config: TcpConfig | None = None, *, x: int = X, y: int = Y,
-                 now: float = 0.0, mss: int | None = MSS, stats: Counter | None = None) -> Tcb:
-    syn = seg(SYN, x, mss=mss)
+                 now: float = 0.0, mss: int | None = MSS, stats: Counter | None = None,
+                 wscale: int | None = None, sack_permitted: bool = False) -> Tcb:
+    syn = peer_syn(x, mss=mss, wscale=wscale, sack_permitted=sack_permitted)
     tcb = Tcb.open_passive(config or TcpConfig(), syn, y, now,
                            Counter() if stats is None else stats)
     return _clean(tcb, State.SYN_RCVD)
 
 
 def tcb_established(config: TcpConfig | None = None, *, x: int = X, y: int = Y,
-                    now: float = 0.0, mss: int | None = MSS, window: int = WND) -> Tcb:
-    """Passive open completed at `now` (so the handshake RTT sample is 0 and RTO = rto_min)."""
-    tcb = tcb_syn_rcvd(config, x=x, y=y, now=now, mss=mss)
+                    now: float = 0.0, mss: int | None = MSS, window: int = WND,
+                    wscale: int | None = None, sack_permitted: bool = False) -> Tcb:
+    """Passive open completed at `now` (so the handshake RTT sample is 0 and RTO = rto_min).
+    `window` is the window field of the peer's ACK (scaled by `wscale` if negotiated)."""
+    tcb = tcb_syn_rcvd(config, x=x, y=y, now=now, mss=mss, wscale=wscale,
+                       sack_permitted=sack_permitted)
     tcb.receive(seg(ACK, add(x, 1), add(y, 1), window=window), now)
     return _clean(tcb, State.ESTABLISHED)
 

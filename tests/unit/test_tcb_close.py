@@ -166,6 +166,9 @@ def test_fin_wait_1_data_still_delivered():
     tcb = tcb_fin_wait_1()
     tcb.receive(seg(ACK | PSH, X + 1, Y + 1, b"more"), 0.1)
     assert events(tcb) == [DataReceived(b"more")]
+    expect(tcb, [])  # delayed ACK (RFC 5681 4.2), before the FIN's RTO at 0.2
+    assert tcb.next_deadline() == pytest.approx(0.14)
+    tcb.on_timer(0.14)
     expect(tcb, [(ACK, Y + 2, X + 5, 0)])
 
 
@@ -204,6 +207,9 @@ def test_fin_wait_2_data_still_delivered():
     tcb = tcb_fin_wait_2()
     tcb.receive(seg(ACK | PSH, X + 1, Y + 2, b"half-close"), 1.0)
     assert events(tcb) == [DataReceived(b"half-close")]
+    expect(tcb, [])  # delayed ACK (RFC 5681 4.2)
+    assert tcb.next_deadline() == pytest.approx(1.04)
+    tcb.on_timer(1.04)
     expect(tcb, [(ACK, Y + 2, X + 11, 0)])
     assert tcb.state is State.FIN_WAIT_2
 

@@ -28,11 +28,14 @@ from tests.unit.tcpkit import (
 
 
 def test_established_data_in_order():
-    tcb = tcb_established()
+    # A 64 KiB buffer, so the unscaled window shows the unread octets.
+    tcb = tcb_established(TcpConfig(rcv_buf=WND))
     tcb.receive(seg(ACK | PSH, X + 1, Y + 1, b"abc"), 1.0)
     tcb.receive(seg(ACK | PSH, X + 4, Y + 1, b"defg"), 1.0)
     assert events(tcb) == [DataReceived(b"abc"), DataReceived(b"defg")]
-    expect(tcb, [(ACK, Y + 1, X + 8, 0, WND - 7)])  # one ACK for the batch
+    # One ACK for the batch, at once: the second segment (RFC 5681 4.2).
+    expect(tcb, [(ACK, Y + 1, X + 8, 0, WND - 7)])
+    assert tcb.next_deadline() is None
 
 
 def test_established_data_out_of_order_dup_ack():
@@ -74,6 +77,7 @@ def test_established_retransmitted_synack_reacked():
 
 def test_established_send_segments_by_mss():
     tcb = tcb_established()
+    tcb.nodelay = True  # the short tail leaves at once (Nagle: test_tcb_reliability)
     tcb.send(b"x" * 4000, 1.0)
     expect(tcb, [(ACK, Y + 1, X + 1, 1460), (ACK, Y + 1461, X + 1, 1460),
                  (ACK | PSH, Y + 2921, X + 1, 1080)])
@@ -83,6 +87,7 @@ def test_established_send_segments_by_mss():
 
 def test_established_ack_advances_snd_una():
     tcb = tcb_established()
+    tcb.nodelay = True  # all 4000 octets in flight, the tail too
     tcb.send(b"x" * 4000, 1.0)
     tcb.take_segments()
     tcb.receive(seg(ACK, X + 1, Y + 1461), 1.1)
@@ -119,12 +124,18 @@ def test_established_send_limited_by_peer_window():
     tcb.send(b"x" * 3000, 1.0)
     expect(tcb, [(ACK, Y + 1, X + 1, 1000)])
     tcb.receive(seg(ACK, X + 1, Y + 501, window=1000), 1.1)  # window slides by 500
-    expect(tcb, [(ACK, Y + 1001, X + 1, 500)])
+    # 500 octets fit, but a short segment waits while data is unacknowledged
+    # (Nagle, 3.7.4; sender SWS avoidance, 3.8.6.2.1 with its [SND.NXT = SND.UNA]).
+    expect(tcb, [])
+    assert seq_diff(tcb.snd_nxt, tcb.snd_una) == 500
+    tcb.receive(seg(ACK, X + 1, Y + 1001, window=1000), 1.2)
+    expect(tcb, [(ACK, Y + 1001, X + 1, 1000)])  # never more than the window in flight
     assert seq_diff(tcb.snd_nxt, tcb.snd_una) == 1000
 
 
 def test_established_window_update_releases_data():
     tcb = tcb_established(window=1000)
+    tcb.nodelay = True  # the short tail leaves at once (Nagle: test_tcb_reliability)
     tcb.send(b"x" * 3000, 1.0)
     tcb.take_segments()
     tcb.receive(seg(ACK, X + 1, Y + 1, window=3000), 1.1)  # pure window update
@@ -161,8 +172,10 @@ def test_established_zero_window_kept_open_while_probes_answered():
 
 
 def test_established_consumed_reopens_window():
-    tcb = tcb_established()
+    tcb = tcb_established(TcpConfig(rcv_buf=WND))  # unscaled window = free buffer
     tcb.receive(seg(ACK | PSH, X + 1, Y + 1, b"x" * 30000), 1.0)
+    expect(tcb, [])  # one segment: its ACK is delayed (RFC 5681 4.2)
+    tcb.on_timer(1.04)
     expect(tcb, [(ACK, Y + 1, X + 30001, 0, WND - 30000)])
     tcb.consumed(1000, 1.1)  # below min(rcv_buf / 2, MSS): no update (SWS avoidance)
     expect(tcb, [])
@@ -173,6 +186,8 @@ def test_established_consumed_reopens_window():
 def test_established_consumed_after_zero_window():
     tcb = tcb_established(TcpConfig(rcv_buf=2000))
     tcb.receive(seg(ACK | PSH, X + 1, Y + 1, b"x" * 2000), 1.0)
+    expect(tcb, [])  # delayed ACK (RFC 5681 4.2)
+    tcb.on_timer(1.04)
     expect(tcb, [(ACK, Y + 1, X + 2001, 0, 0)])
     tcb.consumed(2000, 1.1)
     expect(tcb, [(ACK, Y + 1, X + 2001, 0, 2000)])
@@ -183,14 +198,19 @@ def test_established_consumed_after_zero_window():
 
 def test_established_rto_retransmits_from_snd_una():
     tcb = tcb_established()
+    tcb.nodelay = True  # all three segments in flight
     assert tcb.rto == 0.2  # handshake RTT sample of 0 s, clamped to rto_min
     tcb.send(b"x" * 3000, 1.0)
-    tcb.take_segments()
+    assert len(tcb.take_segments()) == 3
     tcb.receive(seg(ACK, X + 1, Y + 1461), 1.05)  # the first segment arrived
     tcb.on_timer(1.2499)
     expect(tcb, [])
     tcb.on_timer(1.25)
-    expect(tcb, [(ACK, Y + 1461, X + 1, 1460), (ACK | PSH, Y + 2921, X + 1, 80)])
+    # Go back to SND.UNA with cwnd = 1 MSS (RFC 5681 3.1): one segment.
+    expect(tcb, [(ACK, Y + 1461, X + 1, 1460)])
+    assert tcb.stats["RetransSegs"] == 1
+    tcb.receive(seg(ACK, X + 1, Y + 2921), 1.3)
+    expect(tcb, [(ACK | PSH, Y + 2921, X + 1, 80)])  # the rest, resent from SND.NXT
     assert tcb.stats["RetransSegs"] == 2
 
 
@@ -292,6 +312,7 @@ def test_established_old_syn_acked():
 def test_established_acceptability_zero_len_zero_window():
     tcb = tcb_established(TcpConfig(rcv_buf=1000))
     tcb.receive(seg(ACK | PSH, X + 1, Y + 1, b"x" * 1000), 1.0)
+    tcb.on_timer(1.04)  # the delayed ACK (RFC 5681 4.2)
     expect(tcb, [(ACK, Y + 1, X + 1001, 0, 0)])
     tcb.receive(seg(ACK, X + 1001, Y + 1, window=500), 1.1)  # SEG.SEQ = RCV.NXT: accepted
     expect(tcb, [])
@@ -328,7 +349,9 @@ def test_established_acceptability_data_open_window():
     assert events(tcb) == []
     tcb.receive(seg(ACK | PSH, X + 4, Y + 1, b"y" * 1200), 1.0)  # trimmed to the window
     assert events(tcb) == [DataReceived(b"y" * 997)]
-    expect(tcb, [(ACK, Y + 1, X + 4, 0, 997), (ACK, Y + 1, X + 1001, 0, 0)])
+    expect(tcb, [(ACK, Y + 1, X + 4, 0, 997)])  # for "late", at once
+    tcb.on_timer(1.04)  # the in-order data: a delayed ACK (RFC 5681 4.2)
+    expect(tcb, [(ACK, Y + 1, X + 1001, 0, 0)])
 
 
 # --------------------------------------------------------- sequence wrap
@@ -358,8 +381,11 @@ def test_established_transfer_across_sequence_wrap():
     assert (tcb.snd_una, tcb.snd_nxt, tcb.rcv_nxt) == (add(y, 1 + size), add(y, 1 + size),
                                                        add(x, 1 + size))
     assert tcb.snd_una < y and tcb.rcv_nxt < x  # both really wrapped
-    assert tcb.send_queue == 0 and tcb.next_deadline() is None
+    assert tcb.send_queue == 0
+    assert tcb.next_deadline() == pytest.approx(t + 0.04)  # the last chunk's delayed ACK
+    tcb.on_timer(t + 0.04)
     assert tcb.take_segments()[-1].ack == add(x, 1 + size)
+    assert tcb.next_deadline() is None
 
 
 def test_established_zero_window_probes_unanswered_give_up():

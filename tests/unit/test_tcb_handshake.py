@@ -60,6 +60,9 @@ def test_syn_rcvd_ack_then_data():
     expect(tcb, [])
     tcb.receive(seg(ACK | PSH, X + 1, Y + 1, b"hello"), 0.6)
     assert events(tcb) == [Established(), DataReceived(b"hello")]
+    expect(tcb, [])  # delayed ACK (RFC 5681 4.2)
+    assert tcb.next_deadline() == pytest.approx(0.64)
+    tcb.on_timer(0.64)
     expect(tcb, [(ACK, Y + 1, X + 6, 0)])
 
 
@@ -68,6 +71,9 @@ def test_syn_rcvd_ack_with_data():
     tcb.receive(seg(ACK | PSH, X + 1, Y + 1, b"GET /"), 0.5)
     assert tcb.state is State.ESTABLISHED
     assert events(tcb) == [Established(), DataReceived(b"GET /")]
+    expect(tcb, [])  # delayed ACK (RFC 5681 4.2)
+    assert tcb.next_deadline() == pytest.approx(0.54)
+    tcb.on_timer(0.54)
     expect(tcb, [(ACK, Y + 1, X + 6, 0)])
 
 
@@ -181,6 +187,7 @@ def test_syn_rcvd_rto_after_synack_loss_is_3s():
 
 def test_established_send_capped_by_peer_mss():
     tcb = tcb_established(mss=1000)
+    tcb.nodelay = True  # the short tail leaves at once (Nagle: test_tcb_reliability)
     tcb.send(b"x" * 2500, 1.0)
     expect(tcb, [(ACK, Y + 1, X + 1, 1000), (ACK, Y + 1001, X + 1, 1000),
                  (ACK | PSH, Y + 2001, X + 1, 500)])
@@ -188,12 +195,14 @@ def test_established_send_capped_by_peer_mss():
 
 def test_established_send_without_peer_mss_uses_536():
     tcb = tcb_established(mss=None)
+    tcb.nodelay = True
     tcb.send(b"x" * 1000, 1.0)
     expect(tcb, [(ACK, Y + 1, X + 1, 536), (ACK | PSH, Y + 537, X + 1, 464)])
 
 
 def test_established_send_capped_by_our_mss():
     tcb = tcb_established(TcpConfig(mtu=576), mss=9000)
+    tcb.nodelay = True
     tcb.send(b"x" * 600, 1.0)
     expect(tcb, [(ACK, Y + 1, X + 1, 536), (ACK | PSH, Y + 537, X + 1, 64)])
 
@@ -206,7 +215,9 @@ def test_closed_active_open_sends_syn():
     tcb = Tcb.open_active(TcpConfig(), (bytes([10, 0, 0, 2]), 80), (bytes([10, 0, 0, 1]), 40000),
                           Y, 0.0, stats)
     assert tcb.state is State.SYN_SENT
-    expect(tcb, [(SYN, Y, 0, 0, WND, Options(mss=1460))])
+    # Window scale 4 covers the 1 MiB buffer (RFC 7323 2.2); SACK offered (RFC 2018 2);
+    # the SYN's own window is never scaled.
+    expect(tcb, [(SYN, Y, 0, 0, WND, Options(mss=1460, wscale=4, sack_permitted=True))])
     assert tcb.next_deadline() == 1.0
     assert stats["ActiveOpens"] == 1
 
@@ -302,7 +313,7 @@ def test_syn_sent_timeout_retransmits_syn_then_gives_up():
         tcb.on_timer(t - 0.001)
         expect(tcb, [])
         tcb.on_timer(t)
-        expect(tcb, [(SYN, Y, 0, 0, WND, Options(mss=1460))])
+        expect(tcb, [(SYN, Y, 0, 0, WND, Options(mss=1460, wscale=4, sack_permitted=True))])
     assert tcb.next_deadline() == 123  # 63 + min(64, 60)
     tcb.on_timer(123)
     expect(tcb, [])

@@ -1,0 +1,646 @@
+#!/usr/bin/env python3
+"""tcpstack benchmark: the stack against the kernel's TCP, same clients, same apps.
+
+Run as root (`make bench`, or `.venv/bin/python scripts/bench.py --help`). Everything
+happens inside two network namespaces created for the run and deleted at the end
+(also on failure or Ctrl-C):
+
+    client ns                                           server ns
+    ├─ curl, ab, the echo client, the flooders          │
+    ├─ tcpstack serve on TUN  (VIP 10.211.1.2)          │
+    ├─ raw TUN packet loop    (10.211.3.2)              │
+    └─ veth ────────────────────────────────────────────┴─ kernel TCP: the same
+                                                          tcpstack.apps handlers on
+                                                          asyncio.start_server (uvloop)
+                                                          + raw UDP packet loop
+
+Both servers are single-threaded Python on uvloop running the very same HTTP and
+echo handlers, so the ratio isolates the TCP/IP implementation: the Python stack
+over TUN versus the kernel's TCP over veth. The kernel path uses GSO/TSO on veth,
+so even at MTU 1500 it moves large segments: that is part of what it is being
+compared with.
+
+Workloads: download (curl GET /bytes/N) and upload (curl POST /sha256, digest
+checked) at each MTU; full connections per second (`ab -c C -n N`, no
+keep-alive); echo round-trip time p50/p99 over one connection (1-byte ping-pongs,
+TCP_NODELAY); and the raw Python packet ceiling: a loop with the stack's reader
+structure that reads packets from a TUN and writes a pre-built reply for each,
+fed by a UDP flood, against the same loop on a kernel UDP socket. The table
+gives each figure for both and the ratio tcpstack/kernel (throughput and rates:
+higher is better; times: lower is better). Results are also written as JSON to
+bench-results/bench-<date>.json.
+
+The script re-invokes itself inside the namespaces for its helper roles
+(`_kernel_server`, `_echo_client`, `_tun_loop`, `_udp_loop`, `_flood`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import secrets
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from ipaddress import IPv4Interface
+from pathlib import Path
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).resolve()
+
+STACK_NET = "10.211.1"   # client ns <-> tcpstack over TUN
+VETH_NET = "10.211.2"    # client ns <-> server ns (kernel TCP)
+RAW_NET = "10.211.3"     # client ns <-> raw TUN packet loop
+HTTP_PORT, ECHO_PORT, FLOOD_PORT, FLOOD_SOURCE_PORT = 80, 7, 9, 10009
+READY_TIMEOUT = 15.0
+CURL_TIMEOUT = 180.0
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+# ---------------------------------------------------------------------------------------------
+# Helper roles (run inside a namespace by the orchestrator)
+# ---------------------------------------------------------------------------------------------
+
+
+def role_kernel_server(addr: str) -> None:
+    """The kernel-TCP twin of `tcpstack serve`: the same app handlers on asyncio."""
+    import uvloop
+
+    from tcpstack.apps import APPS
+
+    async def main() -> None:
+        servers = [await asyncio.start_server(APPS["http"], addr, HTTP_PORT, backlog=128),
+                   await asyncio.start_server(APPS["echo"], addr, ECHO_PORT, backlog=128)]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print("ready", flush=True)
+        await stop.wait()
+        for server in servers:
+            server.close()
+
+    uvloop.run(main())
+
+
+def role_echo_client(addr: str, count: int, warmup: int) -> None:
+    """`count` 1-byte ping-pongs over one connection; per-round-trip times in µs."""
+    with socket.create_connection((addr, ECHO_PORT), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        samples = []
+        for i in range(warmup + count):
+            t0 = time.perf_counter_ns()
+            s.sendall(b"x")
+            if s.recv(1) != b"x":
+                raise SystemExit("echo answered wrongly")
+            if i >= warmup:
+                samples.append((time.perf_counter_ns() - t0) / 1000)
+    q = statistics.quantiles(samples, n=100, method="inclusive")
+    print(json.dumps({"p50_us": statistics.median(samples), "p99_us": q[98],
+                      "mean_us": statistics.fmean(samples), "n": len(samples)}))
+
+
+def _packet_loop(fd: int, reply: Callable[[], None], seconds: float) -> None:
+    """Read every ready packet per wake-up (as Stack.run_reader does) and answer
+    each with `reply()`, for `seconds` after the first packet; print the rate."""
+    import uvloop
+
+    from tcpstack.stack import READ_BATCH, READ_SIZE
+
+    async def main() -> dict[str, float]:
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(fd, readable.set)
+        print("ready", flush=True)
+        n = dropped = 0
+        start = end = 0.0
+        while True:
+            await readable.wait()
+            readable.clear()
+            for _ in range(READ_BATCH):
+                try:
+                    os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    break
+                if not n:
+                    start = loop.time()
+                    end = start + seconds
+                n += 1
+                try:
+                    reply()
+                except BlockingIOError:
+                    dropped += 1
+            else:
+                await asyncio.sleep(0)
+            if n and loop.time() >= end:
+                elapsed = loop.time() - start
+                return {"packets": n, "seconds": elapsed, "pps": n / elapsed,
+                        "reply_drops": dropped}
+
+    print(json.dumps(uvloop.run(main())), flush=True)
+
+
+def role_tun_loop(tun: str, host_cidr: str, addr: str, seconds: float) -> None:
+    """The raw ceiling of Python packet I/O on a TUN: no decoding, no TCP."""
+    import dpkt
+
+    from tcpstack.tun import TunDevice
+
+    host = IPv4Interface(host_cidr)
+    dev = TunDevice(tun, host, 1500)
+    icmp = dpkt.icmp.ICMP(type=dpkt.icmp.ICMP_ECHOREPLY,
+                          data=dpkt.icmp.ICMP.Echo(id=0xBEEF, seq=1, data=b"x" * 32))
+    reply = bytes(dpkt.ip.IP(src=socket.inet_aton(addr), dst=host.ip.packed, ttl=64,
+                             p=dpkt.ip.IP_PROTO_ICMP, data=icmp))
+    try:
+        _packet_loop(dev.fileno(), lambda: dev.write(reply), seconds)
+    finally:
+        dev.close()
+
+
+def role_udp_loop(addr: str, seconds: float) -> None:
+    """The same loop on a kernel UDP socket: the kernel-side counterpart. Replies
+    go to the flooder's fixed source port, where they queue and are dropped as
+    the ICMP replies of the TUN loop are."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.bind((addr, FLOOD_PORT))
+    sock.connect((f"{VETH_NET}.1", FLOOD_SOURCE_PORT))
+    sock.setblocking(False)
+    payload = b"x" * 32
+    # os.read on a UDP socket reads one datagram, as on a TUN.
+    _packet_loop(sock.fileno(), lambda: sock.send(payload), seconds)
+
+
+def role_flood(addr: str, seconds: float) -> None:
+    """Send small UDP datagrams to addr:FLOOD_PORT as fast as possible."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("0.0.0.0", FLOOD_SOURCE_PORT))
+        s.connect((addr, FLOOD_PORT))
+        s.setblocking(False)
+        payload = b"f" * 32
+        sent = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for _ in range(256):
+                try:
+                    s.send(payload)
+                    sent += 1
+                except OSError:
+                    pass  # queue full, an ICMP error, the loop's TUN already gone
+    print(json.dumps({"sent": sent}), flush=True)
+
+
+ROLES: dict[str, Callable[..., None]] = {
+    "_kernel_server": role_kernel_server,
+    "_echo_client": role_echo_client,
+    "_tun_loop": role_tun_loop,
+    "_udp_loop": role_udp_loop,
+    "_flood": role_flood,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Namespaces and processes
+# ---------------------------------------------------------------------------------------------
+
+
+class BenchError(Exception):
+    """A step failed; the message says which and why."""
+
+
+class Proc:
+    """A background process in a namespace; stdout read line by line with bounded waits."""
+
+    def __init__(self, argv: list[str], name: str, log_dir: Path) -> None:
+        self.name = name
+        self.stderr_path = log_dir / f"{name}.stderr"
+        with open(self.stderr_path, "wb") as err:
+            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, stderr=err,
+                                          start_new_session=True)
+        assert self.popen.stdout is not None
+        self._out: IO[bytes] = self.popen.stdout
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._out, selectors.EVENT_READ)
+        self._buf = b""
+
+    def line(self, timeout: float) -> str:
+        """The next stdout line; BenchError on timeout or exit."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._sel.select(left):
+                raise BenchError(f"{self.name}: no output within {timeout:g}s{self._tail()}")
+            chunk = os.read(self._out.fileno(), 65536)
+            if not chunk:
+                raise BenchError(f"{self.name}: exited (status {self.popen.wait()})"
+                                 f"{self._tail()}")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode()
+
+    def wait_line(self, prefix: str, timeout: float = READY_TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while not (line := self.line(max(0.0, deadline - time.monotonic()))).startswith(prefix):
+            pass
+        return line
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        """The JSON line a helper role prints last."""
+        return json.loads(self.wait_line("{", timeout))
+
+    def stop(self) -> None:
+        """SIGTERM by pid, SIGKILL if it lingers; only ever our own child."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.popen.kill()
+                self.popen.wait(10)
+        self._sel.close()
+        self._out.close()
+
+    def _tail(self) -> str:
+        text = self.stderr_path.read_text("utf-8", "replace").strip()
+        return f"; stderr: {text[-1500:]}" if text else ""
+
+
+class Lab:
+    """The two namespaces joined by a veth pair, and every process started in them."""
+
+    def __init__(self, log_dir: Path) -> None:
+        tag = f"{os.getpid()}-{secrets.token_hex(2)}"
+        self.client = f"tcps-bench-c-{tag}"
+        self.server = f"tcps-bench-s-{tag}"
+        self.log_dir = log_dir
+        self.procs: list[Proc] = []
+
+    def __enter__(self) -> Lab:
+        try:
+            for ns in (self.client, self.server):
+                sh("ip", "netns", "add", ns)
+                self.run(ns, "ip", "link", "set", "lo", "up")
+                self.run(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+                self.run(ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
+            sh("ip", "link", "add", "bv-c", "netns", self.client, "type", "veth",
+               "peer", "name", "bv-s", "netns", self.server)
+            for ns, dev, host in ((self.client, "bv-c", 1), (self.server, "bv-s", 2)):
+                self.run(ns, "ip", "addr", "add", f"{VETH_NET}.{host}/24", "dev", dev)
+                self.run(ns, "ip", "link", "set", dev, "up")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        for ns in (self.client, self.server):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+    def argv(self, ns: str, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", ns, *argv]
+
+    def run(self, ns: str, *argv: str, timeout: float = 60) -> str:
+        return sh(*self.argv(ns, *argv), timeout=timeout)
+
+    def start(self, ns: str, name: str, *argv: str) -> Proc:
+        proc = Proc(self.argv(ns, *argv), name, self.log_dir)
+        self.procs.append(proc)
+        return proc
+
+    def role(self, ns: str, name: str, role: str, *args: object) -> Proc:
+        return self.start(ns, name, sys.executable, str(SCRIPT), role, *map(str, args))
+
+    def finish(self, proc: Proc) -> None:
+        proc.stop()
+        self.procs.remove(proc)
+
+    @contextlib.contextmanager
+    def stack(self, mtu: int) -> Iterator[str]:
+        """`tcpstack serve` at `mtu` in the client namespace; yields its VIP."""
+        vip = f"{STACK_NET}.2"
+        proc = self.start(self.client, f"tcpstack-mtu{mtu}", sys.executable, "-m", "tcpstack",
+                          "serve", "--tun", "bt-stack", "--host-addr", f"{STACK_NET}.1/24",
+                          "--addr", vip, "--mtu", str(mtu), "--app", f"http:{HTTP_PORT}",
+                          "--app", f"echo:{ECHO_PORT}", "--log-level", "warning")
+        try:
+            proc.wait_line("tcpstack ready:")
+            yield vip
+        finally:
+            self.finish(proc)
+
+    @contextlib.contextmanager
+    def kernel(self, mtu: int) -> Iterator[str]:
+        """The kernel-TCP server across the veth at `mtu`; yields its address."""
+        for ns, dev in ((self.client, "bv-c"), (self.server, "bv-s")):
+            self.run(ns, "ip", "link", "set", dev, "mtu", str(mtu))
+        addr = f"{VETH_NET}.2"
+        proc = self.role(self.server, f"kernel-mtu{mtu}", "_kernel_server", addr)
+        try:
+            proc.wait_line("ready")
+            yield addr
+        finally:
+            self.finish(proc)
+
+
+def sh(*argv: str, timeout: float = 60) -> str:
+    cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if cp.returncode != 0:
+        raise BenchError(f"`{' '.join(argv)}` failed ({cp.returncode}): "
+                         f"{(cp.stderr or cp.stdout).strip()[-1500:]}")
+    return cp.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Workloads (run from the client namespace)
+# ---------------------------------------------------------------------------------------------
+
+
+def download(lab: Lab, addr: str, size: int) -> float:
+    """MB/s of one curl GET /bytes/size (body length checked)."""
+    out = lab.run(lab.client, "curl", "-sS", "-f", "--max-time", str(CURL_TIMEOUT),
+                  "-o", "/dev/null", "-w", "%{size_download} %{time_total}",
+                  f"http://{addr}/bytes/{size}", timeout=CURL_TIMEOUT + 10)
+    got, seconds = out.split()
+    if int(got) != size:
+        raise BenchError(f"download from {addr}: {got} bytes instead of {size}")
+    return size / float(seconds) / 1e6
+
+
+def upload(lab: Lab, addr: str, body: Path, digest: str) -> float:
+    """MB/s of one curl POST /sha256 (the server's digest checked)."""
+    out = lab.run(lab.client, "curl", "-sS", "-f", "--max-time", str(CURL_TIMEOUT),
+                  "-H", "Expect:", "--data-binary", f"@{body}", "-w", "\n%{time_total}",
+                  f"http://{addr}/sha256", timeout=CURL_TIMEOUT + 10)
+    answer, seconds = out.split()  # the digest line, then curl's time
+    if answer.strip() != digest:
+        raise BenchError(f"upload to {addr}: digest {answer!r} instead of {digest}")
+    return body.stat().st_size / float(seconds) / 1e6
+
+
+def connections_per_second(lab: Lab, addr: str, n: int, concurrency: int) -> dict[str, float]:
+    """`ab` without keep-alive: every request a full connection."""
+    out = lab.run(lab.client, "ab", "-q", "-s", "30", "-n", str(n), "-c", str(concurrency),
+                  f"http://{addr}/", timeout=300)
+    rate = re.search(r"Requests per second:\s+([\d.]+)", out)
+    failed = re.search(r"Failed requests:\s+(\d+)", out)
+    if rate is None or failed is None:
+        raise BenchError(f"ab against {addr}: unexpected output {out[-800:]!r}")
+    return {"rate": float(rate.group(1)), "failed": int(failed.group(1))}
+
+
+def echo_rtt(lab: Lab, addr: str, pings: int) -> dict[str, float]:
+    proc = lab.role(lab.client, f"echo-client-{addr}", "_echo_client", addr, pings,
+                    min(200, pings))
+    try:
+        return proc.result(timeout=120)
+    finally:
+        lab.finish(proc)
+
+
+def packet_loop(lab: Lab, kind: str, seconds: float) -> dict[str, float]:
+    """Packets/s of the raw read-and-reply loop: on a TUN ("stack") or a UDP socket."""
+    if kind == "stack":
+        loop = lab.role(lab.client, "tun-loop", "_tun_loop", "bt-raw", f"{RAW_NET}.1/24",
+                        f"{RAW_NET}.2", seconds)
+        target = f"{RAW_NET}.2"
+    else:
+        loop = lab.role(lab.server, "udp-loop", "_udp_loop", f"{VETH_NET}.2", seconds)
+        target = f"{VETH_NET}.2"
+    flood = None
+    try:
+        loop.wait_line("ready")
+        flood = lab.role(lab.client, f"flood-{kind}", "_flood", target, seconds + 2)
+        result = loop.result(timeout=seconds + 20)
+        result["sent"] = flood.result(timeout=30)["sent"]
+        return result
+    finally:
+        for proc in (loop, flood):
+            if proc is not None:
+                lab.finish(proc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Orchestration and report
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    metric: str
+    unit: str
+    tcpstack: float | None
+    kernel: float | None
+    higher_is_better: bool = True
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.tcpstack is None or not self.kernel:
+            return None
+        return self.tcpstack / self.kernel
+
+
+def median_of(n: int, fn: Callable[[], float]) -> dict[str, Any]:
+    """Run `fn` n times: throughput varies run to run, the median is the figure."""
+    samples = [fn() for _ in range(n)]
+    return {"median": statistics.median(samples), "samples": samples}
+
+
+def measure(label: str, fn: Callable[[], Any], errors: list[str]) -> Any:
+    """Run one measurement; a failure is recorded and reported, not fatal."""
+    print(f"  {label} ...", file=sys.stderr, flush=True)
+    try:
+        return fn()
+    except (BenchError, subprocess.TimeoutExpired, ValueError) as e:
+        errors.append(f"{label}: {e}")
+        print(f"  {label} FAILED: {e}", file=sys.stderr, flush=True)
+        return None
+
+
+def run_bench(args: argparse.Namespace, log_dir: Path) -> tuple[list[Row], list[str]]:
+    errors: list[str] = []
+    body = log_dir / "upload.bin"
+    h = hashlib.sha256()
+    with open(body, "wb") as f:
+        left = args.size
+        while left:
+            chunk = os.urandom(min(left, 1 << 20))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    digest = h.hexdigest()
+    rows: list[Row] = []
+    results: dict[str, dict[str, Any]] = {"stack": {}, "kernel": {}}
+
+    with Lab(log_dir) as lab:
+        for side, server in (("stack", lab.stack), ("kernel", lab.kernel)):
+            r = results[side]
+            for mtu in args.mtu:
+                print(f"{side}, MTU {mtu}:", file=sys.stderr, flush=True)
+                with server(mtu) as addr:
+                    if mtu == args.mtu[0]:
+                        r["echo"] = measure("echo rtt", lambda a=addr: echo_rtt(
+                            lab, a, args.pings), errors)
+                    r[f"down{mtu}"] = measure("download", lambda a=addr: median_of(
+                        args.repeat, lambda: download(lab, a, args.size)), errors)
+                    r[f"up{mtu}"] = measure("upload", lambda a=addr: median_of(
+                        args.repeat, lambda: upload(lab, a, body, digest)), errors)
+                    if mtu == args.mtu[0]:
+                        r["ab"] = measure("connections/s", lambda a=addr: connections_per_second(
+                            lab, a, args.conns, args.concurrency), errors)
+            r["raw"] = measure(f"raw packet loop ({side})", lambda s=side: packet_loop(
+                lab, s, args.raw_seconds), errors)
+
+    s, k = results["stack"], results["kernel"]
+    for mtu in args.mtu:
+        for key, name in ((f"down{mtu}", "download"), (f"up{mtu}", "upload")):
+            rows.append(Row(f"{name} MTU {mtu} (median of {args.repeat})", "MB/s",
+                            (s.get(key) or {}).get("median"), (k.get(key) or {}).get("median"),
+                            notes={"stack": s.get(key), "kernel": k.get(key)}))
+    rows.append(Row(f"connections/s (ab -c {args.concurrency})", "conn/s",
+                    (s.get("ab") or {}).get("rate"), (k.get("ab") or {}).get("rate"),
+                    notes={"stack": s.get("ab"), "kernel": k.get("ab")}))
+    for pct in ("p50", "p99"):
+        rows.append(Row(f"echo RTT {pct} (MTU {args.mtu[0]})", "us",
+                        (s.get("echo") or {}).get(f"{pct}_us"),
+                        (k.get("echo") or {}).get(f"{pct}_us"), higher_is_better=False))
+    rows.append(Row("raw packet loop (TUN vs UDP socket)", "pkt/s",
+                    (s.get("raw") or {}).get("pps"), (k.get("raw") or {}).get("pps"),
+                    notes={"stack": s.get("raw"), "kernel": k.get("raw")}))
+    return rows, errors
+
+
+def render(rows: list[Row]) -> str:
+    def num(v: float | None, digits: int = 1) -> str:
+        return "-" if v is None else f"{v:,.{digits}f}"
+
+    head = f"{'metric':<42} {'unit':>6} {'tcpstack':>12} {'kernel':>12} {'tcpstack/kernel':>16}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        better = "" if r.ratio is None else ("  (higher=better)" if r.higher_is_better
+                                             else "  (lower=better)")
+        lines.append(f"{r.metric:<42} {r.unit:>6} {num(r.tcpstack):>12} {num(r.kernel):>12} "
+                     f"{num(r.ratio, 3):>16}{better}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Benchmark tcpstack against the kernel's TCP (root; own namespaces). "
+        "Defaults come from BENCH_* environment variables when set.")
+    p.add_argument("--size", type=int, default=env_int("BENCH_SIZE", 50_000_000),
+                   help="bytes per download/upload (BENCH_SIZE, default 50000000)")
+    p.add_argument("--repeat", type=int, default=env_int("BENCH_REPEAT", 3),
+                   help="runs per download/upload, the median is reported (BENCH_REPEAT, "
+                   "default 3)")
+    p.add_argument("--conns", type=int, default=env_int("BENCH_CONNS", 5000),
+                   help="ab requests, one connection each (BENCH_CONNS, default 5000)")
+    p.add_argument("--concurrency", type=int, default=env_int("BENCH_CONCURRENCY", 64),
+                   help="ab concurrency (BENCH_CONCURRENCY, default 64)")
+    p.add_argument("--pings", type=int, default=env_int("BENCH_PINGS", 5000),
+                   help="echo round trips (BENCH_PINGS, default 5000)")
+    p.add_argument("--raw-seconds", type=float,
+                   default=float(os.environ.get("BENCH_RAW_SECONDS", 3)),
+                   help="duration of each raw packet loop (BENCH_RAW_SECONDS, default 3)")
+    p.add_argument("--mtu", type=int, action="append",
+                   help="MTU for the throughput runs, repeatable (BENCH_MTUS, default "
+                   "1500,65535); RTT and connections/s use the first")
+    p.add_argument("--out", type=Path, default=REPO / "bench-results",
+                   help="directory for the JSON result (default bench-results/)")
+    args = p.parse_args(argv)
+    if not args.mtu:
+        args.mtu = [int(m) for m in os.environ.get("BENCH_MTUS", "1500,65535").split(",")]
+    for name in ("size", "repeat", "conns", "concurrency", "pings"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    if not all(68 <= m <= 65535 for m in args.mtu):
+        p.error("--mtu must be within 68..65535")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in ROLES:
+        ROLES[argv[0]](*_role_args(argv[0], argv[1:]))
+        return 0
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: needs root (network namespaces, TUN devices)", file=sys.stderr)
+        return 2
+    missing = [t for t in ("ip", "curl", "ab") if shutil.which(t) is None]
+    if missing:
+        print(f"bench: missing tools: {', '.join(missing)} (make system-deps)", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="tcpstack-bench-") as tmp:
+        # SIGTERM becomes KeyboardInterrupt, so the namespaces are deleted either way.
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            rows, errors = run_bench(args, Path(tmp))
+        except KeyboardInterrupt:
+            print("bench: interrupted; namespaces removed", file=sys.stderr)
+            return 130
+        except BenchError as e:
+            print(f"bench: {e}", file=sys.stderr)
+            return 1
+    elapsed = time.monotonic() - started
+    table = render(rows)
+    print(table)
+    for e in errors:
+        print(f"error: {e}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    now = datetime.now()
+    path = args.out / f"bench-{now:%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps({
+        "date": now.isoformat(timespec="seconds"),
+        "seconds": round(elapsed, 1),
+        "host": {"kernel": platform.release(), "python": platform.python_version(),
+                 "cpus": os.cpu_count(), "machine": platform.machine()},
+        "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "results": [{**asdict(r), "ratio": r.ratio} for r in rows],
+        "errors": errors,
+    }, indent=2) + "\n")
+    shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    print(f"({elapsed:.0f} s; JSON in {shown})")
+    return 1 if errors else 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _role_args(role: str, raw: list[str]) -> list[Any]:
+    """Positional arguments of a helper role, converted by the role's annotations."""
+    import inspect
+
+    params = list(inspect.signature(ROLES[role]).parameters.values())
+    convert = {"int": int, "float": float, "str": str}
+    return [convert[str(p.annotation)](v) for p, v in zip(params, raw, strict=True)]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,107 @@
+"""Command-line validation for `serve` and `connect`, in process: a bad command line is
+one stderr line and exit status 2; a good one maps onto the settings and TcpConfig.
+
+`TunDevice` is replaced by a trap, so a command line wrongly accepted here fails
+the test instead of creating a device on the host.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+import pytest
+
+from tcpstack import cli
+from tcpstack.impair import ImpairSpec
+
+
+@pytest.fixture(autouse=True)
+def no_tun(monkeypatch) -> None:
+    def trap(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a TUN device was created for a command line that should fail")
+
+    monkeypatch.setattr(cli, "TunDevice", trap)
+
+
+def run(argv: list[str], capsys) -> tuple[int, list[str]]:
+    """main(argv) -> (exit status, non-empty stderr lines), from argparse or from main."""
+    try:
+        rc = cli.main(argv)
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else 1
+    err = capsys.readouterr().err
+    return rc, [ln for ln in err.splitlines() if ln.strip()]
+
+
+def settings(argv: list[str]) -> cli.ServeSettings | cli.ConnectSettings:
+    return cli.settings_from_args(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["serve", "--msl", "-1"], "--msl: -1 is outside 0..3600"),
+        (["serve", "--msl", "nan"], "--msl: nan is outside"),
+        (["serve", "--msl", "inf"], "--msl: inf is outside"),
+        (["serve", "--msl", "3601"], "--msl: 3601 is outside"),
+        (["serve", "--msl", "soon"], "invalid float value"),
+        (["serve", "--impair", "loss=5"], "--impair: 'loss=5': loss=5: expected a percentage"),
+        (["serve", "--impair", "loss=5%,bogus=1"], "unknown key 'bogus'"),
+        (["serve", "--impair", "delay=20"], "expected a duration"),
+        (["serve", "--impair", "sideways:loss=1%"], "unknown direction 'sideways'"),
+        (["serve", "--impair", "in:loss=1%", "--impair", "loss=2%"], "impaired twice"),
+        (["connect", "10.0.0.1", "80", "--impair", "dup=200%"], "over 100%"),
+        (["connect", "10.0.0.1", "80", "--msl", "-0.5"], "--msl: -0.5 is outside"),
+        (["connect", "10.0.0.1"], "required: PORT"),
+        (["connect"], "required: HOST, PORT"),
+        (["connect", "10.0.0.1", "http"], "invalid int value: 'http'"),
+        (["connect", "10.0.0.1", "0"], "PORT: 0 is outside 1..65535"),
+        (["connect", "10.0.0.1", "65536"], "PORT: 65536 is outside"),
+        (["connect", "example.com", "80"], "HOST: expected an IPv4 address"),
+        (["connect", "10.0.0.2", "80"], "is the stack's own address"),
+        (["connect", "10.0.0.1", "80", "--syn-retries", "256"], "--syn-retries: 256"),
+        (["connect", "10.0.0.1", "80", "--mtu", "10"], "--mtu: 10 is outside"),
+        (["connect", "10.0.0.1", "80", "--addr", "10.1.0.2"], "not a host address"),
+        (["connect", "10.0.0.1", "80", "--app", "echo:7"], "unrecognized arguments"),
+        (["serve", "--syn-retries", "3"], "unrecognized arguments"),
+    ],
+)
+def test_bad_command_line_is_one_line_and_exit_2(argv: list[str], needle: str, capsys) -> None:
+    rc, lines = run(argv, capsys)
+    assert rc == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("tcpstack: error: ") and needle in lines[0], lines
+
+
+def test_msl_and_impair_reach_the_settings() -> None:
+    s = settings(["serve", "--msl", "0.5", "--impair", "in:loss=5%,seed=3",
+                  "--impair", "out:delay=20ms,jitter=5ms", "--synack-retries", "2"])
+    assert isinstance(s, cli.ServeSettings)
+    assert s.daemon.config.msl == 0.5 and s.daemon.config.synack_retries == 2
+    assert s.daemon.impair.inbound == ImpairSpec(loss=0.05, seed=3)
+    assert s.daemon.impair.outbound == ImpairSpec(delay=0.020, jitter=0.005)
+    assert s.daemon.log_level == "info"
+
+
+def test_defaults_match_linux_time_wait_and_no_impairment() -> None:
+    s = settings(["serve"])
+    assert s.daemon.config.msl == 30.0  # TIME-WAIT 2*MSL = 60 s, as Linux
+    assert not s.daemon.impair
+
+
+def test_connect_settings() -> None:
+    s = settings(["connect", "10.9.0.1", "8080", "--host-addr", "10.9.0.1/24",
+                  "--addr", "10.9.0.7", "--syn-retries", "1", "--msl", "0"])
+    assert isinstance(s, cli.ConnectSettings)
+    assert (s.host, s.port) == (IPv4Address("10.9.0.1"), 8080)
+    assert s.daemon.addr == IPv4Address("10.9.0.7")
+    assert s.daemon.config.syn_retries == 1 and s.daemon.config.msl == 0.0
+    assert s.daemon.log_level == "warning"  # quiet like nc: stderr only for trouble
+
+
+def test_log_level_default_is_per_subcommand() -> None:
+    """The shared options are added per subcommand, so connect's quieter default
+    does not leak into serve (as it would with argparse parents)."""
+    parser = cli.build_parser()
+    assert parser.parse_args(["connect", "10.0.0.1", "1"]).log_level == "warning"
+    assert parser.parse_args(["serve"]).log_level == "info"
