@@ -61,6 +61,26 @@ class Scoreboard:
         """Octets above SND.UNA that the peer holds."""
         return sum(seq_diff(right, left) for left, right in self._ranges)
 
+    def sacked_below(self, seq: int) -> int:
+        """Octets SACKed below `seq`."""
+        total = 0
+        for left, right in self._ranges:
+            if not seq_lt(left, seq):
+                break
+            total += seq_diff(right if seq_lt(right, seq) else seq, left)
+        return total
+
+    def lost_below(self, snd_una: int, threshold: int) -> int:
+        """RFC 6675 IsLost: un-SACKed octets below the returned sequence number have
+        more than `threshold` octets SACKed above them, so they are deemed lost
+        (SND.UNA when none are). Holes higher up may merely be reordered."""
+        above = 0
+        for left, right in reversed(self._ranges):
+            above += seq_diff(right, left)
+            if above > threshold:
+                return left
+        return snd_una
+
     def high(self, snd_una: int) -> int:
         """The highest SACKed sequence number (SND.UNA when nothing is SACKed)."""
         return self._ranges[-1][1] if self._ranges else snd_una

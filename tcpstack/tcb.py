@@ -90,6 +90,7 @@ class Tcb:
         self._recover_high = iss  # RFC 6582 "recover": no new recovery below it
         self._rexmit_next = iss  # next octet of a hole to retransmit in recovery
         self._sndbuf = SendBuffer()  # octets from seq (iss + 1) + acked data onward
+        self._snd_sml = iss  # end of the last short segment sent (Minshall's Nagle)
         self._syn_acked = False  # our SYN occupies ISS; data starts after it
         self._fin_seq: int | None = None  # sequence number of our FIN once the user closed
 
@@ -318,6 +319,7 @@ class Tcb:
             self._finish(TimeoutError("connection timed out"),
                          f"retransmitted {self.retransmits} times without an answer, RST sent")
             return
+        self.stats["RetransTimeouts"] += 1
         flight = seq_diff(self.snd_max, self.snd_una)
         if self.snd_wnd == 0:
             pass  # a zero-window probe is flow control, not a loss (3.8.6.1; Linux tcp_probe_timer)
@@ -327,7 +329,10 @@ class Tcb:
             self.cc.cwnd = self.send_mss
         self._recover = None
         self._recover_high = self.snd_max  # RFC 6582 3.2 step 4
-        self._sacked.clear()  # RFC 2018 8: the receiver may have reneged
+        if self.retransmits:
+            # A repeated timeout without progress: the receiver may have reneged on
+            # what it SACKed (RFC 2018 8), so stop trusting the scoreboard.
+            self._sacked.clear()
         self.dupacks = 0
         self.retransmits += 1
         self.rto = min(self.rto * 2, self.config.rto_max)
@@ -463,8 +468,11 @@ class Tcb:
         if seq_lt(self.snd_una, seg.ack):
             self._on_new_ack(seg.ack, now)
         elif (seg.ack == self.snd_una and self.snd_una != self.snd_max and not seg.payload
-              and not flags & FIN and (wnd == self.snd_wnd or new_sack)):
-            self._on_dupack(now)  # RFC 5681 2, "duplicate acknowledgment"
+              and not flags & FIN and (new_sack if self.sack_ok else wnd == self.snd_wnd)):
+            # RFC 5681 2 "duplicate acknowledgment"; with SACK only an ACK that
+            # reports new SACKed data counts (RFC 6675 2, "DupAcks"): one that
+            # answers a duplicated segment tells nothing about a loss.
+            self._on_dupack(now)
         if seq_le(self.snd_una, seg.ack) and (
             seq_lt(self.snd_wl1, seg.seq)
             or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, seg.ack))
@@ -589,8 +597,12 @@ class Tcb:
                     self._deliver(more)
                 fin = fin or fin_later
             self._delayed_segs += 1
-            if filled or self._delayed_segs >= 2 or not self.config.delayed_ack:
-                self._ack_pending = True  # RFC 5681 4.2: every second segment, or a hole filled
+            if filled or fin or not self.config.delayed_ack:
+                self._ack_pending = True  # at once for a filled hole (RFC 5681 4.2) or FIN
+            elif self._delayed_segs >= 2:
+                # RFC 5681 4.2: ACK every second full-sized segment, now rather than at
+                # the end of the batch: stretch ACKs starve the sender's ACK clock.
+                self._emit(ACK)
             elif self._delack_deadline is None:
                 self._delack_deadline = now + self.config.delayed_ack
         if not fin:
@@ -616,8 +628,11 @@ class Tcb:
     # ---------------------------------------------------------------- transitions
 
     def _establish(self, now: float, cause: str) -> None:
-        if self.retransmits and self.srtt is None:
-            self.rto = RTO_AFTER_HANDSHAKE_LOSS  # RFC 6298 5.7
+        if self.retransmits:
+            # RFC 5681 3.1: after a lost SYN or SYN+ACK the initial window is one segment.
+            self.cc.cwnd = self.send_mss
+            if self.srtt is None:
+                self.rto = RTO_AFTER_HANDSHAKE_LOSS  # RFC 6298 5.7
         self.retransmits = 0
         self._set_state(State.ESTABLISHED, cause)
         self._events.append(Established())
@@ -678,31 +693,33 @@ class Tcb:
             self._retransmit_holes(now)
         data_seq = self._data_seq
         while True:
+            limit = self._skip_sacked()
             offset = seq_diff(self.snd_nxt, data_seq)
-            avail = len(self._sndbuf) - offset
+            at_end = len(self._sndbuf) - offset  # octets up to the end of the data
+            avail = at_end if limit is None else min(at_end, limit)
             usable = seq_diff(seq_add(self.snd_una, self.snd_wnd), self.snd_nxt)
             room = self.cc.cwnd - self._pipe()
-            if probe and usable <= 0 < avail:
+            forced = probe and usable <= 0 < avail
+            if forced:
                 usable, room, probe = 1, 1, False
             n = max(0, min(avail, usable, room, self.send_mss))
-            fin = self._fin_seq is not None and n == avail
+            fin = self._fin_seq is not None and n == at_end
             if n == 0 and not fin:
                 if avail > 0 and usable <= 0 and self._rtx_deadline is None:
                     self._rtx_deadline = now + self.rto  # persist timer (3.8.6.1)
                 return
-            in_flight = seq_lt(self.snd_una, self.snd_nxt)
-            if n < self.send_mss and in_flight and not fin and not (
-                    n == avail and self.nodelay):
-                # Nagle (3.7.4) and sender SWS avoidance (3.8.6.2.1): while data is
-                # unacknowledged, send only full-sized segments.
+            if (n < self.send_mss and not forced and not fin
+                    and not seq_lt(self.snd_nxt, self.snd_max) and self._hold_short(n, at_end)):
                 return
-            flags = ACK | (FIN if fin else Flags(0)) | (PSH if n and n == avail else Flags(0))
+            flags = ACK | (FIN if fin else Flags(0)) | (PSH if n and n == at_end else Flags(0))
             seq = self.snd_nxt
             if seq_lt(seq, self.snd_max):
                 self.stats["RetransSegs"] += 1
                 self.total_retransmits += 1
             self._emit(flags, seq=seq, payload=self._sndbuf.peek(offset, n))
             self.snd_nxt = seq_add(seq, n + fin)
+            if n < self.send_mss:
+                self._snd_sml = self.snd_nxt
             if seq_lt(self.snd_max, self.snd_nxt):
                 self.snd_max = self.snd_nxt
                 if self._rtt_probe is None and self.retransmits == 0:
@@ -711,6 +728,31 @@ class Tcb:
                 self._rtx_deadline = now + self.rto
             if fin:
                 return
+
+    def _hold_short(self, n: int, at_end: int) -> bool:
+        """Whether new data shorter than the MSS must wait.
+
+        A sliver cut short by the window or cwnd waits while data is in flight
+        (sender SWS avoidance, 3.8.6.2.1; Linux tcp_mss_split_point). The tail of
+        the data waits only while an earlier short segment is unacknowledged:
+        Nagle (3.7.4) in Minshall's form, as Linux; classic Nagle stalls 40 ms
+        against a delayed ACK on every write that ends in a short segment.
+        """
+        if n < at_end:
+            return seq_lt(self.snd_una, self.snd_nxt)
+        return not self.nodelay and seq_lt(self.snd_una, self._snd_sml)
+
+    def _skip_sacked(self) -> int | None:
+        """Going back N after a timeout, jump over what the peer SACKed (Linux keeps
+        SACK marks across an RTO) and return how far the next run may go."""
+        if not (self._sacked and seq_lt(self.snd_nxt, self.snd_max)):
+            return None
+        hole = next(self._sacked.holes(self.snd_nxt, self.snd_max), None)
+        if hole is None:
+            self.snd_nxt = self.snd_max
+            return None
+        self.snd_nxt = hole[0]
+        return seq_diff(hole[1], hole[0])
 
     # -------------------------------------------------------------- loss recovery
 
@@ -739,12 +781,13 @@ class Tcb:
         self._push(now)
 
     def _lost_end(self) -> int:
-        """End of the octets presumed lost in recovery: every hole below the
-        highest SACKed octet (RFC 6675), and at least the segment at SND.UNA
-        (RFC 6582); never beyond the data (a lost FIN is left to the RTO)."""
+        """End of the octets presumed lost in recovery: the holes with more than
+        (DupThresh - 1) * SMSS SACKed above them (RFC 6675 IsLost), and at least
+        the segment at SND.UNA (RFC 6582); never beyond the data (a lost FIN is
+        left to the RTO)."""
         data_end = seq_add(self._data_seq, len(self._sndbuf))
         first = seq_add(self.snd_una, self.send_mss)
-        end = self._sacked.high(self.snd_una)
+        end = self._sacked.lost_below(self.snd_una, (DUPTHRESH - 1) * self.send_mss)
         if seq_lt(end, first):
             end = first
         return end if seq_lt(end, data_end) else data_end
@@ -752,7 +795,9 @@ class Tcb:
     def _pipe(self) -> int:
         """RFC 6675 "pipe": octets believed to be in the network."""
         if self._recover is None:
-            return seq_diff(self.snd_nxt, self.snd_una) - self._sacked.sacked()
+            # Below SND.NXT only: going back N, octets SACKed further up are not
+            # part of what has been (re)sent since the timeout.
+            return seq_diff(self.snd_nxt, self.snd_una) - self._sacked.sacked_below(self.snd_nxt)
         out = seq_diff(self.snd_max, self.snd_una)
         gone = self._sacked.sacked() if self.sack_ok else min(
             self.dupacks * self.send_mss, out)
@@ -807,10 +852,19 @@ class Tcb:
             # <SEQ=SND.NXT> (3.10.7.4) is snd_max: while go-back-N has pulled snd_nxt
             # back, an ACK at snd_nxt would lie below the peer's RCV.NXT and be
             # dropped unread as unacceptable, losing its acknowledgment.
-            seq=self.snd_max if seq is None else seq,
+            seq=self._ack_seq() if seq is None else seq,
             ack=self.rcv_nxt if flags & ACK else 0,
             flags=flags, window=field, options=options or Options(), payload=payload,
         ))
+
+    def _ack_seq(self) -> int:
+        """SEQ of a segment without data: SND.NXT, but never beyond the peer's
+        window (Linux tcp_acceptable_seq): after a zero-window probe an ACK at
+        snd_max would be unacceptable to a receiver whose window is closed."""
+        edge = seq_add(self.snd_una, self.snd_wnd)
+        if self._syn_acked and seq_lt(edge, self.snd_max):
+            return edge
+        return self.snd_max
 
     def _send_rst(self, seq: int, *, with_ack: bool) -> None:
         self._emit(RST | ACK if with_ack else RST, seq=seq)

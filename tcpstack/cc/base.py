@@ -16,7 +16,8 @@ class CongestionControl:
 
     def __init__(self, mss: int) -> None:
         self.mss = mss
-        self.cwnd = INITIAL_WINDOW_SEGMENTS * mss
+        # RFC 6928 2: IW = min(10*MSS, max(2*MSS, 14600)).
+        self.cwnd = min(INITIAL_WINDOW_SEGMENTS * mss, max(2 * mss, 14600))
         self.ssthresh = 1 << 30  # "arbitrarily high" (RFC 5681 3.1)
 
     def on_ack(self, acked: int, now: float, srtt: float | None) -> None:

@@ -49,6 +49,7 @@ from tests.unit.tcpkit import (
     peer_syn,
     seg,
     tcb_established,
+    tcb_syn_rcvd,
     tcb_syn_sent,
 )
 
@@ -310,13 +311,16 @@ def test_established_delayed_ack_disabled():
 # ======================== Nagle and sender SWS (RFC 9293 3.7.4, 3.8.6.2.1)
 
 
-def test_established_nagle_holds_short_tail_until_acked():
+def test_established_nagle_holds_short_tail_while_short_segment_unacked():
+    """Minshall's Nagle, as Linux: a short tail goes at once unless an earlier
+    short segment is still unacknowledged."""
     tcb = tcb_established()
     tcb.send(b"x" * 2000, 1.0)
-    expect(tcb, [(ACK, Y + 1, X + 1, 1460)])
-    assert tcb.snd_nxt == Y + 1461
-    tcb.receive(seg(ACK, X + 1, Y + 1461), 1.05)
-    expect(tcb, [(ACK | PSH, Y + 1461, X + 1, 540)])
+    expect(tcb, [(ACK, Y + 1, X + 1, 1460), (ACK | PSH, Y + 1461, X + 1, 540)])
+    tcb.send(b"y" * 100, 1.01)
+    expect(tcb, [])  # the 540-octet segment is unacknowledged
+    tcb.receive(seg(ACK, X + 1, Y + 2001), 1.05)
+    expect(tcb, [(ACK | PSH, Y + 2001, X + 1, 100)])
 
 
 def test_established_nagle_coalesces_small_writes():
@@ -341,10 +345,11 @@ def test_established_nodelay_sends_short_tail_at_once():
 
 def test_established_nagle_does_not_hold_fin():
     tcb = tcb_established()
-    tcb.send(b"x" * 2000, 1.0)
-    expect(tcb, [(ACK, Y + 1, X + 1, 1460)])
+    tcb.send(b"x" * 100, 1.0)
+    tcb.send(b"y" * 100, 1.0)
+    expect(tcb, [(ACK | PSH, Y + 1, X + 1, 100)])  # the second short one waits...
     tcb.close(1.01)
-    expect(tcb, [(ACK | PSH | FIN, Y + 1461, X + 1, 540)])
+    expect(tcb, [(ACK | PSH | FIN, Y + 101, X + 1, 100)])  # ...but not with the FIN
     assert tcb.state is State.FIN_WAIT_1
 
 
@@ -413,11 +418,14 @@ def test_established_sack_retransmits_only_the_holes():
     tcb.receive(dupack(s[1], [(s[4], s[5]), (s[2], s[3])]), 1.06)
     expect(tcb, [])
     tcb.receive(dupack(s[1], [(s[4], s[6]), (s[2], s[3])]), 1.06)
-    # Both holes below the highest SACKed octet, nothing the peer holds (RFC 6675 5).
-    expect(tcb, [(ACK, s[1], X + 1, MSS), (ACK, s[3], X + 1, MSS)])
+    # Three segments SACKed above segment 1: it is lost (RFC 6675 IsLost). Above
+    # segment 3 only two are SACKed: it may merely be reordered, so it waits.
+    expect(tcb, [(ACK, s[1], X + 1, MSS)])
     assert tcb.cc.ssthresh == tcb.cc.cwnd == int(9 * MSS * 0.7)
     tcb.receive(dupack(s[1], [(s[4], s[7]), (s[2], s[3])]), 1.07)
-    expect(tcb, [])  # segments 7-9 are not lost: nothing SACKed above them
+    # Now three are SACKed above segment 3: lost, and retransmitted; never the
+    # SACKed segments, nor 7-9 with nothing SACKed above them.
+    expect(tcb, [(ACK, s[3], X + 1, MSS)])
     tcb.receive(seg(ACK, X + 1, s[10]), 1.08)
     assert tcb.cc.cwnd == tcb.cc.ssthresh  # full ACK: recovery over (RFC 6675 5)
     assert tcb.stats["RetransSegs"] == 2
@@ -490,16 +498,18 @@ def test_established_no_fast_retransmit_for_the_window_of_a_timeout():
 @pytest.mark.parametrize("sack", [True, False])
 def test_established_new_recovery_at_the_recovery_point(sack):
     tcb = in_flight_ten(sack_permitted=sack)
-    blocks = [(Y + 1 + MSS, Y + 1 + 2 * MSS)] if sack else None
-    for _ in range(3):
+    # Each duplicate ACK reports one more segment held above the hole: only ACKs
+    # with new SACK information count as duplicates (RFC 6675 2).
+    for i in range(3):
+        blocks = [(Y + 1 + MSS, Y + 1 + (2 + i) * MSS)] if sack else None
         tcb.receive(dupack(Y + 1, blocks), 1.05)
     expect(tcb, [(ACK, Y + 1, X + 1, MSS)])
     tcb.receive(seg(ACK, X + 1, Y + 1 + 10 * MSS), 1.1)  # full ACK: exactly the recovery point
     tcb.send(b"e" * (7 * MSS), 1.2)
     expect(tcb, full_segments(Y + 1 + 10 * MSS, 7, last_psh=True))  # cwnd = 7 MSS
     first = Y + 1 + 10 * MSS  # the first segment of the new window is lost
-    blocks = [(first + MSS, first + 2 * MSS)] if sack else None
-    for _ in range(3):
+    for i in range(3):
+        blocks = [(first + MSS, first + (2 + i) * MSS)] if sack else None
         tcb.receive(dupack(first, blocks), 1.25)
     if sack:
         # RFC 6675 5/5.1: recovery ended when SND.UNA reached RecoveryPoint.
@@ -567,7 +577,7 @@ def test_established_zero_window_probe_keeps_cwnd():
     # Flow control, not congestion: the window opens and data flows at full cwnd.
     tcb.receive(seg(ACK, X + 1, Y + 2, window=WND), 1.65)
     assert tcb.cc.cwnd == 10 * MSS + 1  # the probe octet was acknowledged
-    expect(tcb, full_segments(Y + 2, 2))
+    expect(tcb, [*full_segments(Y + 2, 2), (ACK | PSH, Y + 2 + 2 * MSS, X + 1, 79)])
 
 
 # ==================================== challenge ACKs (RFC 5961 7, Linux)
@@ -702,3 +712,59 @@ def test_lossy_transfer_both_ways_then_clean_close(seed, config):
     assert State.FIN_WAIT_1 in client.states
     assert client.states[-2:] == [State.TIME_WAIT, State.CLOSED]  # the active closer
     assert server.states[-3:] == [State.CLOSE_WAIT, State.LAST_ACK, State.CLOSED]
+
+
+# == Follow-ups: RTO with SACK, ACK pacing, initial window, ACK sequence ==========
+
+def test_established_rto_skips_sacked_data_then_clears_marks_on_second_rto():
+    """Like Linux, SACK marks survive the first RTO: going back N resends only the
+    holes. A second RTO without progress drops them (the peer may renege, RFC 2018 8)."""
+    tcb = tcb_established(sack_permitted=True)
+    tcb.send(b"x" * 4 * MSS, 1.0)
+    expect(tcb, full_segments(Y + 1, 4, last_psh=True))
+    # Segments 1 and 3 lost; the peer holds 2 and 4.
+    tcb.receive(seg(ACK, X + 1, Y + 1, sack=[(Y + 1 + MSS, Y + 1 + 2 * MSS)]), 1.01)
+    tcb.receive(seg(ACK, X + 1, Y + 1, sack=[(Y + 1 + 3 * MSS, Y + 1 + 4 * MSS)]), 1.01)
+    tcb.take_segments()
+    tcb.on_timer(tcb.next_deadline())
+    expect(tcb, [(ACK, Y + 1, X + 1, MSS)])  # cwnd is 1 MSS: the first hole
+    tcb.receive(seg(ACK, X + 1, Y + 1 + MSS, sack=[(Y + 1 + 3 * MSS, Y + 1 + 4 * MSS)]), 1.5)
+    expect(tcb, [(ACK, Y + 1 + 2 * MSS, X + 1, MSS)])  # segment 2 is skipped: SACKed
+    tcb.on_timer(tcb.next_deadline())  # no progress: a second timeout
+    tcb.on_timer(tcb.next_deadline())
+    assert not tcb._sacked
+
+
+def test_established_every_second_segment_acked_at_once_within_a_batch():
+    tcb = tcb_established()
+    for i in range(4):
+        tcb.receive(seg(ACK, X + 1 + i * MSS, Y + 1, b"d" * MSS), 1.0)
+    # One ACK per two segments, not one stretch ACK per batch (RFC 5681 4.2).
+    expect(tcb, [(ACK, Y + 1, X + 1 + 2 * MSS, 0), (ACK, Y + 1, X + 1 + 4 * MSS, 0)])
+
+
+def test_syn_rcvd_lost_synack_gives_initial_window_of_one_segment():
+    tcb = tcb_syn_rcvd()
+    tcb.on_timer(1.0)  # the SYN+ACK is retransmitted
+    tcb.take_segments()
+    tcb.receive(seg(ACK, X + 1, Y + 1), 1.2)
+    assert tcb.cc.cwnd == MSS  # RFC 5681 3.1
+    tcb.send(b"x" * 3 * MSS, 1.3)
+    expect(tcb, full_segments(Y + 1, 1))
+
+
+def test_initial_window_capped_for_large_mss():
+    tcb = tcb_established(TcpConfig(mtu=9000), mss=8960)
+    assert tcb.cc.cwnd == 2 * 8960  # RFC 6928: min(10*MSS, max(2*MSS, 14600))
+
+
+def test_established_ack_after_zero_window_probe_stays_inside_peer_window():
+    tcb = tcb_established(window=0)
+    tcb.send(b"abc", 1.0)
+    tcb.on_timer(tcb.next_deadline())
+    expect(tcb, [(ACK, Y + 1, X + 1, 1)])  # the probe octet, beyond the closed window
+    tcb.receive(seg(ACK | PSH, X + 1, Y + 1, b"hi", window=0), 1.5)
+    tcb.receive(seg(ACK | PSH, X + 3, Y + 1, b"ho", window=0), 1.5)
+    # SEQ is the window's edge, not snd_max: acceptable to a receiver whose window
+    # is zero (Linux tcp_acceptable_seq), so our ACK is not dropped.
+    expect(tcb, [(ACK, Y + 1, X + 5, 0)])
