@@ -75,6 +75,11 @@ class StreamReader:
 
     # -- asyncio.StreamReader API ---------------------------------------------
 
+    @property
+    def unread(self) -> int:
+        """Bytes received but not yet read by the application."""
+        return len(self._buffer)
+
     def exception(self) -> BaseException | None:
         return self._exception
 
@@ -202,12 +207,18 @@ class StreamWriter:
             self._conn.close_send(orphan=False)
 
     def close(self) -> None:
-        """Close both directions: FIN after queued data; later input is discarded."""
-        if not self._closing:
-            self._closing = True
-            self._eof_written = True
-            self._reader.discard()
-            self._conn.close_send(orphan=True)
+        """Close both directions: FIN after queued data. Received data that was
+        never read, or that arrives later, is lost, so then the connection is
+        reset instead, as RFC 1122 4.2.2.13 asks and Linux does."""
+        if self._closing:
+            return
+        if self._reader.unread:
+            self.abort()
+            return
+        self._closing = True
+        self._eof_written = True
+        self._reader.discard()
+        self._conn.close_send(orphan=True)
 
     def abort(self) -> None:
         """Reset the connection at once (RST), dropping queued data."""

@@ -580,6 +580,13 @@ class Tcb:
         """Seventh and eighth steps: deliver in-order text, then process FIN."""
         if self.state not in RECEIVING:
             return
+        if self._orphaned and seg.payload:
+            # RFC 1122 4.2.2.13: data arriving after the application closed is
+            # lost, so say so with an RST rather than acknowledge it (as Linux).
+            self.stats["AbortOnData"] += 1
+            self._send_rst(self.snd_max, with_ack=False)
+            self._finish(None, "data received after close, RST sent")
+            return
         if seg.seq != self.rcv_nxt:
             if seg.payload or seg.flags & FIN:
                 # Out of order: keep it, and ask for the hole at once with an ACK

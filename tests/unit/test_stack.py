@@ -317,3 +317,18 @@ async def test_nodelay_socket_option(rig) -> None:
     assert writer.get_extra_info("tcb").nodelay
     with pytest.raises(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+
+
+async def test_close_with_unread_data_resets(rig) -> None:
+    """RFC 1122 4.2.2.13 (and Linux): closing with received data unread sends RST."""
+    stack, wire = rig
+
+    async def rude(reader, writer) -> None:
+        writer.close()
+
+    await stack.start_server(rude, 80)
+    feed(stack, packet(SYN, 1000))
+    y = wire.segments()[0].seq
+    feed(stack, packet(ACK | PSH, 1001, y + 1, payload=b"abcd"))
+    rst = await wire.wait_for(lambda s: bool(s.flags & (RST | FIN)))
+    assert (rst.flags, rst.seq, rst.ack) == (RST | ACK, y + 1, 1005)

@@ -370,3 +370,22 @@ def test_last_ack_abort_sends_nothing():
     tcb.abort(1.0)
     expect(tcb, [])
     assert tcb.state is State.CLOSED
+
+
+def test_fin_wait_1_data_after_full_close_is_answered_with_rst():
+    """RFC 1122 4.2.2.13: after close() the data is lost; say so (as Linux)."""
+    tcb = tcb_established()
+    tcb.close(1.0, orphan=True)
+    expect(tcb, [(ACK | FIN, Y + 1, X + 1, 0)])
+    tcb.receive(seg(ACK | PSH, X + 1, Y + 2, b"late"), 1.1)
+    expect(tcb, [(RST, Y + 2, 0, 0)])
+    assert tcb.state is State.CLOSED
+    assert tcb.stats["AbortOnData"] == 1
+
+
+def test_fin_wait_1_data_after_half_close_is_still_delivered():
+    tcb = tcb_established()
+    tcb.close(1.0)  # write_eof(): we still read
+    tcb.take_segments()
+    tcb.receive(seg(ACK | PSH, X + 1, Y + 2, b"more"), 1.1)
+    assert events(tcb) == [DataReceived(b"more")]

@@ -1,0 +1,1 @@
+"""Differential conformance tests: the same packet-level scripts against Linux and tcpstack."""

@@ -1,0 +1,321 @@
+"""Named scripts: the handshakes, option negotiation, MSS, timers and the active open.
+
+Each script states what goes on the wire as facts (``expected``); the
+notation is the matrix's (`harness.Frame`): after a passive handshake S is
+y+1 and R is x+1. Timer facts are written as offsets from the first
+transmission, rounded to the second when within 0.3 s of it (``+1s +3s``),
+so scheduling jitter does not matter but a wrong backoff does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from tests.conformance.apps import CLOSER, ECHO
+from tests.conformance.harness import (
+    ACK,
+    FIN,
+    PSH,
+    RST,
+    SYN,
+    Frame,
+    Peer,
+    ScriptError,
+    Seg,
+    all_options,
+    mss_option,
+    options_text,
+    seq_add,
+)
+from tests.conformance.matrix import ANSWER_TIMEOUT, MSS, SETTLE, handshake
+from tests.conformance.runner import Env, Facts, Script
+from tests.conformance.targets import SYN_RETRIES, SYNACK_RETRIES
+
+#: Both targets back off 1 s, 2 s, 4 s... from an initial RTO of 1 s.
+HANDSHAKE_GIVE_UP = sum(2.0**i for i in range(SYNACK_RETRIES + 1))  # 7 s for 2 retries
+TIMER_SLACK = 0.6
+JITTER = 0.3
+
+
+def timeline(times: list[float], t0: float) -> str:
+    """``+1s +3s``: offsets from ``t0``, in whole seconds when within JITTER of one."""
+    parts = []
+    for t in times:
+        d = t - t0
+        parts.append(f"+{round(d)}s" if abs(d - round(d)) <= JITTER else f"+{d:.2f}s")
+    return " ".join(parts) or "-"
+
+
+def _after_handshake(peer: Peer) -> Frame:
+    assert peer.y is not None
+    return Frame(seq_add(peer.y, 1), seq_add(peer.x, 1), peer.y)
+
+
+async def _read_echo(peer: Peer, frame: Frame, total: int) -> tuple[list[int], str]:
+    """Acknowledge the target's data until ``total`` octets arrived, like a real
+    receiver (a Nagle sender waits for our ACK before its last small segment).
+    Returns the payload sizes and the first data segment as text."""
+    sizes: list[int] = []
+    first = ""
+    got = 0
+    while got < total:
+        seg = await peer.next(ANSWER_TIMEOUT)
+        if seg is None:
+            raise ScriptError(f"echo stopped after {got} of {total} octets ({sizes})")
+        if seg.payload:
+            sizes.append(len(seg.payload))
+            got += len(seg.payload)
+            first = first or frame.render(seg)
+            peer.send(ACK, ack=seg.end)
+    return sizes, first
+
+
+async def passive_open(env: Env) -> Facts:
+    """SYN with MSS -> SYN+ACK with ISS, x+1 and our MSS; ACK; data is echoed."""
+    peer = env.peer(ECHO)
+    synack = await handshake(peer)
+    frame = _after_handshake(peer)
+    facts = {"synack": f"{Frame(peer.x, peer.x, peer.y).render(synack)} "
+                       f"<{options_text(synack.opts)}>"}
+    peer.send(ACK)
+    peer.send(ACK | PSH, payload=b"hello\n")
+    _, first = await _read_echo(peer, frame, 6)
+    facts["echo"] = first
+    return facts
+
+
+def _option_script(opts: bytes) -> Callable[[Env], Awaitable[Facts]]:
+    async def run(env: Env) -> Facts:
+        peer = env.peer(ECHO)
+        peer.send(SYN, opts=opts)
+        synack = await peer.expect(SYN | ACK, ANSWER_TIMEOUT, what="for our SYN")
+        return {"synack": options_text(synack.opts)}
+    return run
+
+
+def _mss_script(opts: bytes, total: int) -> Callable[[Env], Awaitable[Facts]]:
+    """The peer's MSS (or 536 without the option) caps the target's segments.
+
+    ``total`` octets go in one segment (within the target's MSS of 1460), so
+    the echo app reads and writes them at once on both targets and only the
+    MSS decides how they are cut.
+    """
+    async def run(env: Env) -> Facts:
+        peer = env.peer(ECHO)
+        peer.send(SYN, opts=opts)
+        synack = await peer.expect(SYN | ACK, ANSWER_TIMEOUT, what="for our SYN")
+        peer.send(ACK)
+        peer.send(ACK | PSH, payload=(bytes(range(256)) * (total // 256 + 1))[:total])
+        sizes, _ = await _read_echo(peer, _after_handshake(peer), total)
+        return {"synack": options_text(synack.opts), "segments": ",".join(map(str, sizes))}
+    return run
+
+
+async def synack_timeout(env: Env) -> Facts:
+    """The third segment never comes: SYN+ACK again after 1 s and 3 s, then the
+    half-open connection is given up at 7 s (2 retries on both targets)."""
+    peer = env.peer(ECHO)
+    synack = await handshake(peer)
+    frame = _after_handshake(peer)
+    end: list[Seg] = []
+    deadline = synack.t + HANDSHAKE_GIVE_UP + TIMER_SLACK
+    while (remaining := deadline - peer.now()) > 0:
+        seg = await peer.next(remaining)
+        if seg is None:
+            break
+        end.append(seg)
+    times = [s.t for s in peer.rtx if s.flags & SYN]
+    facts = {"synacks": timeline(times, synack.t),
+             "end": " ".join(f"{frame.render(s)} at {timeline([s.t], synack.t)}" for s in end)
+                    or "-"}
+    peer.send(ACK, seq=peer.x, ack=frame.snd_nxt, advance=False)
+    answer = await peer.next(ANSWER_TIMEOUT)
+    facts["after"] = frame.render(answer) if answer else "no answer"
+    return facts
+
+
+async def syn_with_data(env: Env) -> Facts:
+    """Data on a SYN (no TCP Fast Open cookie): not acknowledged by the SYN+ACK,
+    and never delivered, so the peer must send it again after the handshake."""
+    peer = env.peer(ECHO)
+    peer.send(SYN, opts=mss_option(MSS), payload=b"early")
+    synack = await peer.expect(SYN | ACK, ANSWER_TIMEOUT, what="for our SYN with data")
+    facts = {"synack": Frame(peer.x, peer.x, peer.y).render(synack)}
+    peer.snd_nxt = seq_add(peer.x, 1)  # the data was not acknowledged: it is not sent
+    peer.send(ACK)
+    facts["then"] = _after_handshake(peer).render_all(await peer.collect(SETTLE))
+    return facts
+
+
+async def third_segment_data(env: Env) -> Facts:
+    """The ACK that completes the handshake carries data: accepted and echoed."""
+    peer = env.peer(ECHO)
+    await handshake(peer)
+    frame = _after_handshake(peer)
+    peer.send(ACK | PSH, payload=b"abcd")
+    _, first = await _read_echo(peer, frame, 4)
+    return {"echo": first}
+
+
+async def close_with_unread_data(env: Env) -> Facts:
+    """The server closes while data it never read is queued: RFC 1122 4.2.2.13
+    says the peer learns of the loss by an RST rather than an orderly FIN."""
+    peer = env.peer(CLOSER)
+    await handshake(peer)
+    frame = _after_handshake(peer)
+    peer.send(ACK | PSH, payload=b"abcd")  # arrives with the handshake's last segment
+    return {"reply": frame.render_all(await peer.collect(SETTLE))}
+
+
+# -- active open ------------------------------------------------------------------
+
+
+async def _their_syn(peer: Peer) -> Seg:
+    syn = await peer.expect(SYN, ANSWER_TIMEOUT, what="from the target's connect")
+    peer.target_port = syn.sport
+    return syn
+
+
+def _active_frame(peer: Peer) -> Frame:
+    """After the target's SYN a and our SYN b: S = a+1, R = b+1."""
+    assert peer.y is not None
+    return Frame(seq_add(peer.y, 1), seq_add(peer.x, 1), peer.y)
+
+
+async def active_open(env: Env) -> Facts:
+    """CLOSED -> SYN-SENT -> ESTABLISHED; data; the peer closes, so does the client."""
+    peer, client = env.active()
+    syn = await _their_syn(peer)
+    facts = {"syn": f"{Frame(syn.seq, 0, syn.seq).render(syn)} <{options_text(syn.opts)}>"}
+    peer.send(SYN | ACK, ack=seq_add(syn.seq, 1), opts=mss_option(MSS))
+    frame = _active_frame(peer)
+    facts["ack"] = frame.render_all(await peer.collect(SETTLE))
+    peer.send(ACK | PSH, payload=b"ping\n")
+    await _read_ack(peer, seq_add(frame.rcv_nxt, 5))
+    peer.send(FIN | ACK)
+    fin = await peer.expect(FIN | ACK, ANSWER_TIMEOUT, what="from the client after our FIN",
+                            skip_pure_acks=True)
+    facts["close"] = frame.render(fin)
+    peer.send(ACK, ack=fin.end)
+    facts["client"] = await client.outcome(ANSWER_TIMEOUT)
+    facts["stdout"] = client.stdout.text()
+    return facts
+
+
+async def _read_ack(peer: Peer, ack: int) -> None:
+    while True:
+        seg = await peer.next(ANSWER_TIMEOUT)
+        if seg is None:
+            raise ScriptError("our data was never acknowledged")
+        if seg.flags & ACK and seg.ack == ack:
+            return
+
+
+async def active_refused(env: Env) -> Facts:
+    """RST+ACK for the SYN: the connection is refused, nothing more is sent."""
+    peer, client = env.active()
+    syn = await _their_syn(peer)
+    peer.send(RST | ACK, seq=0, ack=seq_add(syn.seq, 1), advance=False)
+    reply = _active_frame_for(peer, syn).render_all(await peer.collect(SETTLE))
+    return {"reply": reply, "client": await client.outcome(ANSWER_TIMEOUT)}
+
+
+def _active_frame_for(peer: Peer, syn: Seg) -> Frame:
+    return Frame(seq_add(syn.seq, 1), peer.x, syn.seq)
+
+
+async def active_bad_synack(env: Env) -> Facts:
+    """A SYN+ACK that acknowledges something never sent: <SEQ=SEG.ACK><CTL=RST>,
+    and the connection attempt goes on (here: refused afterwards)."""
+    peer, client = env.active()
+    syn = await _their_syn(peer)
+    peer.send(SYN | ACK, ack=seq_add(syn.seq, 1000), opts=mss_option(MSS), advance=False)
+    reply = _active_frame_for(peer, syn).render_all(await peer.collect(SETTLE))
+    peer.send(RST | ACK, seq=0, ack=seq_add(syn.seq, 1), advance=False)
+    return {"reply": reply, "client": await client.outcome(ANSWER_TIMEOUT)}
+
+
+async def active_syn_timeout(env: Env) -> Facts:
+    """Nobody answers: SYN again after 1 s and 3 s, give up at 7 s without a word."""
+    peer, client = env.active()
+    syn = await _their_syn(peer)
+    give_up = sum(2.0**i for i in range(SYN_RETRIES + 1))
+    end: list[Seg] = []
+    deadline = syn.t + give_up + TIMER_SLACK
+    while (remaining := deadline - peer.now()) > 0:
+        seg = await peer.next(remaining)
+        if seg is None:
+            break
+        end.append(seg)
+    frame = _active_frame_for(peer, syn)
+    return {"syns": timeline([s.t for s in peer.rtx], syn.t),
+            "end": " ".join(frame.render(s) for s in end) or "-",
+            "client": await client.outcome(ANSWER_TIMEOUT)}
+
+
+async def active_simultaneous(env: Env) -> Facts:
+    """A SYN without ACK crosses the target's SYN (simultaneous open, or the
+    seed's split SYN+ACK): SYN-SENT -> SYN-RECEIVED, SYN+ACK with the same ISS."""
+    peer, client = env.active()
+    syn = await _their_syn(peer)
+    peer.send(SYN, opts=mss_option(MSS))
+    frame = _active_frame(peer)
+    synack = await peer.expect(SYN | ACK, ANSWER_TIMEOUT, what="after crossing SYNs")
+    facts = {"synack": frame.render(synack)}
+    peer.send(ACK, ack=seq_add(syn.seq, 1))
+    peer.send(ACK | PSH, payload=b"x")
+    await _read_ack(peer, seq_add(frame.rcv_nxt, 1))
+    peer.send(FIN | ACK)
+    fin = await peer.expect(FIN | ACK, ANSWER_TIMEOUT, what="from the client after our FIN",
+                            skip_pure_acks=True)
+    peer.send(ACK, ack=fin.end)
+    facts["client"] = await client.outcome(ANSWER_TIMEOUT)
+    return facts
+
+
+SCRIPTS = [
+    Script("handshake/passive", passive_open,
+           {"synack": "SYN|ACK seq=ISS ack=R+1 <mss=1460>",
+            "echo": "ACK seq=S ack=R+6 len=6"},
+           "RFC 9293 3.5, 3.10.7.2: the three-segment handshake, then data"),
+    Script("handshake/options-mss-only", _option_script(mss_option(MSS)),
+           {"synack": "mss=1460"},
+           "RFC 7323 1.3, RFC 2018 2: no option the SYN did not offer"),
+    Script("handshake/options-all", _option_script(all_options(MSS, 12345, 7)),
+           {"synack": "mss=1460,sack,ts,ws"},
+           "RFC 7323, RFC 2018: window scale, timestamps and SACK-permitted answered"),
+    Script("handshake/mss-default", _mss_script(b"", 1400),
+           {"synack": "mss=1460", "segments": "536,536,328"},
+           "RFC 9293 3.7.1: without an MSS option the peer's MSS is 536"),
+    Script("handshake/mss-small", _mss_script(mss_option(300), 1000),
+           {"synack": "mss=1460", "segments": "300,300,300,100"},
+           "RFC 9293 3.7.1: segments never exceed the peer's MSS"),
+    Script("handshake/synack-timeout", synack_timeout,
+           {"synacks": "+1s +3s", "end": "RST seq=S at +7s", "after": "RST seq=S"},
+           "RFC 6298 5.5: SYN+ACK backoff 1 s, 2 s; the half-open connection is reset"),
+    Script("handshake/syn-with-data", syn_with_data,
+           {"synack": "SYN|ACK seq=ISS ack=R+1", "then": "-"},
+           "RFC 9293 3.10.7.2: data on a SYN may be held; without TFO it is not"),
+    Script("handshake/third-segment-data", third_segment_data,
+           {"echo": "ACK seq=S ack=R+4 len=4"},
+           "RFC 9293 3.10.7.4: the handshake's last ACK may carry data"),
+    Script("close/unread-data", close_with_unread_data,
+           {"reply": "RST|ACK seq=S ack=R+4"},
+           "RFC 1122 4.2.2.13: CLOSE with unread data resets"),
+    Script("active/open", active_open,
+           {"syn": "SYN seq=ISS <mss=1460,sack,ts,ws>", "ack": "ACK seq=S ack=R",
+            "close": "FIN|ACK seq=S ack=R+6", "client": "closed", "stdout": "ping"},
+           "RFC 9293 3.10.1, 3.10.7.3: CLOSED -> SYN-SENT -> ESTABLISHED"),
+    Script("active/refused", active_refused,
+           {"reply": "-", "client": "refused"},
+           "RFC 9293 3.10.7.3: RST with an acceptable ACK refuses the connection"),
+    Script("active/bad-synack", active_bad_synack,
+           {"reply": "RST seq=S+999", "client": "refused"},
+           "RFC 9293 3.10.7.3: an unacceptable ACK in SYN-SENT draws <SEQ=SEG.ACK><CTL=RST>"),
+    Script("active/syn-timeout", active_syn_timeout,
+           {"syns": "+1s +3s", "end": "-", "client": "timed out"},
+           "RFC 6298 5.5, RFC 9293 3.8.3: SYN backoff 1 s, 2 s; then give up"),
+    Script("active/simultaneous", active_simultaneous,
+           {"synack": "SYN|ACK seq=ISS ack=R", "client": "closed"},
+           "RFC 9293 3.5 figure 8: simultaneous open through SYN-RECEIVED"),
+]
