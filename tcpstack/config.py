@@ -12,7 +12,7 @@ class TcpConfig:
     Defaults follow RFC 6298 (initial RTO 1 s, at least 60 s maximum) and Linux
     (net.ipv4.tcp_synack_retries=5, tcp_syn_retries=6, tcp_retries2=15,
     tcp_fin_timeout=60, 200 ms minimum RTO, 40 ms delayed ACK, CUBIC, window
-    scaling and SACK on, Nagle on, at most one challenge ACK per 500 ms per
+    scaling, SACK and timestamps on, Nagle on, at most one challenge ACK per 500 ms per
     connection like tcp_invalid_ratelimit).
     """
 
@@ -30,6 +30,7 @@ class TcpConfig:
     backlog: int = 128
     window_scaling: bool = True
     sack: bool = True
+    timestamps: bool = True
     cc: str = "cubic"
     delayed_ack: float = 0.04
     nodelay: bool = False

@@ -38,6 +38,7 @@ RTO_AFTER_HANDSHAKE_LOSS = 3.0  # RFC 6298 5.7
 CLOCK_GRANULARITY = 0.01  # G in RFC 6298 2: the timer wheel's tick
 DUPTHRESH = 3  # RFC 5681 3.2, RFC 6675 2
 MAX_WSCALE = 14  # RFC 7323 2.3
+TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3.2)
 
 ACK = Flags.ACK
 SYN = Flags.SYN
@@ -82,6 +83,11 @@ class Tcb:
         self.rcv_wscale = 0  # shift of the windows we send, once negotiated
         self._our_wscale = _wscale_for(config.rcv_buf) if config.window_scaling else None
         self.sack_ok = False  # both sides sent SACK-permitted (RFC 2018 2)
+        self.ts_ok = False  # both sides sent the Timestamps option (RFC 7323 3.2)
+        self.ts_recent = 0  # TS.Recent (RFC 7323 4.3)
+        self._last_ack_sent = 0  # Last.ACK.sent (RFC 7323 4.3)
+        self._ts_echo: int | None = None  # TSecr of the segment being processed
+        self._now = 0.0  # time of the call being processed, for TSval
         self.nodelay = config.nodelay  # Nagle off (TCP_NODELAY)
         self.cc = make_cc(config.cc, self.send_mss)
         self.dupacks = 0
@@ -127,6 +133,7 @@ class Tcb:
     ) -> Tcb:
         """A listener accepted `syn`: LISTEN -> SYN-RECEIVED, SYN+ACK sent (3.10.7.2)."""
         tcb = cls(config, (syn.dst, syn.dport), (syn.src, syn.sport), iss, stats, passive=True)
+        tcb._now = now
         tcb.state = State.LISTEN
         tcb._learn_syn(syn)
         tcb._set_state(State.SYN_RCVD, "SYN received, SYN+ACK sent")
@@ -146,6 +153,7 @@ class Tcb:
     ) -> Tcb:
         """Active OPEN (3.10.1): CLOSED -> SYN-SENT, SYN sent."""
         tcb = cls(config, local, remote, iss, stats, passive=False)
+        tcb._now = now
         tcb._set_state(State.SYN_SENT, "active open, SYN sent")
         stats["ActiveOpens"] += 1
         tcb._send_syn(now)
@@ -166,6 +174,10 @@ class Tcb:
         else:
             self._our_wscale = None
         self.sack_ok = self.config.sack and opts.sack_permitted
+        if self.config.timestamps and opts.timestamp is not None:
+            self.ts_ok = True
+            self.ts_recent = opts.timestamp[0]
+            self.send_mss -= TS_OPTION_LEN  # every segment carries the option
         self.cc = make_cc(self.config.cc, self.send_mss)
 
     def _send_syn(self, now: float) -> None:
@@ -174,7 +186,9 @@ class Tcb:
             flags, sack = SYN | ACK, self.sack_ok
         else:
             flags, sack = SYN, self.config.sack
-        options = Options(mss=self.config.mss, wscale=self._our_wscale, sack_permitted=sack)
+        offer_ts = self.ts_ok if self.state is State.SYN_RCVD else self.config.timestamps
+        options = Options(mss=self.config.mss, wscale=self._our_wscale, sack_permitted=sack,
+                          timestamp=(self._ts_val(), self.ts_recent) if offer_ts else None)
         self._emit(flags, seq=self.iss, options=options)
         self.snd_nxt = self.snd_max = seq_add(self.iss, 1)
         if self._rtx_deadline is None:
@@ -186,6 +200,7 @@ class Tcb:
 
     def send(self, data: bytes, now: float) -> None:
         """SEND (3.10.2): queue data; it leaves as the peer's window allows."""
+        self._now = now
         if self._fin_seq is not None:
             raise RuntimeError("send after close")
         self._sndbuf.append(data)
@@ -197,6 +212,7 @@ class Tcb:
         `orphan` marks a full close by the application (nobody reads any more):
         like Linux, an orphaned connection does not wait in FIN-WAIT-2 forever.
         """
+        self._now = now
         self._orphaned = self._orphaned or orphan
         if orphan and self.state is State.FIN_WAIT_2 and self._close_deadline is None:
             # Orphaned after a half-close whose FIN is already acknowledged: start the
@@ -220,6 +236,7 @@ class Tcb:
 
     def abort(self, now: float) -> None:
         """ABORT (3.10.5): reset a synchronized connection and forget it."""
+        self._now = now
         if self.state in FINISHED:
             return
         if self.state in (State.SYN_RCVD, State.ESTABLISHED, State.FIN_WAIT_1,
@@ -230,6 +247,7 @@ class Tcb:
     def consumed(self, n: int, now: float) -> None:
         """The application read `n` bytes: reopen the window, and tell the peer
         once it grew by at least min(buffer/2, MSS) (receiver SWS avoidance, 3.8.6.2.2)."""
+        self._now = now
         self._unread -= n
         grown = seq_diff(seq_add(self.rcv_nxt, self.rcv_wnd), self._rcv_adv)
         if grown >= min(self.config.rcv_buf // 2, self.send_mss) and self.state in RECEIVING:
@@ -293,6 +311,7 @@ class Tcb:
 
     def on_timer(self, now: float) -> None:
         """Run every timer that is due at `now`."""
+        self._now = now
         if self._rtx_deadline is not None and self._rtx_deadline <= now:
             self._rtx_deadline = None
             self._on_retransmission_timeout(now)
@@ -372,10 +391,28 @@ class Tcb:
 
     def receive(self, seg: Segment, now: float) -> None:
         """SEGMENT ARRIVES (3.10.7) for this connection."""
+        self._now = now
+        ts = seg.options.timestamp if self.ts_ok else None
+        self._ts_echo = ts[1] if ts else None
+        if ts and self.state is not State.SYN_SENT and not self._timestamp_check(seg, ts, now):
+            return
         if self.state is State.SYN_SENT:
             self._receive_syn_sent(seg, now)
         elif self.state not in FINISHED:
             self._receive_synchronized(seg, now)
+
+    def _timestamp_check(self, seg: Segment, ts: tuple[int, int], now: float) -> bool:
+        """RFC 7323 5.3 R1 (PAWS) and R3: reject an old duplicate whose TSval is
+        older than TS.Recent (with an ACK, unless it is an RST), else update
+        TS.Recent from a segment that starts at or before what we last ACKed."""
+        tsval = ts[0]
+        if seq_lt(tsval, self.ts_recent) and not seg.flags & RST:
+            self.stats["PAWSRejected"] += 1
+            self._emit(ACK)
+            return False
+        if seq_le(seg.seq, self._last_ack_sent) and not seq_lt(tsval, self.ts_recent):
+            self.ts_recent = tsval
+        return True
 
     def _receive_syn_sent(self, seg: Segment, now: float) -> None:
         """3.10.7.3: SYN-SENT."""
@@ -543,7 +580,12 @@ class Tcb:
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack
         self.retransmits = 0
-        if self._rtt_probe is not None and seq_le(self._rtt_probe[0], ack):
+        if self._ts_echo:
+            # RFC 7323 4.1 (RTTM): every ACK of new data echoes the TSval of the
+            # segment it answers, retransmitted or not, so Karn's rule is moot.
+            self._rtt_sample(seq_diff(self._ts_val(), self._ts_echo) / 1000)
+            self._rtt_probe = None
+        elif self._rtt_probe is not None and seq_le(self._rtt_probe[0], ack):
             self._rtt_sample(now - self._rtt_probe[1])
             self._rtt_probe = None
         # RFC 6298 5.2-5.3.
@@ -852,8 +894,13 @@ class Tcb:
             self._delack_deadline = None
             self._delayed_segs = 0
             self._rcv_adv = seq_add(self.rcv_nxt, advertised)
+            self._last_ack_sent = self.rcv_nxt
             if options is None and not payload and self.sack_ok and self._reasm:
                 options = Options(sack_blocks=self._reasm.sack_blocks())
+        if self.ts_ok and not flags & (SYN | RST):
+            # RFC 7323 3.2: once negotiated, every segment but an RST carries TSopt.
+            options = options or Options()
+            options.timestamp = (self._ts_val(), self.ts_recent)
         self._out.append(Segment(
             src=self.local_ip, dst=self.remote_ip, sport=self.local_port, dport=self.remote_port,
             # <SEQ=SND.NXT> (3.10.7.4) is snd_max: while go-back-N has pulled snd_nxt
@@ -863,6 +910,11 @@ class Tcb:
             ack=self.rcv_nxt if flags & ACK else 0,
             flags=flags, window=field, options=options or Options(), payload=payload,
         ))
+
+    def _ts_val(self) -> int:
+        """TSval: a 1 ms clock (RFC 7323 5.4) offset by the ISS, so it reveals
+        nothing about the host's uptime and differs per connection (as Linux)."""
+        return (int(self._now * 1000) + self.iss) & 0xFFFFFFFF
 
     def _ack_seq(self) -> int:
         """SEQ of a segment without data: SND.NXT, but never beyond the peer's

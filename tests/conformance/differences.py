@@ -90,23 +90,6 @@ DIFFERENCES: tuple[Difference, ...] = (
         rfc="RFC 9293 3.10.5 (ABORT in SYN-RECEIVED sends RST), 3.8.3 (R2)",
     ),
     Difference(
-        "timestamps are not negotiated",
-        ("handshake/options-all",),
-        linux={"synack": "mss=1460,sack,ts,ws"},
-        tcpstack={"synack": "mss=1460,sack,ws"},
-        reason="not implemented yet (issue 3): tcpstack answers window scaling and "
-               "SACK-permitted like Linux but not the timestamps option.",
-        rfc="RFC 7323 3, 4 (timestamps, PAWS)",
-    ),
-    Difference(
-        "the active SYN offers no timestamps",
-        ("active/open",),
-        linux={"syn": "SYN seq=ISS <mss=1460,sack,ts,ws>"},
-        tcpstack={"syn": "SYN seq=ISS <mss=1460,sack,ws>"},
-        reason="not implemented yet (issue 3): no timestamps option in tcpstack's SYN.",
-        rfc="RFC 7323 3.2",
-    ),
-    Difference(
         "SYN retransmission schedule of an active open",
         ("active/syn-timeout",),
         linux={"syns": "+1s +2s +3s +4s +5s"},

@@ -216,8 +216,10 @@ def test_closed_active_open_sends_syn():
                           Y, 0.0, stats)
     assert tcb.state is State.SYN_SENT
     # Window scale 4 covers the 1 MiB buffer (RFC 7323 2.2); SACK offered (RFC 2018 2);
-    # the SYN's own window is never scaled.
-    expect(tcb, [(SYN, Y, 0, 0, WND, Options(mss=1460, wscale=4, sack_permitted=True))])
+    # timestamps offered with TSval = the 1 ms clock offset by the ISS and TSecr 0
+    # (RFC 7323 3.2); the SYN's own window is never scaled.
+    expect(tcb, [(SYN, Y, 0, 0, WND, Options(mss=1460, wscale=4, sack_permitted=True,
+                                             timestamp=(Y, 0)))])
     assert tcb.next_deadline() == 1.0
     assert stats["ActiveOpens"] == 1
 
@@ -313,7 +315,8 @@ def test_syn_sent_timeout_retransmits_syn_then_gives_up():
         tcb.on_timer(t - 0.001)
         expect(tcb, [])
         tcb.on_timer(t)
-        expect(tcb, [(SYN, Y, 0, 0, WND, Options(mss=1460, wscale=4, sack_permitted=True))])
+        expect(tcb, [(SYN, Y, 0, 0, WND, Options(mss=1460, wscale=4, sack_permitted=True,
+                                                 timestamp=(Y + t * 1000, 0)))])
     assert tcb.next_deadline() == 123  # 63 + min(64, 60)
     tcb.on_timer(123)
     expect(tcb, [])

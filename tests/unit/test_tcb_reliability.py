@@ -93,7 +93,7 @@ def test_listen_syn_options_answered_only_if_offered(wscale, sack):
 
 
 def test_listen_syn_options_ignored_when_disabled():
-    config = TcpConfig(window_scaling=False, sack=False)
+    config = TcpConfig(window_scaling=False, sack=False, timestamps=False)
     tcb = Tcb.open_passive(config, peer_syn(wscale=7, sack_permitted=True), Y, 0.0, Counter())
     expect(tcb, [(SYN | ACK, Y, X + 1, 0, WND, Options(mss=1460))])
     assert (tcb.snd_wscale, tcb.rcv_wscale, tcb.sack_ok) == (0, 0, False)
@@ -142,11 +142,11 @@ def test_established_window_unscaled_without_negotiation():
 def test_syn_sent_syn_offers_wscale_and_sack():
     tcb = Tcb.open_active(TcpConfig(), (US, US_PORT), (PEER, PEER_PORT), Y, 0.0, Counter())
     expect(tcb, [(SYN, Y, 0, 0, WND, Options(mss=1460, wscale=OUR_WSCALE,
-                                             sack_permitted=True))])
+                                             sack_permitted=True, timestamp=(Y, 0)))])
 
 
 def test_syn_sent_syn_without_options_when_disabled():
-    config = TcpConfig(window_scaling=False, sack=False)
+    config = TcpConfig(window_scaling=False, sack=False, timestamps=False)
     tcb = Tcb.open_active(config, (US, US_PORT), (PEER, PEER_PORT), Y, 0.0, Counter())
     expect(tcb, [(SYN, Y, 0, 0, WND, Options(mss=1460))])
     tcb.receive(seg(SYN | ACK, X, Y + 1, window=1000, mss=MSS, wscale=2, sack_permitted=True),
@@ -768,3 +768,62 @@ def test_established_ack_after_zero_window_probe_stays_inside_peer_window():
     # SEQ is the window's edge, not snd_max: acceptable to a receiver whose window
     # is zero (Linux tcp_acceptable_seq), so our ACK is not dropped.
     expect(tcb, [(ACK, Y + 1, X + 5, 0)])
+
+
+# ================================================ timestamps (RFC 7323 3-5)
+
+
+def ts_seg(flags, seq, ack, payload=b"", *, tsval, tsecr) -> Segment:
+    s = seg(flags, seq, ack, payload)
+    s.options.timestamp = (tsval, tsecr)
+    return s
+
+
+def tcb_with_timestamps() -> Tcb:
+    syn = peer_syn()
+    syn.options.timestamp = (777, 0)
+    tcb = Tcb.open_passive(TcpConfig(), syn, Y, 0.0, Counter())
+    [synack] = tcb.take_segments()
+    assert synack.options.timestamp == (Y, 777)  # TSecr echoes the SYN's TSval
+    tcb.receive(ts_seg(ACK, X + 1, Y + 1, tsval=778, tsecr=Y), 0.0)
+    tcb.take_events()
+    return tcb
+
+
+def test_syn_rcvd_no_timestamps_unless_the_peer_offers_them():
+    tcb = Tcb.open_passive(TcpConfig(), peer_syn(), Y, 0.0, Counter())
+    [synack] = tcb.take_segments()
+    assert synack.options.timestamp is None and not tcb.ts_ok
+
+
+def test_established_every_segment_carries_timestamps_and_mss_shrinks():
+    tcb = tcb_with_timestamps()
+    assert tcb.send_mss == MSS - 12  # room for the option in every segment
+    tcb.send(b"x" * 3000, 0.5)
+    out = tcb.take_segments()
+    assert [len(s.payload) for s in out] == [MSS - 12, MSS - 12, 3000 - 2 * (MSS - 12)]
+    assert all(s.options.timestamp == (Y + 500, 778) for s in out)
+
+
+def test_established_paws_drops_an_old_duplicate():
+    tcb = tcb_with_timestamps()
+    tcb.receive(ts_seg(ACK | PSH, X + 1, Y + 1, b"new", tsval=900, tsecr=Y), 0.1)
+    assert tcb.ts_recent == 900  # SEG.SEQ <= Last.ACK.sent (RFC 7323 4.3 R3)
+    tcb.take_events()
+    tcb.take_segments()
+    # A segment whose TSval is older than TS.Recent is an old duplicate (PAWS, 5.3 R1):
+    tcb.receive(ts_seg(ACK | PSH, X + 4, Y + 1, b"old", tsval=899, tsecr=Y), 0.2)
+    assert tcb.take_events() == []
+    expect(tcb, [(ACK, Y + 1, X + 4, 0)])
+    assert tcb.stats["PAWSRejected"] == 1
+
+
+def test_established_rtt_measured_from_the_echoed_timestamp():
+    tcb = tcb_with_timestamps()
+    tcb.send(b"x" * 100, 1.0)
+    [data] = tcb.take_segments()
+    tsval = data.options.timestamp[0]
+    # The ACK arrives 50 ms later and echoes the data segment's TSval (RTTM, 4.1).
+    tcb.receive(ts_seg(ACK, X + 1, Y + 101, tsval=800, tsecr=tsval), 1.05)
+    # The handshake's sample was 0 s, so SRTT = 7/8 * 0 + 1/8 * 0.05 (RFC 6298 2.3).
+    assert tcb.srtt == pytest.approx(0.125 * 0.05)
