@@ -28,6 +28,7 @@ import uvloop
 
 from tcpstack import impair
 from tcpstack.apps import APPS
+from tcpstack.cc import ALGORITHMS
 from tcpstack.config import TcpConfig
 from tcpstack.connect import relay
 from tcpstack.impair import ImpairPlan, ImpairSpecError
@@ -37,6 +38,7 @@ from tcpstack.tun import TunDevice, TunError
 DEFAULT_APPS = ("echo:7", "discard:9", "http:80")
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+MAX_WINDOW_BYTES = 0xFFFF << 14  # RFC 7323 2.3: the largest scaled window
 MAX_MSL = 3600.0
 
 log = logging.getLogger("tcpstack")
@@ -127,6 +129,21 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
                         help="impair the stack's packets, e.g. 'loss=5%%,dup=2%%,reorder=10%%,"
                         "delay=20ms,jitter=5ms,seed=1'; prefix in: or out: for one "
                         "direction (default both); repeatable")
+    tcp = parser.add_argument_group("TCP tuning (defaults like Linux)")
+    tcp.add_argument("--cc", default="cubic", choices=sorted(ALGORITHMS),
+                     help="congestion control (default cubic)")
+    tcp.add_argument("--rcv-buf", type=int, default=1 << 20, metavar="BYTES",
+                     help="receive buffer per connection: the window we offer (default 1 MiB)")
+    tcp.add_argument("--snd-buf", type=int, default=262144, metavar="BYTES",
+                     help="queued, unacknowledged bytes before drain() waits (default 256 KiB)")
+    tcp.add_argument("--rto-min", type=float, default=0.2, metavar="SECONDS",
+                     help="minimum retransmission timeout (default 0.2)")
+    tcp.add_argument("--rto-max", type=float, default=60.0, metavar="SECONDS",
+                     help="maximum retransmission timeout (default 60)")
+    tcp.add_argument("--keepalive", metavar="IDLE[,INTERVAL[,PROBES]]",
+                     help="probe idle connections: after IDLE seconds, every INTERVAL "
+                     "seconds, reset after PROBES unanswered (default off; Linux's "
+                     "7200,75,9 when only --keepalive 7200 is given)")
     parser.add_argument("--log-level", default=log_level,
                         choices=["debug", "info", "warning", "error"],
                         help=f"log verbosity (default {log_level}); debug also traces "
@@ -187,9 +204,42 @@ def _daemon_settings(args: argparse.Namespace, **config: Any) -> DaemonSettings:
         raise UsageError(f"--impair: {e}") from None
     return DaemonSettings(
         tun=name, host_addr=host, addr=addr,
-        config=TcpConfig(mtu=args.mtu, msl=args.msl, **config),
+        config=TcpConfig(mtu=args.mtu, msl=args.msl, **_tuning(args), **config),
         log_level=args.log_level, impair=plan,
     )
+
+
+def _tuning(args: argparse.Namespace) -> dict[str, Any]:
+    """The TCP tuning options as TcpConfig fields, checked."""
+    if not 1024 <= args.rcv_buf <= MAX_WINDOW_BYTES:
+        raise UsageError(f"--rcv-buf: {args.rcv_buf} is outside 1024..{MAX_WINDOW_BYTES} "
+                         "(the largest window RFC 7323 can offer)")
+    if args.snd_buf < 1024:
+        raise UsageError(f"--snd-buf: {args.snd_buf} is below 1024")
+    if not (math.isfinite(args.rto_min) and 0 < args.rto_min <= args.rto_max
+            and math.isfinite(args.rto_max)):
+        raise UsageError(f"--rto-min/--rto-max: need 0 < {args.rto_min:g} <= {args.rto_max:g}")
+    tuning: dict[str, Any] = {"cc": args.cc, "rcv_buf": args.rcv_buf, "snd_buf": args.snd_buf,
+                              "rto_min": args.rto_min, "rto_max": args.rto_max}
+    if args.keepalive is not None:
+        tuning.update(_parse_keepalive(args.keepalive))
+    return tuning
+
+
+def _parse_keepalive(spec: str) -> dict[str, Any]:
+    parts = spec.split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if not 1 <= len(values) <= 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise UsageError(f"--keepalive: expected IDLE[,INTERVAL[,PROBES]] in positive "
+                         f"numbers, got {spec!r}")
+    idle, interval, probes = values + [7200.0, 75.0, 9.0][len(values):]
+    if probes != int(probes):
+        raise UsageError(f"--keepalive: PROBES must be a whole number, got {probes:g}")
+    return {"keepalive": True, "keepalive_idle": idle, "keepalive_interval": interval,
+            "keepalive_probes": int(probes)}
 
 
 def _parse_apps(specs: list[str] | tuple[str, ...]) -> tuple[tuple[str, int], ...]:

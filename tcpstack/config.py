@@ -13,7 +13,8 @@ class TcpConfig:
     (net.ipv4.tcp_synack_retries=5, tcp_syn_retries=6, tcp_retries2=15,
     tcp_fin_timeout=60, 200 ms minimum RTO, 40 ms delayed ACK, CUBIC, window
     scaling, SACK and timestamps on, Nagle on, at most one challenge ACK per 500 ms per
-    connection like tcp_invalid_ratelimit).
+    connection like tcp_invalid_ratelimit, keepalive off but 7200 s idle, 75 s
+    interval and 9 probes when on).
     """
 
     mtu: int = 1500
@@ -35,6 +36,10 @@ class TcpConfig:
     delayed_ack: float = 0.04
     nodelay: bool = False
     challenge_ack_interval: float = 0.5
+    keepalive: bool = False
+    keepalive_idle: float = 7200.0
+    keepalive_interval: float = 75.0
+    keepalive_probes: int = 9
 
     @property
     def mss(self) -> int:

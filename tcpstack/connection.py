@@ -207,5 +207,5 @@ class Connection:
         if name == "tcb":
             return t
         if name == "socket":
-            return SocketOptions(t)
+            return SocketOptions(self)
         return default

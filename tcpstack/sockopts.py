@@ -1,7 +1,8 @@
 """A stand-in for the socket that `get_extra_info('socket')` returns on asyncio.
 
 asyncio code tunes connections with ``sock.setsockopt(...)``; the options
-that mean something for a tcpstack connection are honoured, the rest raise
+that mean something for a tcpstack connection are honoured (TCP_NODELAY,
+SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT), the rest raise
 OSError(ENOPROTOOPT) as a real socket does for an unknown option.
 """
 
@@ -9,24 +10,41 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import TYPE_CHECKING
 
-from tcpstack.tcb import Tcb
+if TYPE_CHECKING:
+    from tcpstack.connection import Connection
+
+#: (level, option) -> (TCB attribute, type)
+_OPTIONS: dict[tuple[int, int], tuple[str, type]] = {
+    (socket.IPPROTO_TCP, socket.TCP_NODELAY): ("nodelay", bool),
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE): ("keepalive", bool),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE): ("keepalive_idle", float),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL): ("keepalive_interval", float),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT): ("keepalive_probes", int),
+}
 
 
 class SocketOptions:
     """The socket-option surface of one connection."""
 
-    def __init__(self, tcb: Tcb) -> None:
-        self._tcb = tcb
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def _lookup(self, level: int, optname: int) -> tuple[str, type]:
+        try:
+            return _OPTIONS[(level, optname)]
+        except KeyError:
+            raise OSError(errno.ENOPROTOOPT, f"option {level}/{optname} is not supported") from None
 
     def setsockopt(self, level: int, optname: int, value: int | bytes) -> None:
-        if (level, optname) == (socket.IPPROTO_TCP, socket.TCP_NODELAY):
-            self._tcb.nodelay = bool(int.from_bytes(value, "little") if isinstance(
-                value, bytes) else value)
-            return
-        raise OSError(errno.ENOPROTOOPT, f"option {level}/{optname} is not supported")
+        attr, kind = self._lookup(level, optname)
+        number = int.from_bytes(value, "little") if isinstance(value, bytes) else value
+        if kind is not bool and number <= 0:
+            raise OSError(errno.EINVAL, f"{attr} must be positive")
+        setattr(self._conn.tcb, attr, kind(number))
+        self._conn.post(lambda now: None)  # let the shell re-arm the connection's timer
 
     def getsockopt(self, level: int, optname: int) -> int:
-        if (level, optname) == (socket.IPPROTO_TCP, socket.TCP_NODELAY):
-            return int(self._tcb.nodelay)
-        raise OSError(errno.ENOPROTOOPT, f"option {level}/{optname} is not supported")
+        attr, _ = self._lookup(level, optname)
+        return int(getattr(self._conn.tcb, attr))

@@ -88,6 +88,14 @@ class Tcb:
         self._last_ack_sent = 0  # Last.ACK.sent (RFC 7323 4.3)
         self._ts_echo: int | None = None  # TSecr of the segment being processed
         self._now = 0.0  # time of the call being processed, for TSval
+        # Keep-alive (3.8.4): off unless configured or asked for per connection.
+        self.keepalive = config.keepalive
+        self.keepalive_idle = config.keepalive_idle
+        self.keepalive_interval = config.keepalive_interval
+        self.keepalive_probes = config.keepalive_probes
+        self._last_rx = 0.0  # when the peer last sent anything
+        self._ka_sent = 0  # unanswered keep-alive probes
+        self._ka_last = 0.0  # when the last probe left
         self.nodelay = config.nodelay  # Nagle off (TCP_NODELAY)
         self.cc = make_cc(config.cc, self.send_mss)
         self.dupacks = 0
@@ -271,7 +279,7 @@ class Tcb:
     def next_deadline(self) -> float | None:
         """When `on_timer` must run next, or None."""
         deadlines = [d for d in (self._rtx_deadline, self._close_deadline,
-                                 self._delack_deadline) if d is not None]
+                                 self._delack_deadline, self._keepalive_due()) if d is not None]
         return min(deadlines) if deadlines else None
 
     def reopened_by(self, seg: Segment) -> bool:
@@ -315,6 +323,9 @@ class Tcb:
         if self._rtx_deadline is not None and self._rtx_deadline <= now:
             self._rtx_deadline = None
             self._on_retransmission_timeout(now)
+        keepalive = self._keepalive_due()
+        if keepalive is not None and keepalive <= now:
+            self._on_keepalive(now)
         if self._delack_deadline is not None and self._delack_deadline <= now:
             self._delack_deadline = None
             self._ack_pending = True  # RFC 9293 3.8.6.3: delay an ACK at most 0.5 s
@@ -325,6 +336,29 @@ class Tcb:
             elif self.state is State.FIN_WAIT_2:
                 self._send_rst(self.snd_max, with_ack=True)
                 self._finish(None, "FIN-WAIT-2 timeout after close, RST sent")
+
+    def _keepalive_due(self) -> float | None:
+        """When the next keep-alive probe is due: only on an idle synchronized
+        connection (outstanding data has the retransmission timer instead)."""
+        if not self.keepalive or self.state not in (State.ESTABLISHED, State.CLOSE_WAIT) or (
+                self.snd_una != self.snd_max or self._sndbuf):
+            return None
+        if self._ka_sent:
+            return self._ka_last + self.keepalive_interval
+        return max(self._last_rx, self._ka_last) + self.keepalive_idle
+
+    def _on_keepalive(self, now: float) -> None:
+        """3.8.4: probe with <SEQ=SND.NXT-1> and no data, which draws an ACK
+        from a live peer; after `keepalive_probes` unanswered ones, reset (Linux)."""
+        if self._ka_sent >= self.keepalive_probes:
+            self._send_rst(self.snd_max, with_ack=True)
+            self._finish(TimeoutError("connection timed out (keep-alive)"),
+                         f"{self._ka_sent} keep-alive probes unanswered, RST sent")
+            return
+        self._ka_sent += 1
+        self._ka_last = now
+        self.stats["KeepAliveProbes"] += 1
+        self._emit(ACK, seq=seq_add(self.snd_max, -1))
 
     def _on_retransmission_timeout(self, now: float) -> None:
         """RFC 6298 5.4-5.6: retransmit, back off, re-arm; give up after the retry limit."""
@@ -392,6 +426,8 @@ class Tcb:
     def receive(self, seg: Segment, now: float) -> None:
         """SEGMENT ARRIVES (3.10.7) for this connection."""
         self._now = now
+        self._last_rx = now  # any segment shows the peer is alive
+        self._ka_sent = 0
         ts = seg.options.timestamp if self.ts_ok else None
         self._ts_echo = ts[1] if ts else None
         if ts and self.state is not State.SYN_SENT and not self._timestamp_check(seg, ts, now):
@@ -683,6 +719,7 @@ class Tcb:
             if self.srtt is None:
                 self.rto = RTO_AFTER_HANDSHAKE_LOSS  # RFC 6298 5.7
         self.retransmits = 0
+        self._last_rx = now
         self._set_state(State.ESTABLISHED, cause)
         self._events.append(Established())
         if self._fin_seq is not None:

@@ -64,6 +64,14 @@ def settings(argv: list[str]) -> cli.ServeSettings | cli.ConnectSettings:
         (["connect", "10.0.0.1", "80", "--addr", "10.1.0.2"], "not a host address"),
         (["connect", "10.0.0.1", "80", "--app", "echo:7"], "unrecognized arguments"),
         (["serve", "--syn-retries", "3"], "unrecognized arguments"),
+        (["serve", "--cc", "bbr"], "invalid choice: 'bbr'"),
+        (["serve", "--rcv-buf", "100"], "--rcv-buf: 100 is outside"),
+        (["serve", "--snd-buf", "10"], "--snd-buf: 10 is below 1024"),
+        (["serve", "--rto-min", "2", "--rto-max", "1"], "--rto-min/--rto-max"),
+        (["serve", "--rto-min", "0"], "--rto-min/--rto-max"),
+        (["serve", "--keepalive", "a,b"], "--keepalive: expected IDLE"),
+        (["serve", "--keepalive", "1,2,3,4"], "--keepalive: expected IDLE"),
+        (["serve", "--keepalive", "10,1,2.5"], "PROBES must be a whole number"),
     ],
 )
 def test_bad_command_line_is_one_line_and_exit_2(argv: list[str], needle: str, capsys) -> None:
@@ -105,3 +113,18 @@ def test_log_level_default_is_per_subcommand() -> None:
     parser = cli.build_parser()
     assert parser.parse_args(["connect", "10.0.0.1", "1"]).log_level == "warning"
     assert parser.parse_args(["serve"]).log_level == "info"
+
+
+def test_tcp_tuning_reaches_the_config() -> None:
+    s = settings(["serve", "--cc", "newreno", "--rcv-buf", "65536", "--snd-buf", "4096",
+                  "--rto-min", "0.05", "--rto-max", "10", "--keepalive", "30,5"])
+    c = s.daemon.config
+    assert (c.cc, c.rcv_buf, c.snd_buf, c.rto_min, c.rto_max) == ("newreno", 65536, 4096,
+                                                                   0.05, 10.0)
+    assert (c.keepalive, c.keepalive_idle, c.keepalive_interval, c.keepalive_probes) == (
+        True, 30.0, 5.0, 9)
+
+
+def test_tcp_tuning_defaults_are_linux_like() -> None:
+    c = settings(["serve"]).daemon.config
+    assert (c.cc, c.rto_min, c.keepalive) == ("cubic", 0.2, False)

@@ -332,3 +332,22 @@ async def test_close_with_unread_data_resets(rig) -> None:
     feed(stack, packet(ACK | PSH, 1001, y + 1, payload=b"abcd"))
     rst = await wire.wait_for(lambda s: bool(s.flags & (RST | FIN)))
     assert (rst.flags, rst.seq, rst.ack) == (RST | ACK, y + 1, 1005)
+
+
+async def test_keepalive_socket_options(rig) -> None:
+    stack, wire = rig
+    task = asyncio.create_task(stack.open_connection("10.0.0.1", 8080))
+    syn = await wire.wait_for(lambda s: bool(s.flags & SYN))
+    feed(stack, packet(SYN | ACK, 5000, syn.seq + 1, sport=8080, dport=syn.sport))
+    _reader, writer = await asyncio.wait_for(task, 2)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    probe = await wire.wait_for(lambda s: s.flags == ACK and not s.payload
+                                and s.seq == syn.seq, timeout=3)  # SND.NXT - 1
+    assert probe.ack == 5001
+    with pytest.raises(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 0)

@@ -46,6 +46,7 @@ from tests.unit.tcpkit import (
     add,
     events,
     expect,
+    lost,
     peer_syn,
     seg,
     tcb_established,
@@ -827,3 +828,34 @@ def test_established_rtt_measured_from_the_echoed_timestamp():
     tcb.receive(ts_seg(ACK, X + 1, Y + 101, tsval=800, tsecr=tsval), 1.05)
     # The handshake's sample was 0 s, so SRTT = 7/8 * 0 + 1/8 * 0.05 (RFC 6298 2.3).
     assert tcb.srtt == pytest.approx(0.125 * 0.05)
+
+
+# ================================================ keep-alive (RFC 9293 3.8.4)
+
+
+def test_established_keepalive_probes_idle_connection_then_resets():
+    tcb = tcb_established(TcpConfig(keepalive=True, keepalive_idle=10, keepalive_interval=2,
+                                    keepalive_probes=3))
+    assert tcb.next_deadline() == 10  # idle time after the last segment (t=0)
+    tcb.on_timer(10)
+    expect(tcb, [(ACK, Y, X + 1, 0)])  # <SEQ=SND.NXT-1>: draws an ACK from a live peer
+    tcb.receive(seg(ACK, X + 1, Y + 1), 10.1)  # the answer: the idle time starts again
+    assert tcb.next_deadline() == pytest.approx(20.1)
+    for t in (20.1, 22.1, 24.1):
+        tcb.on_timer(t)
+        expect(tcb, [(ACK, Y, X + 1, 0)])
+    tcb.on_timer(26.1)
+    expect(tcb, [(RST | ACK, Y + 1, X + 1, 0)])
+    assert tcb.state is State.CLOSED and lost(tcb) is TimeoutError
+    assert tcb.stats["KeepAliveProbes"] == 4
+
+
+def test_established_keepalive_waits_while_data_is_outstanding():
+    tcb = tcb_established(TcpConfig(keepalive=True, keepalive_idle=10))
+    tcb.send(b"x", 1.0)
+    tcb.take_segments()
+    assert tcb.next_deadline() == pytest.approx(1.2)  # the RTO, not keep-alive
+
+
+def test_established_keepalive_off_by_default():
+    assert tcb_established().next_deadline() is None
