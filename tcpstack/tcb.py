@@ -276,6 +276,17 @@ class Tcb:
         events, self._events = self._events, []
         return events
 
+    def timers(self) -> dict[str, float]:
+        """The pending timers by name and deadline, for `tcpstack ss`."""
+        named = {
+            "retransmit" if self._sndbuf or self.snd_una != self.snd_max or self.state in (
+                State.SYN_SENT, State.SYN_RCVD) else "persist": self._rtx_deadline,
+            "time-wait" if self.state is State.TIME_WAIT else "fin-wait-2": self._close_deadline,
+            "delayed-ack": self._delack_deadline,
+            "keepalive": self._keepalive_due(),
+        }
+        return {name: when for name, when in named.items() if when is not None}
+
     def next_deadline(self) -> float | None:
         """When `on_timer` must run next, or None."""
         deadlines = [d for d in (self._rtx_deadline, self._close_deadline,

@@ -395,3 +395,10 @@ def test_established_zero_window_probes_unanswered_give_up():
         tcb.on_timer(tcb.next_deadline())
     assert [s.flags for s in tcb.take_segments()] == [ACK, ACK, ACK, RST | ACK]
     assert lost(tcb) is TimeoutError
+
+
+def test_established_timers_are_named_for_ss():
+    tcb = tcb_established()
+    assert tcb.timers() == {}
+    tcb.send(b"x", 1.0)
+    assert set(tcb.timers()) == {"retransmit"}
