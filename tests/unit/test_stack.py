@@ -260,6 +260,15 @@ async def test_open_connection_times_out() -> None:
         await stack.close()
 
 
+async def connected(stack: Stack, wire: Wire) -> tuple[Segment, object]:
+    """An active open to 10.0.0.1:8080 that the wire answers: (our SYN, the writer)."""
+    task = asyncio.create_task(stack.open_connection("10.0.0.1", 8080))
+    syn = await wire.wait_for(lambda s: bool(s.flags & SYN))
+    feed(stack, packet(SYN | ACK, 5000, syn.seq + 1, sport=8080, dport=syn.sport))
+    _reader, writer = await asyncio.wait_for(task, 2)
+    return syn, writer
+
+
 async def _until(pred: Callable[[], bool]) -> None:
     while not pred():
         await asyncio.sleep(0.005)
@@ -307,10 +316,7 @@ async def test_segment_after_handshake_timeout_gets_normal_reset() -> None:
 
 async def test_nodelay_socket_option(rig) -> None:
     stack, wire = rig
-    task = asyncio.create_task(stack.open_connection("10.0.0.1", 8080))
-    syn = await wire.wait_for(lambda s: bool(s.flags & SYN))
-    feed(stack, packet(SYN | ACK, 5000, syn.seq + 1, sport=8080, dport=syn.sport))
-    _reader, writer = await asyncio.wait_for(task, 2)
+    _syn, writer = await connected(stack, wire)
     sock = writer.get_extra_info("socket")
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # Nagle on, as Linux
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -336,10 +342,7 @@ async def test_close_with_unread_data_resets(rig) -> None:
 
 async def test_keepalive_socket_options(rig) -> None:
     stack, wire = rig
-    task = asyncio.create_task(stack.open_connection("10.0.0.1", 8080))
-    syn = await wire.wait_for(lambda s: bool(s.flags & SYN))
-    feed(stack, packet(SYN | ACK, 5000, syn.seq + 1, sport=8080, dport=syn.sport))
-    _reader, writer = await asyncio.wait_for(task, 2)
+    syn, writer = await connected(stack, wire)
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
