@@ -20,13 +20,13 @@ import math
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, NetmaskValueError
 from typing import Any, NoReturn, TypeVar
 
 import uvloop
 
-from tcpstack import impair
+from tcpstack import impair, ladder, observe, query
 from tcpstack.apps import APPS
 from tcpstack.cc import ALGORITHMS
 from tcpstack.config import TcpConfig
@@ -70,6 +70,7 @@ class DaemonSettings:
     config: TcpConfig
     log_level: str
     impair: ImpairPlan
+    observe: observe.ObserveSettings
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                        f"(default {' '.join(DEFAULT_APPS)})")
     serve.add_argument("--synack-retries", type=int, default=5,
                        help="SYN+ACK retransmissions before giving up (default 5)")
+    serve.add_argument("--split-synack", action="store_true",
+                       help="answer a SYN with a bare ACK and then a separate SYN (the "
+                       "four-segment handshake) instead of one SYN+ACK")
 
     connect = sub.add_parser(
         "connect", help="like nc: connect from the VIP to HOST:PORT, relay stdin/stdout",
@@ -107,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_daemon_options(connect, log_level="warning")
     connect.add_argument("--syn-retries", type=int, default=6,
                          help="SYN retransmissions before giving up (default 6, ~127 s)")
+    for name, summary in query.COMMANDS.items():
+        query.add_arguments(sub.add_parser(name, help=summary, description=summary))
+    ladder.add_arguments(sub.add_parser(
+        "ladder", help="draw one TCP connection of a capture as a ladder diagram"))
     return parser
 
 
@@ -129,6 +137,10 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
                         help="impair the stack's packets, e.g. 'loss=5%%,dup=2%%,reorder=10%%,"
                         "delay=20ms,jitter=5ms,seed=1'; prefix in: or out: for one "
                         "direction (default both); repeatable")
+    parser.add_argument("--impair-rule", action="append", metavar="RULE",
+                        help="drop, delay or duplicate chosen packets, e.g. "
+                        "'in:drop:flags=ACK,state=SYN-RECEIVED,nth=1' or "
+                        "'out:delay=2s:flags=SYN+ACK'; repeatable, tried in order")
     tcp = parser.add_argument_group("TCP tuning (defaults like Linux)")
     tcp.add_argument("--cc", default="cubic", choices=sorted(ALGORITHMS),
                      help="congestion control (default cubic)")
@@ -148,6 +160,7 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
                         choices=["debug", "info", "warning", "error"],
                         help=f"log verbosity (default {log_level}); debug also traces "
                         "state transitions")
+    observe.add_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings | ConnectSettings:
@@ -155,7 +168,8 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings | ConnectSetti
     if args.command == "serve":
         if not 0 <= args.synack_retries <= 255:
             raise UsageError(f"--synack-retries: {args.synack_retries} is outside 0..255")
-        return ServeSettings(_daemon_settings(args, synack_retries=args.synack_retries),
+        return ServeSettings(_daemon_settings(args, synack_retries=args.synack_retries,
+                                              split_synack=args.split_synack),
                              _parse_apps(args.app or DEFAULT_APPS))
     if not 0 <= args.syn_retries <= 255:
         raise UsageError(f"--syn-retries: {args.syn_retries} is outside 0..255")
@@ -202,10 +216,18 @@ def _daemon_settings(args: argparse.Namespace, **config: Any) -> DaemonSettings:
         plan = impair.parse_impair(args.impair or ())
     except ImpairSpecError as e:
         raise UsageError(f"--impair: {e}") from None
+    try:
+        plan = replace(plan, rules=impair.parse_rules(args.impair_rule or ()))
+    except ImpairSpecError as e:
+        raise UsageError(f"--impair-rule: {e}") from None
+    try:
+        observing = observe.settings_from_args(args)
+    except observe.ObserveSettingsError as e:
+        raise UsageError(str(e)) from None
     return DaemonSettings(
         tun=name, host_addr=host, addr=addr,
         config=TcpConfig(mtu=args.mtu, msl=args.msl, **_tuning(args), **config),
-        log_level=args.log_level, impair=plan,
+        log_level=args.log_level, impair=plan, observe=observing,
     )
 
 
@@ -297,9 +319,11 @@ async def _running_stack(settings: DaemonSettings) -> AsyncIterator[_Daemon]:
     on the way out reset every connection and remove the device."""
     loop = asyncio.get_running_loop()
     tun = TunDevice(settings.tun, settings.host_addr, settings.config.mtu)
+    observing = observe.Observability(settings.observe)
     try:
-        stack = Stack(str(settings.addr), tun.write, settings.config)
+        stack = Stack(str(settings.addr), observing.tap_output(tun.write), settings.config)
         impairments = impair.install(stack, settings.impair)
+        await observing.attach(stack)  # after the impairment: captures what was read
         stopped: asyncio.Future[int] = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _stop, stopped, sig)
@@ -318,6 +342,7 @@ async def _running_stack(settings: DaemonSettings) -> AsyncIterator[_Daemon]:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
     finally:
+        await observing.close()  # last: the capture gets the shutdown's RSTs
         tun.close()
 
 
@@ -375,6 +400,10 @@ def _fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in query.COMMANDS:
+        return query.run(args)
+    if args.command == "ladder":
+        return ladder.run(args)
     try:
         settings = settings_from_args(args)
     except UsageError as e:
@@ -386,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(settings) if isinstance(settings, ServeSettings) else connect(settings))
     try:
         return uvloop.run(program)
-    except TunError as e:
+    except (TunError, observe.SetupError) as e:
         print(f"tcpstack: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as e:

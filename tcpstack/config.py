@@ -15,6 +15,9 @@ class TcpConfig:
     scaling, SACK and timestamps on, Nagle on, at most one challenge ACK per 500 ms per
     connection like tcp_invalid_ratelimit, keepalive off but 7200 s idle, 75 s
     interval and 9 probes when on).
+
+    `split_synack` answers a SYN with the seed's four-segment handshake (a bare
+    ACK, then a SYN without ACK) instead of one SYN+ACK; off, as on every real stack.
     """
 
     mtu: int = 1500
@@ -40,6 +43,7 @@ class TcpConfig:
     keepalive_idle: float = 7200.0
     keepalive_interval: float = 75.0
     keepalive_probes: int = 9
+    split_synack: bool = False
 
     @property
     def mss(self) -> int:

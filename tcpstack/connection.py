@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
@@ -70,9 +71,17 @@ class Connection:
         self.task = loop.create_task(self._run(), name=f"tcb {self}")
 
     def __str__(self) -> str:
-        t = self.tcb
-        local, remote = IPv4Address(t.local_ip), IPv4Address(t.remote_ip)
-        return f"{local}:{t.local_port}-{remote}:{t.remote_port}"
+        return f"{self.local}-{self.remote}"
+
+    @property
+    def local(self) -> str:
+        """Our end as ADDRESS:PORT, as `ss` and the trace show it."""
+        return f"{IPv4Address(self.tcb.local_ip)}:{self.tcb.local_port}"
+
+    @property
+    def remote(self) -> str:
+        """The peer's end as ADDRESS:PORT."""
+        return f"{IPv4Address(self.tcb.remote_ip)}:{self.tcb.remote_port}"
 
     @property
     def finished(self) -> bool:
@@ -97,12 +106,15 @@ class Connection:
     def _consumed(self, n: int) -> None:
         self.post(lambda now: self.tcb.consumed(n, now))
 
-    def abort_now(self) -> None:
+    def abort_now(self, cause: str) -> None:
         """Reset at once, bypassing the inbox (stack shutdown, TIME-WAIT reopened by
         a new SYN). The task is woken so it sees CLOSED and ends: otherwise it waits
-        forever on an event nobody sets and is garbage-collected while pending."""
+        forever on an event nobody sets and is garbage-collected while pending.
+
+        `cause` replaces the TCB's "aborted by the user" in the trace: the stack
+        knows why it aborts, the TCB only that it was told to."""
         self.tcb.abort(self._loop.time())
-        self.flush()
+        self.flush(cause=cause)
         self._wakeup.set()
 
     # -- the task --------------------------------------------------------------
@@ -131,13 +143,16 @@ class Connection:
                 tcb.abort(self._loop.time())
                 self.flush()
 
-    def flush(self) -> None:
-        """Hand the TCB's output to the stack and its events to the application."""
+    def flush(self, *, cause: str | None = None) -> None:
+        """Hand the TCB's output to the stack and its events to the application;
+        `cause`, if given, is the cause of the state changes flushed now."""
         tcb = self.tcb
         segments = tcb.take_segments()
         if segments:
             self.stack.transmit(segments)
         for event in tcb.take_events():
+            if cause is not None and isinstance(event, StateChanged):
+                event = replace(event, cause=cause)
             self._dispatch(event)
         if tcb.state in FINISHED:
             self.stack.forget(self)

@@ -28,6 +28,33 @@ if no packet follows within `REORDER_MAX_HOLD` it is released anyway. At most
 one packet is held at a time: a packet arriving while another is held is the
 one that overtakes, never held itself.
 
+Rules (`--impair-rule`, repeatable) pick out particular packets instead of a
+random share, so a test or a demonstration can lose exactly the segment it is
+about (the seed's lost third segment is the ACK the stack receives while in
+SYN-RECEIVED). The syntax is ``DIR:ACTION[:MATCH,MATCH...]``:
+
+* DIR is ``in`` or ``out`` (as for ``--impair``; a rule has one direction).
+* ACTION is ``drop``, ``dup`` (one extra copy right behind the packet) or
+  ``delay=T`` (T a duration as above).
+* MATCH narrows the packets the rule counts: ``flags=SYN+ACK`` (exactly
+  these TCP flags, names joined by ``+``), ``flags~ACK`` (at least these),
+  ``state=SYN-RECEIVED`` (the connection's state, names as tcpstack prints
+  them), ``port=80`` (either end's port) and ``nth=N``, ``nth=A-B`` or
+  ``nth=A-`` (which matches, counted from 1, the action applies to; every
+  match without ``nth``).
+
+Only TCP packets match. The state is that of the stack's TCB for the
+packet's 4-tuple when the packet passes the impairment: inbound, before the
+TCB has seen it (packets read in one batch all see the state before any of
+them is processed); outbound, after the TCB produced it, at the end of the
+batch that produced it. Rules judge a packet when it enters the impairment,
+before any delay. Without a TCB the state is LISTEN when the local port has a
+listener and CLOSED otherwise. Each rule counts its own matches over the
+whole run (not per connection). Rules are tried in the order given; the first
+one that picks a packet acts on it and later rules do not see it. Rules come
+before the random impairment, which then treats what a rule let through (or
+delayed, or duplicated) like any other packet.
+
 `Impairment` is the sans-I/O core (a delay line ordered by due time, driven
 with explicit `now` values, so the unit tests use a fake clock); `ImpairedPath`
 is the thin asyncio shell with one loop timer for the earliest due packet; and
@@ -44,10 +71,14 @@ import math
 import random
 import re
 import secrets
+import struct
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+from tcpstack.states import State
 
 if TYPE_CHECKING:
     from tcpstack.stack import Stack
@@ -64,6 +95,15 @@ _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(us|ms|s)")
 _PERCENT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)%")
 #: Longest accepted delay or jitter: beyond this TCP gives up long before.
 MAX_DURATION = 60.0
+
+#: TCP flag names in the order rules print them (SYN+ACK, FIN+ACK, PSH+ACK).
+_FLAG_BITS = {"SYN": 0x02, "FIN": 0x01, "RST": 0x04, "PSH": 0x08, "ACK": 0x10,
+              "URG": 0x20, "ECE": 0x40, "CWR": 0x80}
+_STATES = tuple(str(s) for s in State)
+#: Rule actions and the counter suffix (and log verb) of each.
+_RULE_ACTIONS = {"drop": "Dropped", "dup": "Duplicated", "delay": "Delayed"}
+_NTH = re.compile(r"([1-9]\d*)(?:(-)([1-9]\d*)?)?")
+_PORTS = struct.Struct("!HH")
 
 
 class ImpairSpecError(ValueError):
@@ -91,15 +131,194 @@ class ImpairSpec:
         return ",".join(parts) or "none"
 
 
+class TcpInfo(NamedTuple):
+    """What a rule looks at in a packet: addresses (4 bytes each), ports, flags."""
+
+    src: bytes
+    dst: bytes
+    sport: int
+    dport: int
+    flags: int
+
+    def __str__(self) -> str:
+        """``10.0.0.1:34038 > 10.0.0.2:80 ACK``, for the log."""
+        return (f"{IPv4Address(self.src)}:{self.sport} > {IPv4Address(self.dst)}:{self.dport} "
+                f"{_flags_text(self.flags)}")
+
+
+def tcp_info(packet: bytes) -> TcpInfo | None:
+    """The 4-tuple and flags of an IPv4/TCP packet, or None for anything else.
+
+    A few slices and one struct unpack rather than the codec: rules look at every
+    packet of their direction, most of them only to let it pass. Not TCP, too
+    short, or a fragment other than the first (it has no TCP header): None.
+    """
+    if len(packet) < 20 or packet[0] >> 4 != 4 or packet[9] != 6:
+        return None
+    ihl = (packet[0] & 0x0F) * 4
+    if ihl < 20 or len(packet) < ihl + 14 or (packet[6] & 0x1F or packet[7]):
+        return None
+    sport, dport = _PORTS.unpack_from(packet, ihl)
+    return TcpInfo(packet[12:16], packet[16:20], sport, dport, packet[ihl + 13])
+
+
+def _flags_text(flags: int) -> str:
+    return "+".join(name for name, bit in _FLAG_BITS.items() if flags & bit) or "none"
+
+
+def _duration_text(seconds: float) -> str:
+    return f"{seconds:g}s" if seconds >= 1 else f"{seconds * 1000:g}ms"
+
+
+#: Maps a packet to the state of the connection it belongs to (see the module docstring).
+StateLookup = Callable[[TcpInfo], str]
+
+
+def _no_connections(tcp: TcpInfo) -> str:
+    return str(State.CLOSED)
+
+
+@dataclass(frozen=True, slots=True)
+class ImpairRule:
+    """One --impair-rule: which packets it counts, which of them it acts on, how.
+
+    None in a filter means "any". `nth` is (first, last) counted from 1, last
+    None for no end; None acts on every match. `number` is the rule's position
+    among all rules (from 1), so the log can say which rule hit.
+    """
+
+    number: int
+    direction: Literal["in", "out"]
+    action: Literal["drop", "dup", "delay"]
+    delay: float = 0.0
+    flags: int | None = None
+    flags_exact: bool = True
+    state: str | None = None
+    port: int | None = None
+    nth: tuple[int, int | None] | None = None
+
+    def __str__(self) -> str:
+        """The rule in --impair-rule syntax, normalized."""
+        action = f"delay={_duration_text(self.delay)}" if self.action == "delay" else self.action
+        matches = []
+        if self.flags is not None:
+            matches.append(f"flags{'=' if self.flags_exact else '~'}{_flags_text(self.flags)}")
+        if self.state is not None:
+            matches.append(f"state={self.state}")
+        if self.port is not None:
+            matches.append(f"port={self.port}")
+        if self.nth is not None:
+            first, last = self.nth
+            matches.append(f"nth={first}" if first == last else f"nth={first}-{last or ''}")
+        return ":".join([self.direction, action] + ([",".join(matches)] if matches else []))
+
+    def matches_header(self, tcp: TcpInfo) -> bool:
+        """The flags and port filters (the state is looked up only when these pass)."""
+        if self.flags is not None:
+            seen = tcp.flags if self.flags_exact else tcp.flags & self.flags
+            if seen != self.flags:
+                return False
+        return self.port is None or self.port in (tcp.sport, tcp.dport)
+
+    def picks(self, n: int) -> bool:
+        """Whether the rule acts on its `n`th match."""
+        if self.nth is None:
+            return True
+        first, last = self.nth
+        return first <= n and (last is None or n <= last)
+
+
+def parse_rules(specs: Sequence[str]) -> tuple[ImpairRule, ...]:
+    """Parse the --impair-rule values (see the module docstring), numbered from 1.
+
+    Raises ImpairSpecError naming the offending part, like `parse_impair`.
+    """
+    return tuple(_parse_rule(text, number) for number, text in enumerate(specs, 1))
+
+
+def _parse_rule(text: str, number: int) -> ImpairRule:
+    parts = text.split(":", 2)
+    if len(parts) < 2:
+        raise ImpairSpecError(f"{text!r}: expected DIR:ACTION[:MATCH,...], "
+                              "e.g. in:drop:flags=ACK,state=SYN-RECEIVED,nth=1")
+    direction, action_text = parts[0], parts[1]
+    if direction not in ("in", "out"):
+        raise ImpairSpecError(f"{text!r}: unknown direction {direction!r} (in or out)")
+    action, sep, value = action_text.partition("=")
+    if action == "delay" and not sep:
+        raise ImpairSpecError(f"{text!r}: delay needs a duration, e.g. delay=2s")
+    if action not in _RULE_ACTIONS or (action == "delay") != bool(sep):
+        raise ImpairSpecError(f"{text!r}: unknown action {action_text!r} "
+                              "(drop, dup or delay=T)")
+    fields_: dict[str, object] = {}
+    if action == "delay":
+        fields_["delay"] = _parse_value(text, "delay", value)
+    for item in parts[2].split(",") if len(parts) == 3 else ():
+        key, value = _split_match(text, item.strip())
+        name = "flags" if key in ("flags", "flags~") else key
+        if name in fields_:
+            raise ImpairSpecError(f"{text!r}: {name} given twice")
+        if name == "flags":
+            fields_["flags"] = _parse_flags(text, value)
+            fields_["flags_exact"] = key == "flags"
+        elif name == "state":
+            if value not in _STATES:
+                raise ImpairSpecError(f"{text!r}: unknown state {value!r} "
+                                      f"(one of {' '.join(_STATES)})")
+            fields_["state"] = value
+        elif name == "port":
+            if not value.isdigit() or not 0 < int(value) < 65536:
+                raise ImpairSpecError(f"{text!r}: port={value}: expected 1..65535")
+            fields_["port"] = int(value)
+        else:
+            fields_["nth"] = _parse_nth(text, value)
+    return ImpairRule(number, direction, action, **fields_)  # type: ignore[arg-type]
+
+
+def _split_match(text: str, item: str) -> tuple[str, str]:
+    """``flags=ACK`` -> ("flags", "ACK"); ``flags~ACK`` -> ("flags~", "ACK")."""
+    m = re.fullmatch(r"(flags~|[a-z]+=)(.*)", item)
+    key = m.group(1).rstrip("=") if m else ""
+    if m is None or key not in ("flags", "flags~", "state", "port", "nth") or not m.group(2):
+        raise ImpairSpecError(f"{text!r}: expected flags=F, flags~F, state=S, port=N or "
+                              f"nth=N[-M], got {item!r}")
+    return key, m.group(2)
+
+
+def _parse_flags(text: str, value: str) -> int:
+    bits = 0
+    for name in value.upper().split("+"):
+        if name not in _FLAG_BITS:
+            raise ImpairSpecError(f"{text!r}: unknown TCP flag {name!r} "
+                                  f"({', '.join(_FLAG_BITS)}; joined by +)")
+        bits |= _FLAG_BITS[name]
+    return bits
+
+
+def _parse_nth(text: str, value: str) -> tuple[int, int | None]:
+    m = _NTH.fullmatch(value)
+    if m is None:
+        raise ImpairSpecError(f"{text!r}: nth={value}: expected N, A-B or A- (counted from 1)")
+    first = int(m.group(1))
+    if not m.group(2):
+        return first, first
+    last = int(m.group(3)) if m.group(3) else None
+    if last is not None and last < first:
+        raise ImpairSpecError(f"{text!r}: nth={value}: the range ends before it starts")
+    return first, last
+
+
 @dataclass(frozen=True, slots=True)
 class ImpairPlan:
-    """What to do to each direction; None leaves that direction untouched."""
+    """What to do to each direction; None leaves that direction untouched
+    (unless a rule applies to it)."""
 
     inbound: ImpairSpec | None = None
     outbound: ImpairSpec | None = None
+    rules: tuple[ImpairRule, ...] = ()
 
     def __bool__(self) -> bool:
-        return self.inbound is not None or self.outbound is not None
+        return self.inbound is not None or self.outbound is not None or bool(self.rules)
 
 
 def parse_impair(specs: Sequence[str]) -> ImpairPlan:
@@ -174,14 +393,23 @@ class Impairment:
     held for reordering) and queues what survives; `pop_due(now)` returns the
     packets due by `now` in release order; `next_due()` says when to call it
     next. Counters go to `stats` (normally the stack's): ImpairDropped,
-    ImpairDuplicated (extra copies), ImpairDelayed (copies released later than
-    they arrived) and ImpairReordered (packets held for another to overtake).
+    ImpairDuplicated (extra copies), ImpairDelayed (copies the random stage
+    delayed) and ImpairReordered (packets held for another to overtake).
+
+    `rules` (this direction's --impair-rule, in order) come first; their hits
+    count as ImpairRuleDropped, ImpairRuleDelayed and ImpairRuleDuplicated and
+    are logged at info. `state_of` tells them a packet's connection state.
     """
 
     def __init__(self, spec: ImpairSpec, rng: random.Random,
-                 stats: Counter[str] | None = None) -> None:
+                 stats: Counter[str] | None = None, *,
+                 rules: Sequence[ImpairRule] = (),
+                 state_of: StateLookup = _no_connections) -> None:
         self.spec = spec
         self.stats: Counter[str] = stats if stats is not None else Counter()
+        self.rules = tuple(rules)
+        self._matched = [0] * len(self.rules)  # matches counted so far, per rule
+        self._state_of = state_of
         self._rng = rng
         self._heap: list[tuple[float, int, bytes]] = []
         self._order = itertools.count()  # ties at one due time leave in arrival order
@@ -191,17 +419,27 @@ class Impairment:
     def push(self, packet: bytes, now: float) -> None:
         """Take one packet that arrived at `now`."""
         spec, rng, stats = self.spec, self._rng, self.stats
+        copies, hold = 1, 0.0
+        rule = self._rule_for(packet) if self.rules else None
+        if rule is not None:
+            if rule.action == "drop":
+                return
+            if rule.action == "dup":
+                copies = 2
+            else:
+                hold = rule.delay
         if spec.loss and rng.random() < spec.loss:
             stats["ImpairDropped"] += 1
             return
-        copies = 1
         if spec.dup and rng.random() < spec.dup:
-            copies = 2
+            copies += 1
             stats["ImpairDuplicated"] += 1
-        dues = [now + self._delay() for _ in range(copies)]
-        for due in dues:
-            if due > now:
+        dues = []
+        for _ in range(copies):
+            delay = self._delay()
+            if delay > 0:
                 stats["ImpairDelayed"] += 1
+            dues.append(now + hold + delay)
         if not self._held and spec.reorder and rng.random() < spec.reorder:
             stats["ImpairReordered"] += 1
             self._held = [(due, packet) for due in dues]
@@ -215,6 +453,32 @@ class Impairment:
             for due, held in self._held:
                 self._schedule(max(due, last), held)
             self._release_hold()
+
+    def _rule_for(self, packet: bytes) -> ImpairRule | None:
+        """The first rule that picks `packet` (counted, logged), or None.
+
+        Every rule whose filters match counts the packet, up to the one that
+        acts on it; the state is looked up once, and only when a rule asks.
+        """
+        tcp = tcp_info(packet)
+        if tcp is None:
+            return None
+        state = None
+        for i, rule in enumerate(self.rules):
+            if not rule.matches_header(tcp):
+                continue
+            if rule.state is not None:
+                state = state or self._state_of(tcp)
+                if state != rule.state:
+                    continue
+            self._matched[i] += 1
+            if rule.picks(self._matched[i]):
+                verb = _RULE_ACTIONS[rule.action]
+                self.stats[f"ImpairRule{verb}"] += 1
+                log.info("impair rule %d (%s) %s %s%s", rule.number, rule, verb.lower(), tcp,
+                         f" by {_duration_text(rule.delay)}" if rule.action == "delay" else "")
+                return rule
+        return None
 
     def pop_due(self, now: float) -> list[bytes]:
         """Every packet due by `now`, in release order."""
@@ -349,10 +613,12 @@ def install(stack: Stack, plan: ImpairPlan) -> Impairments:
     """
     loop = asyncio.get_running_loop()
     inbound = outbound = None
-    if plan.inbound is not None:
-        inbound = _path(stack, plan.inbound, "in", stack.receive, loop)
+    for rule in plan.rules:
+        log.info("impair rule %d: %s", rule.number, rule)
+    if plan.inbound is not None or _rules(plan, "in"):
+        inbound = _path(stack, plan, "in", stack.receive, loop)
         stack.receive = inbound.push
-    if plan.outbound is not None:
+    if plan.outbound is not None or _rules(plan, "out"):
         write = stack.output
 
         def send(packet: bytes, now: float) -> None:
@@ -362,15 +628,45 @@ def install(stack: Stack, plan: ImpairPlan) -> Impairments:
             except BlockingIOError:
                 stack.stats["OutDrops"] += 1
 
-        outbound = _path(stack, plan.outbound, "out", send, loop)
+        outbound = _path(stack, plan, "out", send, loop)
         stack.output = outbound.push_now
     return Impairments(inbound, outbound)
 
 
-def _path(stack: Stack, spec: ImpairSpec, direction: str,
+def _rules(plan: ImpairPlan, direction: str) -> tuple[ImpairRule, ...]:
+    return tuple(r for r in plan.rules if r.direction == direction)
+
+
+def _path(stack: Stack, plan: ImpairPlan, direction: str,
           deliver: Callable[[bytes, float], None],
           loop: asyncio.AbstractEventLoop) -> ImpairedPath:
+    given = plan.inbound if direction == "in" else plan.outbound
+    spec = ImpairSpec() if given is None else given  # rules only: no random draws
     rng, seed = make_rng(spec, direction)
-    log.info("impairing %sbound packets: %s%s", direction, spec,
-             "" if spec.seed is not None else f" (seed={seed}; pass seed={seed} to repeat)")
-    return ImpairedPath(Impairment(spec, rng, stack.stats), deliver, loop)
+    if given is not None:
+        log.info("impairing %sbound packets: %s%s", direction, spec,
+                 "" if spec.seed is not None else f" (seed={seed}; pass seed={seed} to repeat)")
+    core = Impairment(spec, rng, stack.stats, rules=_rules(plan, direction),
+                      state_of=state_lookup(stack, inbound=direction == "in"))
+    return ImpairedPath(core, deliver, loop)
+
+
+def state_lookup(stack: Stack, *, inbound: bool) -> StateLookup:
+    """The connection state rules see for a packet of one direction: the TCB's
+    for its 4-tuple, else LISTEN if the local port has a listener, else CLOSED
+    (what the stack does with it: 3.10.7.1-2 of RFC 9293)."""
+    closed, listen = str(State.CLOSED), str(State.LISTEN)
+
+    def state_of(tcp: TcpInfo) -> str:
+        if inbound:
+            if tcp.dst != stack.addr:
+                return closed  # the stack drops it unread
+            key = (tcp.dport, tcp.src, tcp.sport)
+        else:
+            key = (tcp.sport, tcp.dst, tcp.dport)
+        conn = stack.conns.get(key)
+        if conn is not None:
+            return str(conn.tcb.state)
+        return listen if key[0] in stack.listeners else closed
+
+    return state_of

@@ -111,7 +111,8 @@ class Stack:
             if not conn.tcb.reopened_by(item):
                 conn.post(item)
                 return
-            conn.abort_now()  # TIME-WAIT ends silently; the SYN goes to the listener
+            # TIME-WAIT ends silently; the SYN goes to the listener.
+            conn.abort_now("new SYN beyond RCV.NXT ends TIME-WAIT")
         listener = self.listeners.get(item.dport)
         if listener is not None:
             self._listen_receive(listener, item, now)
@@ -218,8 +219,11 @@ class Stack:
             conn.listener.forget(conn)
 
     def on_state_change(self, conn: Connection, event: StateChanged) -> None:
-        if trace.isEnabledFor(logging.DEBUG):
-            trace.debug("%s %s -> %s: %s", conn, event.old, event.new, event.cause)
+        """The trace (`--trace`): one INFO line per transition of the `tcpstack.trace`
+        logger, which is off unless its level lets INFO through."""
+        if trace.isEnabledFor(logging.INFO):
+            trace.info("trace %s %s %s -> %s: %s", conn.local, conn.remote,
+                       event.old, event.new, event.cause)
 
     # -- application API -----------------------------------------------------
 
@@ -276,7 +280,7 @@ class Stack:
             self.stop_listening(listener)
         conns = list(self.conns.values())
         for conn in conns:
-            conn.abort_now()
+            conn.abort_now("aborted: the stack is shutting down")
         for conn in conns:
             conn.task.cancel()
         await asyncio.gather(*(c.task for c in conns), return_exceptions=True)

@@ -189,14 +189,27 @@ class Tcb:
         self.cc = make_cc(self.config.cc, self.send_mss)
 
     def _send_syn(self, now: float) -> None:
-        """(Re)send our SYN, or SYN+ACK in SYN-RECEIVED; it carries our MSS (3.7.1)."""
-        if self.state is State.SYN_RCVD:  # answer only what the peer offered
-            flags, sack = SYN | ACK, self.sack_ok
-        else:
-            flags, sack = SYN, self.config.sack
-        offer_ts = self.ts_ok if self.state is State.SYN_RCVD else self.config.timestamps
+        """(Re)send our SYN, or SYN+ACK in SYN-RECEIVED; it carries our MSS (3.7.1).
+
+        With `split_synack` a passive open sends the seed's four-segment handshake
+        instead of the SYN+ACK: a bare ACK of the peer's SYN, then our SYN alone,
+        both at seq ISS (our SYN is not out yet when the ACK leaves). RFC 9293
+        allows it: a peer in SYN-SENT drops the ACK (3.10.7.3, fifth: no SYN, no
+        RST) and takes the SYN as a simultaneous open (3.5, figure 8), answering
+        with a SYN+ACK that `_simultaneous_synack` accepts. Retransmissions resend
+        the same pair.
+        """
+        syn_rcvd = self.state is State.SYN_RCVD
+        split = syn_rcvd and self.passive and self.config.split_synack
+        if split:
+            self._emit(ACK, seq=self.iss)
+        flags = SYN | ACK if syn_rcvd and not split else SYN
+        sack = self.sack_ok if syn_rcvd else self.config.sack  # answer only what was offered
+        offer_ts = self.ts_ok if syn_rcvd else self.config.timestamps
+        # RFC 7323 3.2: TSecr is valid only with ACK; a segment without ACK sends zero.
+        echo = self.ts_recent if flags & ACK else 0
         options = Options(mss=self.config.mss, wscale=self._our_wscale, sack_permitted=sack,
-                          timestamp=(self._ts_val(), self.ts_recent) if offer_ts else None)
+                          timestamp=(self._ts_val(), echo) if offer_ts else None)
         self._emit(flags, seq=self.iss, options=options)
         self.snd_nxt = self.snd_max = seq_add(self.iss, 1)
         if self._rtx_deadline is None:
@@ -480,16 +493,7 @@ class Tcb:
         # Fourth: the SYN bit.
         self._learn_syn(seg)
         if flags & ACK:
-            self._establish(now, "SYN+ACK received, ACK sent")
-            # Our SYN is acknowledged: advance SND.UNA through the common path so the
-            # SYN's retransmission timer stops (RFC 6298 5.2) and it yields an RTT sample.
-            self._on_new_ack(seg.ack, now)
-            self._ack_pending = True
-            if seg.payload or flags & FIN:  # continue at the sixth step, past the SYN
-                seg.seq = seq_add(seg.seq, 1)
-                seg.flags = flags & ~SYN
-                self._receive_text_and_fin(seg, now)
-            self._push(now)
+            self._synack_establishes(seg, now, "SYN+ACK received, ACK sent")
         else:
             # Simultaneous open, or a peer that splits its SYN+ACK into ACK and SYN.
             self._set_state(State.SYN_RCVD, "SYN received in SYN-SENT, SYN+ACK sent")
@@ -505,6 +509,12 @@ class Tcb:
             self.stats["RetransSegs"] += 1
             self.stats["SynAckRetrans"] += 1
             self._send_syn(now)
+            return
+        # The peer's SYN+ACK of a simultaneous open (3.5, figure 8, line 6).
+        if (self.state is State.SYN_RCVD and flags & (SYN | ACK | RST) == SYN | ACK
+                and seg.seq == self.irs and seq_lt(self.snd_una, seg.ack)
+                and seq_le(seg.ack, self.snd_max)):
+            self._simultaneous_synack(seg, now)
             return
 
         # First: sequence number acceptability.
@@ -571,6 +581,39 @@ class Tcb:
         if self._after_ack(now):
             return
         self._receive_text_and_fin(seg, now)
+        self._push(now)
+
+    def _simultaneous_synack(self, seg: Segment, now: float) -> None:
+        """SYN-RECEIVED gets the peer's SYN+ACK: it repeats the SYN we hold (seq =
+        IRS) and acknowledges ours. That is a simultaneous open (RFC 9293 3.5,
+        figure 8, line 6), also what a Linux client answers to our split SYN+ACK.
+
+        The figure moves to ESTABLISHED, but the acceptability test of 3.10.7.4
+        (first) rejects the segment, since it starts at RCV.NXT-1 and only its SYN
+        is old; answering it with a bare ACK would leave us in SYN-RECEIVED until a
+        retransmission. So take it as 3.10.7.3 takes a SYN+ACK in SYN-SENT: the
+        SYN carries the peer's window, never scaled (RFC 7323 2.2), the ACK of our
+        SYN establishes the connection, text after the SYN goes on at the sixth
+        step, and an ACK answers it at once: a peer that got our SYN without an
+        ACK (split SYN+ACK) waits in SYN-RECEIVED for one. Linux does the same
+        since 6.11 (tcp_validate_incoming lets this SYN+ACK pass in SYN_RECV) and
+        ACKs it too (conformance script active/simultaneous-synack).
+        """
+        self.snd_wnd = seg.window
+        self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
+        self._synack_establishes(seg, now, "SYN+ACK received (simultaneous open), ACK sent")
+
+    def _synack_establishes(self, seg: Segment, now: float, cause: str) -> None:
+        """A SYN+ACK that acknowledges our SYN (3.10.7.3, fourth): ESTABLISHED, ACK it."""
+        self._establish(now, cause)
+        # Our SYN is acknowledged: advance SND.UNA through the common path so the
+        # SYN's retransmission timer stops (RFC 6298 5.2) and it yields an RTT sample.
+        self._on_new_ack(seg.ack, now)
+        self._ack_pending = True
+        if seg.payload or seg.flags & FIN:  # continue at the sixth step, past the SYN
+            seg.seq = seq_add(seg.seq, 1)
+            seg.flags &= ~SYN
+            self._receive_text_and_fin(seg, now)
         self._push(now)
 
     def _acceptable(self, seg: Segment) -> bool:

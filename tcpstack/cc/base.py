@@ -7,6 +7,8 @@ the controller only decides how cwnd and ssthresh move. All sizes in octets.
 from __future__ import annotations
 
 INITIAL_WINDOW_SEGMENTS = 10  # RFC 6928, as Linux
+#: ssthresh before the first congestion event: "arbitrarily high" (RFC 5681 3.1).
+INITIAL_SSTHRESH = 1 << 30
 
 
 class CongestionControl:
@@ -18,7 +20,7 @@ class CongestionControl:
         self.mss = mss
         # RFC 6928 2: IW = min(10*MSS, max(2*MSS, 14600)).
         self.cwnd = min(INITIAL_WINDOW_SEGMENTS * mss, max(2 * mss, 14600))
-        self.ssthresh = 1 << 30  # "arbitrarily high" (RFC 5681 3.1)
+        self.ssthresh = INITIAL_SSTHRESH
 
     def on_ack(self, acked: int, now: float, srtt: float | None) -> None:
         """New data was acknowledged outside recovery."""

@@ -256,13 +256,43 @@ async def active_syn_timeout(env: Env) -> Facts:
 async def active_simultaneous(env: Env) -> Facts:
     """A SYN without ACK crosses the target's SYN (simultaneous open, or the
     seed's split SYN+ACK): SYN-SENT -> SYN-RECEIVED, SYN+ACK with the same ISS."""
+    return await _crossing_syns(env)
+
+
+async def active_split_synack(env: Env) -> Facts:
+    """The peer answers the SYN with the seed's four-segment handshake: a bare ACK
+    of it, which SYN-SENT drops (RFC 9293 3.10.7.3, fifth: no SYN, no RST), then a
+    SYN alone, which the target takes as a simultaneous open."""
+    return await _crossing_syns(env, bare_ack_first=True)
+
+
+async def active_simultaneous_synack(env: Env) -> Facts:
+    """RFC 9293 3.5 figure 8 in full: the SYN+ACKs cross too. The peer's SYN+ACK
+    repeats its SYN (seq = IRS) and acknowledges the target's: ESTABLISHED."""
+    return await _crossing_syns(env, synack_back=True)
+
+
+async def _crossing_syns(env: Env, *, bare_ack_first: bool = False,
+                         synack_back: bool = False) -> Facts:
+    """The target's SYN meets ours (optionally after a bare ACK of it); its SYN+ACK
+    is answered with an ACK, or with our own SYN+ACK (`synack_back`); then data
+    and an orderly close."""
     peer, client = env.active()
     syn = await _their_syn(peer)
+    facts = {}
+    if bare_ack_first:
+        peer.send(ACK, ack=seq_add(syn.seq, 1), advance=False)
+        facts["ack"] = _active_frame_for(peer, syn).render_all(await peer.collect(SETTLE))
     peer.send(SYN, opts=mss_option(MSS))
     frame = _active_frame(peer)
     synack = await peer.expect(SYN | ACK, ANSWER_TIMEOUT, what="after crossing SYNs")
-    facts = {"synack": frame.render(synack)}
-    peer.send(ACK, ack=seq_add(syn.seq, 1))
+    facts["synack"] = frame.render(synack)
+    if synack_back:
+        peer.send(SYN | ACK, seq=peer.x, ack=seq_add(syn.seq, 1), opts=mss_option(MSS),
+                  advance=False)
+        facts["reply"] = frame.render_all(await peer.collect(SETTLE))
+    else:
+        peer.send(ACK, ack=seq_add(syn.seq, 1))
     peer.send(ACK | PSH, payload=b"x")
     await _read_ack(peer, seq_add(frame.rcv_nxt, 1))
     peer.send(FIN | ACK)
@@ -318,4 +348,11 @@ SCRIPTS = [
     Script("active/simultaneous", active_simultaneous,
            {"synack": "SYN|ACK seq=ISS ack=R", "client": "closed"},
            "RFC 9293 3.5 figure 8: simultaneous open through SYN-RECEIVED"),
+    Script("active/split-synack", active_split_synack,
+           {"ack": "-", "synack": "SYN|ACK seq=ISS ack=R", "client": "closed"},
+           "the seed's four-segment handshake: the bare ACK is dropped, the SYN crosses"),
+    Script("active/simultaneous-synack", active_simultaneous_synack,
+           {"synack": "SYN|ACK seq=ISS ack=R", "reply": "ACK seq=S ack=R", "client": "closed"},
+           "RFC 9293 3.5 figure 8 line 6: a SYN+ACK in SYN-RECEIVED establishes; both "
+           "targets ACK it"),
 ]

@@ -13,9 +13,13 @@ from tcpstack.tcb import Tcb
 from tests.unit.tcpkit import (
     ACK,
     MSS,
+    PEER,
+    PEER_PORT,
     PSH,
     RST,
     SYN,
+    US,
+    US_PORT,
     WND,
     X,
     Y,
@@ -180,6 +184,112 @@ def test_syn_rcvd_rto_after_synack_loss_is_3s():
     tcb.receive(seg(ACK, X + 1, Y + 1), 1.5)
     assert tcb.state is State.ESTABLISHED
     assert tcb.rto == 3.0  # RFC 6298 5.7, no sample from the retransmitted SYN+ACK
+
+
+SPLIT = TcpConfig(split_synack=True)
+
+
+@pytest.mark.parametrize("config", [TcpConfig(), SPLIT], ids=["synack", "split"])
+def test_syn_rcvd_simultaneous_synack_establishes_and_acks(config):
+    """RFC 9293 3.5 figure 8 line 6: the peer's SYN+ACK repeats its SYN (seq = IRS)
+    and acknowledges ours: ESTABLISHED at once, and an ACK for the peer, which
+    is in SYN-RECEIVED itself. It is also how a Linux client answers our split
+    SYN+ACK (see the README): it drops the ACK and takes the SYN as a
+    simultaneous open."""
+    stats = Counter()
+    tcb = tcb_syn_rcvd(config, stats=stats)
+    tcb.receive(seg(SYN | ACK, X, Y + 1, mss=MSS), 0.1)
+    assert tcb.state is State.ESTABLISHED
+    expect(tcb, [(ACK, Y + 1, X + 1, 0)])
+    assert events(tcb) == [Established()]
+    assert (tcb.snd_una, tcb.snd_max, tcb.rcv_nxt) == (Y + 1, Y + 1, X + 1)
+    assert tcb.next_deadline() is None and stats["SynAckRetrans"] == 0
+
+
+def test_syn_rcvd_simultaneous_synack_window_is_not_scaled():
+    tcb = tcb_syn_rcvd(wscale=7)
+    tcb.receive(seg(SYN | ACK, X, Y + 1, window=1000, mss=MSS, wscale=7), 0.1)
+    assert tcb.state is State.ESTABLISHED
+    assert tcb.snd_wnd == 1000  # RFC 7323 2.2: never scaled in a SYN segment
+
+
+def test_syn_rcvd_simultaneous_synack_with_data():
+    tcb = tcb_syn_rcvd()
+    tcb.receive(seg(SYN | ACK | PSH, X, Y + 1, b"hi"), 0.1)
+    assert tcb.state is State.ESTABLISHED
+    expect(tcb, [(ACK, Y + 1, X + 3, 0)])
+    assert events(tcb) == [Established(), DataReceived(b"hi")]
+
+
+@pytest.mark.parametrize("bad_ack", [Y, Y + 2])
+def test_syn_rcvd_synack_with_bad_ack_is_unacceptable(bad_ack):
+    """Only a SYN+ACK that acknowledges our SYN is the peer's simultaneous open;
+    any other at seq = IRS is an old duplicate (3.10.7.4, first: an ACK)."""
+    tcb = tcb_syn_rcvd()
+    tcb.receive(seg(SYN | ACK, X, bad_ack), 0.1)
+    expect(tcb, [(ACK, Y + 1, X + 1, 0)])
+    assert tcb.state is State.SYN_RCVD
+
+
+# ------------------------------------------- split SYN+ACK (the seed's four segments)
+
+#: What a passive open sends with split_synack: ACK=1 ack=x+1, then SYN=1 seq=y.
+SPLIT_PAIR = [(ACK, Y, X + 1, 0, WND, Options()), (SYN, Y, 0, 0, WND, Options(mss=1460))]
+
+
+def test_listen_syn_split_synack_sends_ack_then_syn():
+    stats = Counter()
+    tcb = Tcb.open_passive(SPLIT, seg(SYN, X, mss=MSS), Y, 0.0, stats)
+    assert tcb.state is State.SYN_RCVD
+    expect(tcb, SPLIT_PAIR)
+    assert tcb.next_deadline() == 1.0 and stats["PassiveOpens"] == 1
+
+
+def test_listen_syn_split_synack_timestamps():
+    """The ACK echoes the peer's TSval; the SYN, without ACK, echoes 0 (RFC 7323 3.2)."""
+    syn = seg(SYN, X, mss=MSS)
+    syn.options.timestamp = (777, 0)
+    tcb = Tcb.open_passive(SPLIT, syn, Y, 0.0, Counter())
+    expect(tcb, [(ACK, Y, X + 1, 0, WND, Options(timestamp=(Y, 777))),
+                 (SYN, Y, 0, 0, WND, Options(mss=1460, timestamp=(Y, 0)))])
+
+
+def test_syn_rcvd_split_timeout_resends_the_pair():
+    stats = Counter()
+    tcb = tcb_syn_rcvd(SPLIT, stats=stats)
+    tcb.on_timer(1.0)
+    expect(tcb, SPLIT_PAIR)
+    assert tcb.next_deadline() == 3.0 and stats["SynAckRetrans"] == 1
+    tcb.on_timer(3.0)
+    expect(tcb, SPLIT_PAIR)
+
+
+def test_syn_rcvd_split_retransmitted_syn_resends_the_pair():
+    tcb = tcb_syn_rcvd(SPLIT)
+    tcb.receive(seg(SYN, X, mss=MSS), 0.4)
+    expect(tcb, SPLIT_PAIR)
+    assert tcb.state is State.SYN_RCVD
+
+
+#: What a passivedef test_split_synack_between_two_tcbs():
+    """Our active open against our split passive open: five segments, no timer."""
+    client = Tcb.open_active(TcpConfig(), (PEER, PEER_PORT), (US, US_PORT), X, 0.0, Counter())
+    (syn,) = client.take_segments()
+    wire = [("c>s", syn.flags, syn.seq, syn.ack)]
+    server = Tcb.open_passive(SPLIT, syn, Y, 0.0, Counter())
+    ends = {"s>c": (server, client), "c>s": (client, server)}
+    moving = True
+    while moving:
+        moving = False
+        for name, (src, dst) in ends.items():
+            for s in src.take_segments():
+                wire.append((name, s.flags, s.seq, s.ack))
+                dst.receive(s, 0.001)
+                moving = True
+    assert wire == [("c>s", SYN, X, 0), ("s>c", ACK, Y, X + 1), ("s>c", SYN, Y, 0),
+                    ("c>s", SYN | ACK, X, Y + 1), ("s>c", ACK, Y + 1, X + 1)]
+    assert client.state is server.state is State.ESTABLISHED
+    assert client.next_deadline() is None and server.next_deadline() is None
 
 
 # ------------------------------------------------------------------------ MSS

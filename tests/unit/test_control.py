@@ -1,0 +1,210 @@
+"""The control socket in process: a real Unix socket in tmp_path, the blocking
+client on a thread, and a Stack whose wire is a list, driven by scripted segments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from tcpstack import cli, codec, control, snapshot
+from tcpstack.config import TcpConfig
+from tcpstack.segment import Segment
+from tcpstack.stack import Stack
+from tests.unit.tcpkit import ACK, MSS, RST, SYN, X, add, peer_syn, seg
+
+VIP = "10.0.0.2"
+
+
+class Rig:
+    """A stack on an in-memory wire, serving its snapshots on a control socket."""
+
+    def __init__(self, stack: Stack, sent: list[bytes], path: str) -> None:
+        self.stack = stack
+        self.sent = sent
+        self.path = path
+
+    def feed(self, segment: Segment) -> None:
+        self.stack.handle_packet(codec.encode(segment), asyncio.get_running_loop().time())
+
+    def segments(self) -> list[Segment]:
+        out = [codec.decode(p) for p in self.sent]
+        self.sent.clear()
+        return [s for s in out if isinstance(s, Segment)]
+
+    async def ask(self, cmd: str) -> dict:
+        """What `tcpstack ss` / `stats` get: the client runs on a thread, as in the CLI."""
+        return await asyncio.to_thread(control.request, self.path, cmd)
+
+
+async def until(predicate: Callable[[], object]) -> None:
+    """Let the connection tasks run until `predicate()` holds (bounded)."""
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0)
+    await asyncio.wait_for(poll(), 1.0)
+
+
+def server_for(stack: Stack, path: str) -> control.ControlServer:
+    loop = asyncio.get_running_loop()
+    return control.ControlServer(path, {"ss": lambda: snapshot.ss(stack, loop.time()),
+                                        "stats": lambda: snapshot.stats(stack)})
+
+
+@pytest.fixture
+async def rig(tmp_path) -> AsyncIterator[Rig]:
+    sent: list[bytes] = []
+    stack = Stack(VIP, sent.append, TcpConfig(backlog=4))
+    path = str(tmp_path / "ctl.sock")
+    server = server_for(stack, path)
+    await server.start()
+    try:
+        yield Rig(stack, sent, path)
+    finally:
+        await server.close()
+        await stack.close()
+
+
+async def idle(reader, writer) -> None:
+    """A handler that never reads, so received bytes stay unread."""
+    await asyncio.get_running_loop().create_future()
+
+
+async def test_handshake_data_and_reset_as_ss_and_stats_see_them(rig: Rig) -> None:
+    await rig.stack.start_server(idle, 80)
+    table = await rig.ask("ss")
+    assert table["addr"] == VIP and table["connections"] == []
+    assert table["listeners"] == [{"state": "LISTEN", "local": "10.0.0.2:80", "port": 80,
+                                   "backlog": 4, "half_open": 0, "accept_queue": 0}]
+
+    # SYN in, SYN+ACK out: half-open, retransmission timer running.
+    rig.feed(peer_syn(wscale=7, sack_permitted=True))
+    [synack] = rig.segments()
+    assert synack.flags == SYN | ACK
+    y = synack.seq
+    table = await rig.ask("ss")
+    assert table["listeners"][0]["half_open"] == 1
+    [conn] = table["connections"]
+    assert (conn["state"], conn["local"], conn["remote"]) == (
+        "SYN-RECEIVED", "10.0.0.2:80", "10.0.0.1:40000")
+    assert (conn["iss"], conn["irs"], conn["snd_una"], conn["snd_nxt"], conn["rcv_nxt"]) == (
+        y, X, y, add(y, 1), add(X, 1))
+    assert conn["relative"] == {"snd_una": 0, "snd_nxt": 1, "snd_max": 1, "rcv_nxt": 1}
+    assert conn["options"] == {"wscale": [7, 4], "sack": True, "ts": False}
+    assert conn["mss"] == MSS and conn["rto"] == 1.0 and conn["srtt"] is None
+    assert 0 < conn["timers"]["retransmit"] <= 1.0
+    stats = await rig.ask("stats")
+    assert list(stats)[:len(snapshot.MIB_COUNTERS)] == list(snapshot.MIB_COUNTERS)
+    assert (stats["PassiveOpens"], stats["InSegs"], stats["OutSegs"], stats["CurrEstab"]) == (
+        1, 1, 1, 0)
+
+    # The third segment, then five bytes the application does not read.
+    rig.feed(seg(ACK, add(X, 1), add(y, 1), window=1000))
+    rig.feed(seg(ACK, add(X, 1), add(y, 1), b"hello", window=1000))
+    await until(lambda: next(iter(rig.stack.conns.values())).reader.unread == 5)
+    table = await rig.ask("ss")
+    [conn] = table["connections"]
+    assert conn["state"] == "ESTABLISHED" and conn["unread"] == 5
+    assert conn["relative"] == {"snd_una": 1, "snd_nxt": 1, "snd_max": 1, "rcv_nxt": 6}
+    # 1 MiB less 5 unread bytes, capped by what a 16-bit field scaled by 4 can say.
+    assert conn["snd_wnd"] == 1000 << 7 and conn["rcv_wnd"] == 0xFFFF << 4
+    assert conn["retransmits"] == 0 and conn["send_queue"] == 0
+    assert table["listeners"][0]["half_open"] == 0
+    stats = await rig.ask("stats")
+    assert (stats["CurrEstab"], stats["InSegs"]) == (1, 3)
+
+    # An RST at RCV.NXT ends it: gone from the table, counted as an established reset.
+    rig.feed(seg(RST, add(X, 6)))
+    await until(lambda: not rig.stack.conns)
+    assert (await rig.ask("ss"))["connections"] == []
+    stats = await rig.ask("stats")
+    assert (stats["EstabResets"], stats["CurrEstab"], stats["OutRsts"]) == (1, 0, 0)
+
+
+async def test_stats_lists_the_mib_first_then_the_rest_sorted(rig: Rig) -> None:
+    rig.stack.stats.update({"Zeta": 2, "Drop.bad-checksum": 1, "OutSegs": 4, "BacklogDrops": 3})
+    stats = await rig.ask("stats")
+    assert list(stats) == [*snapshot.MIB_COUNTERS, "BacklogDrops", "Drop.bad-checksum", "Zeta"]
+    assert stats["OutSegs"] == 4 and stats["ActiveOpens"] == 0
+
+
+async def test_bad_requests_get_an_error_answer(rig: Rig) -> None:
+    def raw(line: bytes) -> bytes:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(rig.path)
+            s.sendall(line)
+            return s.makefile("rb").readline()
+
+    assert b"unknown command 'ps'" in await asyncio.to_thread(raw, b'{"cmd": "ps"}\n')
+    assert b"not a JSON line" in await asyncio.to_thread(raw, b"ss\n")
+
+
+async def test_socket_is_private_and_removed_on_close(tmp_path) -> None:
+    stack = Stack(VIP, lambda p: None)
+    path = str(tmp_path / "run" / "tcpstack" / "t.sock")
+    server = server_for(stack, path)
+    await server.start()
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o755
+    finally:
+        await server.close()
+        await stack.close()
+    assert not os.path.exists(path)
+
+
+async def test_a_stale_socket_is_replaced_and_a_live_one_refused(tmp_path) -> None:
+    path = str(tmp_path / "ctl.sock")
+    with socket.socket(socket.AF_UNIX) as dead:  # bound, never listening: a dead daemon's
+        dead.bind(path)
+    stack = Stack(VIP, lambda p: None)
+    first = server_for(stack, path)
+    await first.start()
+    try:
+        second = server_for(stack, path)
+        with pytest.raises(control.ControlError, match="in use by a running daemon"):
+            await second.start()
+        assert "ActiveOpens" in await asyncio.to_thread(control.request, path, "stats")
+    finally:
+        await first.close()
+        await stack.close()
+
+
+async def test_a_file_that_is_not_a_socket_is_left_alone(tmp_path) -> None:
+    path = tmp_path / "ctl.sock"
+    path.write_text("precious")
+    with pytest.raises(control.ControlError, match="not a socket"):
+        await control.ControlServer(str(path), {}).start()
+    assert path.read_text() == "precious"
+
+
+def test_no_daemon_is_exit_1_with_one_line(tmp_path, capsys) -> None:
+    rc = cli.main(["ss", "--control", str(tmp_path / "none.sock")])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 1
+    assert err == [f"tcpstack: error: no tcpstack daemon at {tmp_path / 'none.sock'} "
+                   "(not running? see --tun and --control)"]
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["ss", "--tun", "a", "--control", "/x"], "not allowed with argument"),
+    (["stats", "--bogus"], "unrecognized arguments"),
+    (["serve", "--control", "/" + "x" * 120], "--control: "),
+    (["serve", "--pcap", "/nonexistent-dir/x.pcap"], "--pcap: directory"),
+    (["connect", "10.0.0.1", "80", "--pcap", "/"], "--pcap: '/' is not a file name"),
+])
+def test_bad_command_lines_are_one_line_and_exit_2(argv, needle, capsys, monkeypatch) -> None:
+    def trap(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a TUN device was created for a command line that should fail")
+
+    monkeypatch.setattr(cli, "TunDevice", trap)
+    with pytest.raises(SystemExit) as exc:
+        raise SystemExit(cli.main(argv))
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert exc.value.code == 2
+    assert len(err) == 1 and needle in err[0], err
