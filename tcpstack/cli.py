@@ -26,7 +26,7 @@ from typing import Any, NoReturn, TypeVar
 
 import uvloop
 
-from tcpstack import impair, ladder, observe, query
+from tcpstack import demo, impair, ladder, observe, query
 from tcpstack.apps import APPS
 from tcpstack.cc import ALGORITHMS
 from tcpstack.config import TcpConfig
@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         query.add_arguments(sub.add_parser(name, help=summary, description=summary))
     ladder.add_arguments(sub.add_parser(
         "ladder", help="draw one TCP connection of a capture as a ladder diagram"))
+    demo.add_arguments(sub.add_parser(
+        "demo", help="run one of the seed's scenarios in a namespace and explain its ladder"))
     return parser
 
 
@@ -404,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         return query.run(args)
     if args.command == "ladder":
         return ladder.run(args)
+    if args.command == "demo":
+        return demo.run(args)
     try:
         settings = settings_from_args(args)
     except UsageError as e:
