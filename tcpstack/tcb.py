@@ -670,14 +670,15 @@ class Tcb:
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack
         self.retransmits = 0
-        if self._ts_echo:
+        if self._rtt_probe is not None and seq_le(self._rtt_probe[0], ack):
+            # The timed segment was not retransmitted (Karn): an exact sample, where
+            # the 1 ms timestamp clock would round a sub-millisecond RTT to 0.
+            self._rtt_sample(now - self._rtt_probe[1])
+            self._rtt_probe = None
+        elif self._ts_echo:
             # RFC 7323 4.1 (RTTM): every ACK of new data echoes the TSval of the
             # segment it answers, retransmitted or not, so Karn's rule is moot.
             self._rtt_sample(seq_diff(self._ts_val(), self._ts_echo) / 1000)
-            self._rtt_probe = None
-        elif self._rtt_probe is not None and seq_le(self._rtt_probe[0], ack):
-            self._rtt_sample(now - self._rtt_probe[1])
-            self._rtt_probe = None
         # RFC 6298 5.2-5.3.
         self._rtx_deadline = None if ack == self.snd_max else now + self.rto
 

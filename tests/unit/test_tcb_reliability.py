@@ -820,14 +820,18 @@ def test_established_paws_drops_an_old_duplicate():
 
 
 def test_established_rtt_measured_from_the_echoed_timestamp():
+    """Karn's rule forbids timing a retransmitted segment by its send time; the
+    echoed TSval still measures it (RTTM, RFC 7323 4.1)."""
     tcb = tcb_with_timestamps()
     tcb.send(b"x" * 100, 1.0)
-    [data] = tcb.take_segments()
-    tsval = data.options.timestamp[0]
-    # The ACK arrives 50 ms later and echoes the data segment's TSval (RTTM, 4.1).
-    tcb.receive(ts_seg(ACK, X + 1, Y + 101, tsval=800, tsecr=tsval), 1.05)
-    # The handshake's sample was 0 s, so SRTT = 7/8 * 0 + 1/8 * 0.05 (RFC 6298 2.3).
-    assert tcb.srtt == pytest.approx(0.125 * 0.05)
+    tcb.take_segments()
+    srtt = tcb.srtt
+    tcb.on_timer(tcb.next_deadline())  # RTO: retransmitted, so no send-time sample
+    [again] = tcb.take_segments()
+    sent_at = tcb._now
+    tsval = again.options.timestamp[0]
+    tcb.receive(ts_seg(ACK, X + 1, Y + 101, tsval=800, tsecr=tsval), sent_at + 0.05)
+    assert tcb.srtt == pytest.approx(0.875 * srtt + 0.125 * 0.05, abs=1e-3)
 
 
 # ================================================ keep-alive (RFC 9293 3.8.4)
