@@ -22,12 +22,13 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import dataclass, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, NetmaskValueError
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import uvloop
 
 from tcpstack import demo, impair, ladder, observe, query
 from tcpstack.apps import APPS
+from tcpstack.argparsing import EXIT_USAGE, OneLineParser
 from tcpstack.cc import ALGORITHMS
 from tcpstack.config import TcpConfig
 from tcpstack.connect import relay
@@ -37,7 +38,6 @@ from tcpstack.tun import TunDevice, TunError
 
 DEFAULT_APPS = ("echo:7", "discard:9", "http:80")
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
 MAX_WINDOW_BYTES = 0xFFFF << 14  # RFC 7323 2.3: the largest scaled window
 MAX_MSL = 3600.0
 
@@ -51,13 +51,6 @@ class UsageError(Exception):
 
 class Interrupted(Exception):
     """SIGINT or SIGTERM arrived; args[0] is the signal number."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but errors are one line (no usage dump) and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"tcpstack: error: {message}\n")
 
 
 @dataclass(frozen=True)
@@ -87,8 +80,8 @@ class ConnectSettings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tcpstack", description="A userspace TCP/IPv4 stack over TUN.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="tcpstack", description="A userspace TCP/IPv4 stack over TUN.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     serve = sub.add_parser("serve", help="own a virtual IP on a TUN device and serve apps")
     _add_daemon_options(serve, log_level="info")

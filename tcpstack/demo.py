@@ -63,12 +63,12 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from tcpstack import ladder
+from tcpstack.argparsing import EXIT_USAGE, standalone_main
 from tcpstack.ladder import Endpoint, Ladder, Seg, TraceEvent
 from tcpstack.segment import Flags
 from tcpstack.states import State
 
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
 NS_PREFIX = "tcps-demo"
 READY_TIMEOUT = 10.0  # the daemon's "tcpstack ready:" line
 CLIENT_TIMEOUT = 30.0  # the longest client (lost-third) needs about 7 s
@@ -726,19 +726,11 @@ def _print(scenario: Scenario, result: Run, parts: list[Part], ascii: bool) -> N
     sys.stdout.flush()
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and exit status 2, as the rest of the command line."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"tcpstack: error: {message}\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """`tcpstack demo ARGS` as a function: parse `argv` and run."""
-    parser = _Parser(prog="tcpstack demo",
-                     description="Run one of the seed's scenarios and draw it as a ladder.")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return standalone_main(
+        "tcpstack demo", "Run one of the seed's scenarios and draw it as a ladder.",
+        add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ from dataclasses import dataclass, fields
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from tcpstack.looptimer import EarliestTimer
 from tcpstack.states import State
 
 if TYPE_CHECKING:
@@ -529,8 +530,7 @@ class ImpairedPath:
         self.core = core
         self._deliver = deliver
         self._loop = loop
-        self._handle: asyncio.TimerHandle | None = None
-        self._when = 0.0
+        self._timer = EarliestTimer(loop, self._release)
 
     def push(self, packet: bytes, now: float) -> None:
         """Impair one packet; whatever is due at `now` is delivered at once."""
@@ -544,9 +544,7 @@ class ImpairedPath:
     def close(self, *, deliver_pending: bool) -> None:
         """Stop the timer; deliver what is still pending (e.g. the RSTs of a
         shutdown) or discard it."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._timer.cancel()
         pending = self.core.drain()
         if deliver_pending:
             now = self._loop.time()
@@ -559,23 +557,7 @@ class ImpairedPath:
         self._arm()
 
     def _arm(self) -> None:
-        due = self.core.next_due()
-        if due is None:
-            if self._handle is not None:
-                self._handle.cancel()
-                self._handle = None
-            return
-        if self._handle is not None:
-            if self._when <= due:
-                return
-            self._handle.cancel()
-        self._when = due
-        self._handle = self._loop.call_at(due, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._handle = None
-        # The loop may run a callback a hair early: never release less than armed for.
-        self._release(max(self._loop.time(), self._when))
+        self._timer.arm(self.core.next_due())
 
 
 class Impairments:

@@ -134,18 +134,18 @@ import textwrap
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import AddressValueError, IPv4Address
-from typing import BinaryIO, NoReturn
+from typing import BinaryIO
 
 import dpkt
 
 from tcpstack import ladder_svg
+from tcpstack.argparsing import EXIT_USAGE, standalone_main
 from tcpstack.segment import Flags
 from tcpstack.segment import Segment as TcpSegment
 from tcpstack.seq import seq_add, seq_diff
 from tcpstack.states import SYNCHRONIZED, State
 
 EXIT_NO_CONNECTION = 1
-EXIT_USAGE = 2
 DEFAULT_WIDTH = 100
 MIN_WIDTH = 60
 
@@ -947,19 +947,11 @@ def _write(path: str, text: str) -> None:
         raise LadderError(f"{path}: {e.strerror}", EXIT_USAGE) from None
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and exit status 2, as the rest of the command line."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"tcpstack: error: {message}\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """`tcpstack ladder ARGS` as a function: parse `argv` and run."""
-    parser = _Parser(prog="tcpstack ladder",
-                     description="Draw one TCP connection of a capture as a ladder diagram.")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return standalone_main(
+        "tcpstack ladder", "Draw one TCP connection of a capture as a ladder diagram.",
+        add_arguments, run, argv)
 
 
 if __name__ == "__main__":

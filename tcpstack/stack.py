@@ -24,6 +24,7 @@ from tcpstack.connection import Connection, TimerFired
 from tcpstack.events import StateChanged
 from tcpstack.isn import IsnGenerator
 from tcpstack.listener import Handler, Listener, Server
+from tcpstack.looptimer import EarliestTimer
 from tcpstack.resets import reset_for
 from tcpstack.segment import Flags, Segment
 from tcpstack.stream import StreamReader, StreamWriter
@@ -61,8 +62,7 @@ class Stack:
         self.isn = IsnGenerator()
         self._loop = asyncio.get_running_loop()
         self.wheel: TimerWheel[Connection] = TimerWheel(now=self._loop.time())
-        self._wheel_handle: asyncio.TimerHandle | None = None
-        self._wheel_when = 0.0
+        self._wheel_timer = EarliestTimer(self._loop, self._on_wheel)
 
     # -- receiving -------------------------------------------------------------
 
@@ -185,24 +185,9 @@ class Stack:
 
     def _arm_wheel(self) -> None:
         """One loop timer for the wheel's earliest deadline; none when idle."""
-        when = self.wheel.next_deadline()
-        if when is None:
-            if self._wheel_handle is not None:
-                self._wheel_handle.cancel()
-                self._wheel_handle = None
-            return
-        if self._wheel_handle is not None:
-            if self._wheel_when <= when:
-                return
-            self._wheel_handle.cancel()
-        self._wheel_when = when
-        self._wheel_handle = self._loop.call_at(when, self._on_wheel)
+        self._wheel_timer.arm(self.wheel.next_deadline())
 
-    def _on_wheel(self) -> None:
-        self._wheel_handle = None
-        # The loop may run a callback a hair before its time: never let that
-        # make the wheel miss the tick it was armed for.
-        now = max(self._loop.time(), self._wheel_when)
+    def _on_wheel(self, now: float) -> None:
         for conn in self.wheel.expire(now):
             conn.timer = None
             conn.post(TimerFired(now))
@@ -284,6 +269,4 @@ class Stack:
         for conn in conns:
             conn.task.cancel()
         await asyncio.gather(*(c.task for c in conns), return_exceptions=True)
-        if self._wheel_handle is not None:
-            self._wheel_handle.cancel()
-            self._wheel_handle = None
+        self._wheel_timer.cancel()

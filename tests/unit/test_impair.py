@@ -232,12 +232,11 @@ async def test_shell_delivers_when_due_with_one_timer() -> None:
     for p in (b"a", b"b", b"c"):
         path.push_now(p)
     assert got == []
-    handle = path._handle
-    assert handle is not None  # one timer, armed for the earliest packet
+    assert path._timer.armed  # one timer, armed for the earliest packet
     await asyncio.wait_for(done.wait(), 2)
     assert [p for p, _ in got] == [b"a", b"b", b"c"]
     assert all(now >= t0 + 0.030 for _, now in got)
-    assert path._handle is None  # idle: no timer left behind
+    assert not path._timer.armed  # idle: no timer left behind
 
 
 async def test_shell_close_delivers_or_discards_pending() -> None:
@@ -246,7 +245,7 @@ async def test_shell_close_delivers_or_discards_pending() -> None:
     path = ImpairedPath(core(ImpairSpec(delay=10.0)), lambda p, _: got.append(p), loop)
     path.push_now(b"rst")
     path.close(deliver_pending=True)
-    assert got == [b"rst"] and path._handle is None
+    assert got == [b"rst"] and not path._timer.armed
     path.push_now(b"late")
     path.close(deliver_pending=False)
     assert got == [b"rst"]
