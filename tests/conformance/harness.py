@@ -148,9 +148,14 @@ class Seg:
 
     def raw(self) -> str:
         """Absolute numbers, for logs."""
-        text = f"{self.sport}>{self.dport} {flags_text(self.flags)} seq={self.seq}"
+        return f"{self.sport}>{self.dport} {self.text(str(self.seq), str(self.ack))}"
+
+    def text(self, seq: str, ack: str) -> str:
+        """Flags, the given seq/ack renderings (ack only with the ACK flag), window,
+        length and options: the one layout of both the absolute and relative views."""
+        text = f"{flags_text(self.flags)} seq={seq}"
         if self.flags & ACK:
-            text += f" ack={self.ack}"
+            text += f" ack={ack}"
         text += f" win={self.win}"
         if self.payload:
             text += f" len={len(self.payload)}"
@@ -480,16 +485,8 @@ class Peer:
             return str(v) if base is None else rel(v, base, name)
 
         ours = seg.sport == self.port
-        seq = side(seg.seq, self.x if ours else self.y, "x" if ours else "y")
-        text = f"{flags_text(seg.flags)} seq={seq}"
-        if seg.flags & ACK:
-            text += f" ack={side(seg.ack, self.y if ours else self.x, 'y' if ours else 'x')}"
-        text += f" win={seg.win}"
-        if seg.payload:
-            text += f" len={len(seg.payload)}"
-        if seg.opts:
-            text += f" <{options_text(seg.opts)}>"
-        return text
+        return seg.text(side(seg.seq, self.x if ours else self.y, "x" if ours else "y"),
+                        side(seg.ack, self.y if ours else self.x, "y" if ours else "x"))
 
     def _accept(self, seg: Seg) -> bool:
         """Update bookkeeping; False when ``seg`` is a retransmission."""
