@@ -26,10 +26,13 @@ run: install
 	exec $(VENV)/bin/tcpstack serve $(ARGS)
 
 # Run both pytest and ruff even if the first fails, so one CI run reports
-# everything; exit non-zero if either failed.
+# everything; exit non-zero if either failed. Tests run on TEST_WORKERS
+# processes (pytest-xdist), a whole file per worker: most integration tests
+# wait on the network, so two workers halve the wall time on two cores.
+TEST_WORKERS ?= 2
 test: install system-deps
 	@status=0; \
-	$(VENV)/bin/python -m pytest -q || status=$$?; \
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile || status=$$?; \
 	$(VENV)/bin/ruff check tcpstack tests scripts || status=1; \
 	exit $$status
 
