@@ -113,8 +113,7 @@ class SynCookies:
         if self.config.timestamps and ts is not None:
             bits = ts[1] & TS_MASK
             wscale = bits & WSCALE_NONE
-            if ((bits & ECN_BIT) or wscale > MAX_WSCALE
-                    or (wscale != WSCALE_NONE and not self.config.window_scaling)
+            if ((bits & ECN_BIT) or (wscale != WSCALE_NONE and not self.config.window_scaling)
                     or (bits & SACK_BIT and not self.config.sack)):
                 return None  # we never encode these: the TSecr was tampered with
             options.wscale = None if wscale == WSCALE_NONE else wscale
