@@ -7,7 +7,7 @@ bounded by the backlog. When the half-open set is full (or the stack holds
 `tcpstack.syncookies`), which costs nothing until the peer's ACK returns it;
 with cookies off it is dropped (and counted) without an answer, as Linux
 does, so the client retries later instead of being refused. A full accept
-queue drops SYNs and cookie ACKs alike (Linux ListenOverflows).
+queue drops SYNs (Linux ListenOverflows).
 """
 
 from __future__ import annotations
@@ -88,10 +88,15 @@ class Listener:
 
     def admits_cookie(self) -> bool:
         """Whether a valid cookie ACK may become a connection now; when not, it is
-        dropped (counted) and the peer's retransmission brings the cookie again."""
-        if len(self.accept_queue) >= self.backlog:
-            self.stack.stats["AcceptQueueDrops"] += 1
-            return False
+        dropped (counted) and the peer's retransmission brings the cookie again.
+
+        The accept queue was checked when the SYN came, as for a queued
+        connection, whose ACK also always enters it. Linux checks it again here,
+        but a cookie ACK refused for it is fatal: the peer's next data segment
+        no longer starts at ISN + 1, fails the cookie check and is reset; and
+        our accept queue fills within one batch of the TUN reader, before the
+        accept loop runs, whatever the application's speed. The connection cap
+        bounds what may wait."""
         if len(self.stack.conns) >= self.stack.config.max_conns:
             self.stack.stats["ConnLimitDrops"] += 1
             return False
