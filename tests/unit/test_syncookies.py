@@ -19,6 +19,7 @@ from tcpstack.states import State
 from tcpstack.syncookies import MAX_AGE, MSS_TABLE, SynCookies
 from tcpstack.tcb import Tcb
 from tests.unit.tcpkit import ACK, PSH, RST, SYN, X, add, events, seg
+from tests.unit.test_cli_args import run, settings
 from tests.unit.test_stack import VIP, Wire, _until, echo, feed, packet
 
 NOW = 1000.0
@@ -286,3 +287,27 @@ async def test_cookie_at_the_connection_cap_waits_for_a_free_slot() -> None:
         assert (await wire.wait_for(lambda s: bool(s.payload))).payload == b"again"
     finally:
         await stack.close()
+
+
+# -- the command line ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["serve", "--backlog", "0"], "--backlog: 0 is outside 1..65535"),
+    (["serve", "--syncookies", "maybe"], "invalid choice: 'maybe'"),
+    (["serve", "--max-conns", "0"], "--max-conns: 0 is below 1"),
+    (["serve", "--txqueuelen", "0"], "--txqueuelen: 0 is outside"),
+    (["connect", "10.0.0.1", "80", "--backlog", "5"], "unrecognized arguments"),
+])
+def test_bad_limits_are_one_line_and_exit_2(argv, needle, capsys) -> None:
+    rc, lines = run(argv, capsys)
+    assert rc == 2 and len(lines) == 1 and needle in lines[0], lines
+
+
+def test_limits_reach_the_config_and_the_device() -> None:
+    s = settings(["serve", "--backlog", "1", "--syncookies", "always", "--max-conns", "10",
+                  "--txqueuelen", "999"])
+    c = s.daemon.config
+    assert (c.backlog, c.syncookies, c.max_conns, s.daemon.txqueuelen) == (1, "always", 10, 999)
+    d = settings(["serve"])
+    assert (d.daemon.config.backlog, d.daemon.config.syncookies, d.daemon.config.max_conns,
+            d.daemon.txqueuelen) == (4096, "on", 65536, 16384)
