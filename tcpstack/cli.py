@@ -34,12 +34,13 @@ from tcpstack.config import TcpConfig
 from tcpstack.connect import relay
 from tcpstack.impair import ImpairPlan, ImpairSpecError
 from tcpstack.stack import Stack
-from tcpstack.tun import TunDevice, TunError
+from tcpstack.tun import DEFAULT_TXQUEUELEN, TunDevice, TunError
 
 DEFAULT_APPS = ("echo:7", "discard:9", "http:80")
 EXIT_FAILURE = 1
 MAX_WINDOW_BYTES = 0xFFFF << 14  # RFC 7323 2.3: the largest scaled window
 MAX_MSL = 3600.0
+MAX_TXQUEUELEN = 1 << 20
 
 log = logging.getLogger("tcpstack")
 T = TypeVar("T")
@@ -64,6 +65,7 @@ class DaemonSettings:
     log_level: str
     impair: ImpairPlan
     observe: observe.ObserveSettings
+    txqueuelen: int = DEFAULT_TXQUEUELEN
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--split-synack", action="store_true",
                        help="answer a SYN with a bare ACK and then a separate SYN (the "
                        "four-segment handshake) instead of one SYN+ACK")
+    serve.add_argument("--backlog", type=int, default=4096, metavar="N",
+                       help="per listener: half-open connections, and connections "
+                       "waiting to be accepted (default 4096, Linux's somaxconn)")
+    serve.add_argument("--syncookies", choices=["on", "off", "always"], default="on",
+                       help="SYN cookies (RFC 4987): when the half-open set is full, "
+                       "never, or for every SYN (default on, as Linux)")
 
     connect = sub.add_parser(
         "connect", help="like nc: connect from the VIP to HOST:PORT, relay stdin/stdout",
@@ -126,6 +134,9 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
     parser.add_argument("--addr", default="10.0.0.2",
                         help="the stack's virtual IP, inside the host subnet (default 10.0.0.2)")
     parser.add_argument("--mtu", type=int, default=1500, help="device MTU (default 1500)")
+    parser.add_argument("--txqueuelen", type=int, default=DEFAULT_TXQUEUELEN, metavar="N",
+                        help="device queue length in packets: what the kernel may queue "
+                        f"for the stack (default {DEFAULT_TXQUEUELEN})")
     parser.add_argument("--msl", type=float, default=30.0, metavar="SECONDS",
                         help="maximum segment lifetime; TIME-WAIT lasts 2*MSL (default 30)")
     parser.add_argument("--impair", action="append", metavar="SPEC",
@@ -147,6 +158,9 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
                      help="minimum retransmission timeout (default 0.2)")
     tcp.add_argument("--rto-max", type=float, default=60.0, metavar="SECONDS",
                      help="maximum retransmission timeout (default 60)")
+    tcp.add_argument("--max-conns", type=int, default=65536, metavar="N",
+                     help="connections the stack holds at most; SYNs beyond it get a "
+                     "SYN cookie or are dropped (default 65536)")
     tcp.add_argument("--keepalive", metavar="IDLE[,INTERVAL[,PROBES]]",
                      help="probe idle connections: after IDLE seconds, every INTERVAL "
                      "seconds, reset after PROBES unanswered (default off; Linux's "
@@ -163,8 +177,12 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings | ConnectSetti
     if args.command == "serve":
         if not 0 <= args.synack_retries <= 255:
             raise UsageError(f"--synack-retries: {args.synack_retries} is outside 0..255")
+        if not 1 <= args.backlog <= 65535:
+            raise UsageError(f"--backlog: {args.backlog} is outside 1..65535")
         return ServeSettings(_daemon_settings(args, synack_retries=args.synack_retries,
-                                              split_synack=args.split_synack),
+                                              split_synack=args.split_synack,
+                                              backlog=args.backlog,
+                                              syncookies=args.syncookies),
                              _parse_apps(args.app or DEFAULT_APPS))
     if not 0 <= args.syn_retries <= 255:
         raise UsageError(f"--syn-retries: {args.syn_retries} is outside 0..255")
@@ -205,6 +223,8 @@ def _daemon_settings(args: argparse.Namespace, **config: Any) -> DaemonSettings:
         raise UsageError(f"--addr: {addr} is the kernel side's own address")
     if not 68 <= args.mtu <= 65535:
         raise UsageError(f"--mtu: {args.mtu} is outside 68..65535")
+    if not 1 <= args.txqueuelen <= MAX_TXQUEUELEN:
+        raise UsageError(f"--txqueuelen: {args.txqueuelen} is outside 1..{MAX_TXQUEUELEN}")
     if not (math.isfinite(args.msl) and 0 <= args.msl <= MAX_MSL):
         raise UsageError(f"--msl: {args.msl:g} is outside 0..{MAX_MSL:g} seconds")
     try:
@@ -222,7 +242,7 @@ def _daemon_settings(args: argparse.Namespace, **config: Any) -> DaemonSettings:
     return DaemonSettings(
         tun=name, host_addr=host, addr=addr,
         config=TcpConfig(mtu=args.mtu, msl=args.msl, **_tuning(args), **config),
-        log_level=args.log_level, impair=plan, observe=observing,
+        log_level=args.log_level, impair=plan, observe=observing, txqueuelen=args.txqueuelen,
     )
 
 
@@ -233,11 +253,14 @@ def _tuning(args: argparse.Namespace) -> dict[str, Any]:
                          "(the largest window RFC 7323 can offer)")
     if args.snd_buf < 1024:
         raise UsageError(f"--snd-buf: {args.snd_buf} is below 1024")
+    if args.max_conns < 1:
+        raise UsageError(f"--max-conns: {args.max_conns} is below 1")
     if not (math.isfinite(args.rto_min) and 0 < args.rto_min <= args.rto_max
             and math.isfinite(args.rto_max)):
         raise UsageError(f"--rto-min/--rto-max: need 0 < {args.rto_min:g} <= {args.rto_max:g}")
     tuning: dict[str, Any] = {"cc": args.cc, "rcv_buf": args.rcv_buf, "snd_buf": args.snd_buf,
-                              "rto_min": args.rto_min, "rto_max": args.rto_max}
+                              "rto_min": args.rto_min, "rto_max": args.rto_max,
+                              "max_conns": args.max_conns}
     if args.keepalive is not None:
         tuning.update(_parse_keepalive(args.keepalive))
     return tuning
@@ -313,10 +336,11 @@ async def _running_stack(settings: DaemonSettings) -> AsyncIterator[_Daemon]:
     """Create the TUN device, the stack on it (impaired if asked) and its reader;
     on the way out reset every connection and remove the device."""
     loop = asyncio.get_running_loop()
-    tun = TunDevice(settings.tun, settings.host_addr, settings.config.mtu)
+    tun = TunDevice(settings.tun, settings.host_addr, settings.config.mtu, settings.txqueuelen)
     observing = observe.Observability(settings.observe)
     try:
         stack = Stack(str(settings.addr), observing.tap_output(tun.write), settings.config)
+        stack.device_stats = tun.drop_counters
         impairments = impair.install(stack, settings.impair)
         await observing.attach(stack)  # after the impairment: captures what was read
         stopped: asyncio.Future[int] = loop.create_future()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(slots=True, frozen=True)
@@ -15,6 +16,11 @@ class TcpConfig:
     scaling, SACK and timestamps on, Nagle on, at most one challenge ACK per 500 ms per
     connection like tcp_invalid_ratelimit, keepalive off but 7200 s idle, 75 s
     interval and 9 probes when on).
+
+    `backlog` bounds each listener's half-open set and accept queue (Linux's
+    somaxconn, 4096); `syncookies` is "on" (when the half-open set is full),
+    "off" or "always" (net.ipv4.tcp_syncookies 1, 0, 2); `max_conns` caps the
+    connection table (docs/hardening.md, "SYN floods").
 
     `split_synack` answers a SYN with the seed's four-segment handshake (a bare
     ACK, then a SYN without ACK) instead of one SYN+ACK; off, as on every real stack.
@@ -31,7 +37,9 @@ class TcpConfig:
     fin_timeout: float = 60.0
     rcv_buf: int = 1 << 20
     snd_buf: int = 262144
-    backlog: int = 128
+    backlog: int = 4096
+    syncookies: Literal["off", "on", "always"] = "on"
+    max_conns: int = 65536
     window_scaling: bool = True
     sack: bool = True
     timestamps: bool = True

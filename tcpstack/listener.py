@@ -1,26 +1,42 @@
 """Listening ports: bounded half-open and accept queues, and the Server object.
 
-This is the seed's third task of connection set-up, allocating resources:
-every SYN that a listener answers costs a TCB, so both queues are bounded by
-the backlog. When one is full new SYNs are dropped (and counted) without an
-answer, as Linux does, so the client retries later instead of being refused.
+This is the textbook chapter's third task of connection set-up, allocating
+resources: every SYN that a listener queues costs a TCB, so both queues are
+bounded by the backlog. When the half-open set is full (or the stack holds
+`max_conns` connections) a SYN is answered with a SYN cookie (RFC 4987 3.6,
+`tcpstack.syncookies`), which costs nothing until the peer's ACK returns it;
+with cookies off it is dropped (and counted) without an answer, as Linux
+does, so the client retries later instead of being refused. A full accept
+queue drops SYNs (Linux ListenOverflows).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from tcpstack import syncookies
+
 if TYPE_CHECKING:
     from tcpstack.connection import Connection
+    from tcpstack.segment import Segment
     from tcpstack.stack import Stack
     from tcpstack.stream import StreamReader, StreamWriter
 
 Handler = Callable[["StreamReader", "StreamWriter"], Awaitable[None]]
 log = logging.getLogger("tcpstack.server")
+
+
+class SynVerdict(enum.Enum):
+    """What a listener does with a SYN."""
+
+    QUEUE = "queue"  # a TCB in the half-open set, SYN+ACK retransmitted (the textbook)
+    COOKIE = "cookie"  # a stateless SYN+ACK with a SYN cookie
+    DROP = "drop"  # no answer: the client's SYN retransmission tries again
 
 
 class Listener:
@@ -33,17 +49,56 @@ class Listener:
         self.backlog = backlog
         self.half_open: set[Connection] = set()
         self.accept_queue: deque[Connection] = deque()
+        self._cookie_sent_at: float | None = None  # when this listener last sent a cookie
         self._ready = asyncio.Event()
         self._handlers: set[asyncio.Task[None]] = set()
         self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
 
-    def admits_syn(self) -> bool:
-        """Whether a new SYN may take a TCB; counts the drop when not."""
-        if len(self.half_open) >= self.backlog:
-            self.stack.stats["BacklogDrops"] += 1
-            return False
+    def on_syn(self, now: float) -> SynVerdict:
+        """Queue a new SYN, answer it with a cookie, or drop it (counted); the
+        order of the checks is Linux's tcp_conn_request."""
+        stats = self.stack.stats
+        config = self.stack.config
+        want_cookie = config.syncookies == "always"
+        if len(self.half_open) >= self.backlog or len(self.stack.conns) >= config.max_conns:
+            if config.syncookies == "off":
+                full = len(self.half_open) >= self.backlog
+                stats["BacklogDrops" if full else "ConnLimitDrops"] += 1
+                return SynVerdict.DROP
+            want_cookie = True
         if len(self.accept_queue) >= self.backlog:
-            self.stack.stats["AcceptQueueDrops"] += 1
+            stats["AcceptQueueDrops"] += 1
+            return SynVerdict.DROP
+        if want_cookie:
+            stats["SyncookiesSent"] += 1
+            self._cookie_sent_at = now
+            return SynVerdict.COOKIE
+        return SynVerdict.QUEUE
+
+    def cookie_syn(self, ack: Segment, now: float) -> Segment | None:
+        """The SYN that a valid cookie in `ack` answered, or None. Only tried while
+        cookies went out in the last minutes (Linux tcp_synq_no_recent_overflow):
+        otherwise the ACK is just a stray one, reset as before, and not counted."""
+        sent = self._cookie_sent_at
+        if sent is None or now - sent > syncookies.LIFETIME:
+            return None
+        syn = self.stack.cookies.check(ack, now)
+        self.stack.stats["SyncookiesFailed" if syn is None else "SyncookiesRecv"] += 1
+        return syn
+
+    def admits_cookie(self) -> bool:
+        """Whether a valid cookie ACK may become a connection now; when not, it is
+        dropped (counted) and the peer's retransmission brings the cookie again.
+
+        The accept queue was checked when the SYN came, as for a queued
+        connection, whose ACK also always enters it. Linux checks it again here,
+        but a cookie ACK refused for it is fatal: the peer's next data segment
+        no longer starts at ISN + 1, fails the cookie check and is reset; and
+        our accept queue fills within one batch of the TUN reader, before the
+        accept loop runs, whatever the application's speed. The connection cap
+        bounds what may wait."""
+        if len(self.stack.conns) >= self.stack.config.max_conns:
+            self.stack.stats["ConnLimitDrops"] += 1
             return False
         return True
 

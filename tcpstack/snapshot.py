@@ -35,11 +35,12 @@ CURR_ESTAB_STATES = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
 
 def stats(stack: Stack) -> dict[str, int]:
     """The MIB counters first (in MIB order, 0 when never counted), then every
-    other counter of the stack, sorted by name."""
+    other counter of the stack, sorted by name, then the device's (TUN drops)."""
     counters = {name: stack.stats.get(name, 0) for name in MIB_COUNTERS}
     counters["CurrEstab"] = sum(1 for c in stack.conns.values()
                                 if c.tcb.state in CURR_ESTAB_STATES)
     counters.update(sorted((k, v) for k, v in stack.stats.items() if k not in counters))
+    counters.update(stack.device_stats())
     return counters
 
 

@@ -10,6 +10,7 @@ Outgoing packets leave through the `output` callable (the TUN fd's write).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import random
@@ -23,11 +24,12 @@ from tcpstack.config import TcpConfig
 from tcpstack.connection import Connection, TimerFired
 from tcpstack.events import StateChanged
 from tcpstack.isn import IsnGenerator
-from tcpstack.listener import Handler, Listener, Server
+from tcpstack.listener import Handler, Listener, Server, SynVerdict
 from tcpstack.looptimer import EarliestTimer
 from tcpstack.resets import reset_for
 from tcpstack.segment import Flags, Segment
 from tcpstack.stream import StreamReader, StreamWriter
+from tcpstack.syncookies import SynCookies
 from tcpstack.tcb import Tcb
 from tcpstack.timerwheel import TimerWheel
 
@@ -60,6 +62,10 @@ class Stack:
         self.conns: dict[ConnKey, Connection] = {}
         self.listeners: dict[int, Listener] = {}
         self.isn = IsnGenerator()
+        self.cookies = SynCookies(self.config)
+        #: Counters of the device under the stack for `tcpstack stats` (the daemon
+        #: sets it to the TUN's drop counters); none in memory.
+        self.device_stats: Callable[[], dict[str, int]] = dict
         self._loop = asyncio.get_running_loop()
         self.wheel: TimerWheel[Connection] = TimerWheel(now=self._loop.time())
         self._wheel_timer = EarliestTimer(self._loop, self._on_wheel)
@@ -120,22 +126,37 @@ class Stack:
             self._refuse(item)
 
     def _listen_receive(self, listener: Listener, seg: Segment, now: float) -> None:
-        """RFC 9293 3.10.7.2, LISTEN: ignore RST, reset an ACK, accept a SYN."""
+        """RFC 9293 3.10.7.2, LISTEN: ignore RST, reset an ACK, accept a SYN.
+
+        An ACK may return a SYN cookie (RFC 4987 3.6): a valid one opens the
+        connection straight into ESTABLISHED and the accept queue."""
         flags = seg.flags
         if flags & Flags.RST:
             return
         if flags & Flags.ACK:
-            self._refuse(seg)
+            syn = None if flags & Flags.SYN else listener.cookie_syn(seg, now)
+            if syn is None:
+                self._refuse(seg)
+            elif listener.admits_cookie():
+                tcb = Tcb.open_from_cookie(self.config, syn, seg, now, self.stats)
+                self._add_conn(Connection(self, tcb, listener))
             return
         if not flags & Flags.SYN or flags & Flags.FIN:
             return  # nothing else is meaningful here; SYN+FIN is dropped, as by Linux
-        if not listener.admits_syn():
+        verdict = listener.on_syn(now)
+        if verdict is SynVerdict.COOKIE:
+            self.transmit([self.cookies.synack(seg, now)])  # no state kept
+        if verdict is not SynVerdict.QUEUE:
             return
         iss = self.isn.isn(self.addr, seg.dport, seg.src, seg.sport, now)
         tcb = Tcb.open_passive(self.config, seg, iss, now, self.stats)
         conn = Connection(self, tcb, listener)
-        self.conns[conn.key] = conn
         listener.half_open.add(conn)
+        self._add_conn(conn)
+
+    def _add_conn(self, conn: Connection) -> None:
+        """Enter a new connection in the table and send what its TCB produced."""
+        self.conns[conn.key] = conn
         conn.flush()
 
     def _refuse(self, seg: Segment) -> None:
@@ -236,14 +257,17 @@ class Stack:
         remote = IPv4Address(host).packed
         if not 0 < port < 65536:
             raise ValueError(f"port out of range: {port}")
+        if len(self.conns) >= self.config.max_conns:
+            self.stats["ConnLimitDrops"] += 1
+            raise OSError(errno.ENFILE, "connection table full: --max-conns "
+                          f"{self.config.max_conns} connections open")
         lport = self._ephemeral_port(remote, port)
         now = self._loop.time()
         iss = self.isn.isn(self.addr, lport, remote, port, now)
         tcb = Tcb.open_active(self.config, (self.addr, lport), (remote, port), iss, now,
                               self.stats)
         conn = Connection(self, tcb)
-        self.conns[conn.key] = conn
-        conn.flush()
+        self._add_conn(conn)
         try:
             await asyncio.shield(conn.established)
         except asyncio.CancelledError:

@@ -150,6 +150,32 @@ class Tcb:
         return tcb
 
     @classmethod
+    def open_from_cookie(
+        cls, config: TcpConfig, syn: Segment, ack: Segment, now: float, stats: Counter[str]
+    ) -> Tcb:
+        """A listener's SYN cookie came back (RFC 4987 3.6): LISTEN -> ESTABLISHED.
+
+        `syn` is the peer's SYN as the cookie remembers it (`SynCookies.check`),
+        `ack` the segment that returned the cookie: our SYN+ACK (ISS = SEG.ACK-1)
+        was sent without a TCB, so SYN-RECEIVED is skipped, and `ack` is then
+        processed as in ESTABLISHED, so text or a FIN on it is delivered.
+        """
+        tcb = cls(config, (syn.dst, syn.dport), (syn.src, syn.sport), seq_add(ack.ack, -1),
+                  stats, passive=True)
+        tcb._now = now
+        tcb.state = State.LISTEN
+        tcb._learn_syn(syn)
+        tcb.snd_una = tcb.snd_nxt = tcb.snd_max = ack.ack
+        tcb._syn_acked = True
+        # What the cookie SYN+ACK advertised: its window, unscaled (RFC 7323 2.2).
+        tcb._rcv_adv = seq_add(tcb.rcv_nxt, min(tcb.rcv_wnd, MAX_WINDOW))
+        tcb._last_ack_sent = tcb.rcv_nxt
+        stats["PassiveOpens"] += 1
+        tcb._establish(now, "ACK with a valid SYN cookie received")
+        tcb.receive(ack, now)
+        return tcb
+
+    @classmethod
     def open_active(
         cls,
         config: TcpConfig,

@@ -4,16 +4,28 @@ The kernel side gets `host_addr` (e.g. 10.0.0.1/24), so its /NN route leads
 into the device, and every IPv4 packet the kernel routes there is read by the
 stack. IPv6 is switched off on the device before it comes up: otherwise the
 kernel sends router solicitations into it that nobody wants.
+
+The device's transmit queue holds what the kernel sends to the stack until the
+stack reads it; the kernel's default for a TUN (500 packets) drops most of a
+burst of connects or closes, so the daemon sets it (`--txqueuelen`).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import socket
+import struct
 from ipaddress import IPv4Interface
 from pathlib import Path
 
 import pytun
+
+SIOCSIFTXQLEN = 0x8943  # <linux/sockios.h>: set the device's transmit queue length
+DEFAULT_TXQUEUELEN = 16384
+#: sysfs counters shown by `tcpstack stats`: tx is the kernel sending to the stack.
+DROP_COUNTERS = {"TunTxDropped": "tx_dropped", "TunRxDropped": "rx_dropped"}
 
 
 class TunError(Exception):
@@ -24,7 +36,8 @@ class TunDevice:
     """An IFF_TUN | IFF_NO_PI device: each read or write is one bare IPv4 packet.
     The device exists while it is open and disappears when it is closed."""
 
-    def __init__(self, name: str, host_addr: IPv4Interface, mtu: int) -> None:
+    def __init__(self, name: str, host_addr: IPv4Interface, mtu: int,
+                 txqueuelen: int = DEFAULT_TXQUEUELEN) -> None:
         try:
             self._dev = pytun.TunTapDevice(name=name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
         except pytun.Error as e:
@@ -35,6 +48,7 @@ class TunDevice:
             self._dev.addr = str(host_addr.ip)
             self._dev.netmask = str(host_addr.netmask)
             self._dev.mtu = mtu
+            _set_txqueuelen(self.name, txqueuelen)
             self._dev.up()
         except (pytun.Error, OSError) as e:
             self._dev.close()
@@ -47,6 +61,17 @@ class TunDevice:
     def write(self, packet: bytes) -> None:
         """Send one packet to the kernel (BlockingIOError when its queue is full)."""
         os.write(self._dev.fileno(), packet)
+
+    def drop_counters(self) -> dict[str, int]:
+        """The device's drop counters, read from sysfs (a missing file reads 0)."""
+        stats = Path("/sys/class/net") / self.name / "statistics"
+        counters = {}
+        for name, file in DROP_COUNTERS.items():
+            try:
+                counters[name] = int((stats / file).read_text())
+            except (OSError, ValueError):
+                counters[name] = 0
+        return counters
 
     def close(self) -> None:
         self._dev.close()
@@ -67,3 +92,11 @@ def _disable_ipv6(name: str) -> None:
     knob = Path("/proc/sys/net/ipv6/conf") / name / "disable_ipv6"
     if knob.exists():
         knob.write_text("1")
+
+
+def _set_txqueuelen(name: str, qlen: int) -> None:
+    """`ip link set dev NAME txqueuelen QLEN`, as the SIOCSIFTXQLEN ioctl: a struct
+    ifreq, the name then ifr_qlen (an int) in its union, 40 octets in all."""
+    ifreq = struct.pack("16si20x", name.encode(), qlen)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), SIOCSIFTXQLEN, ifreq)

@@ -176,8 +176,17 @@ async def test_handshake_then_echo_then_close(rig) -> None:
     assert stack.stats["PassiveOpens"] == 1
 
 
-async def test_backlog_full_drops_syn_silently(rig) -> None:
-    stack, wire = rig  # backlog=2
+@pytest.fixture
+async def cookieless() -> tuple[Stack, Wire]:
+    """A stack without SYN cookies (--syncookies off), backlog 2."""
+    wire = Wire()
+    stack = Stack(VIP, wire.output, TcpConfig(backlog=2, syncookies="off"))
+    yield stack, wire
+    await stack.close()
+
+
+async def test_backlog_full_drops_syn_silently(cookieless) -> None:
+    stack, wire = cookieless  # backlog=2, no SYN cookies
     await stack.start_server(echo, 80)
     for port in (40001, 40002, 40003):
         feed(stack, packet(SYN, 1000, sport=port))
