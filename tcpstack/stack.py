@@ -25,6 +25,7 @@ from tcpstack.events import StateChanged
 from tcpstack.isn import IsnGenerator
 from tcpstack.listener import Handler, Listener, Server
 from tcpstack.looptimer import EarliestTimer
+from tcpstack.ratelimit import ChallengeAckLimiter
 from tcpstack.resets import reset_for
 from tcpstack.segment import Flags, Segment
 from tcpstack.stream import StreamReader, StreamWriter
@@ -60,6 +61,8 @@ class Stack:
         self.conns: dict[ConnKey, Connection] = {}
         self.listeners: dict[int, Listener] = {}
         self.isn = IsnGenerator()
+        #: RFC 5961 7: one budget of challenge ACKs per second for every TCB.
+        self.challenge_acks = ChallengeAckLimiter(self.config.challenge_ack_limit)
         self._loop = asyncio.get_running_loop()
         self.wheel: TimerWheel[Connection] = TimerWheel(now=self._loop.time())
         self._wheel_timer = EarliestTimer(self._loop, self._on_wheel)
@@ -132,7 +135,8 @@ class Stack:
         if not listener.admits_syn():
             return
         iss = self.isn.isn(self.addr, seg.dport, seg.src, seg.sport, now)
-        tcb = Tcb.open_passive(self.config, seg, iss, now, self.stats)
+        tcb = Tcb.open_passive(self.config, seg, iss, now, self.stats,
+                               challenge_limiter=self.challenge_acks)
         conn = Connection(self, tcb, listener)
         self.conns[conn.key] = conn
         listener.half_open.add(conn)
@@ -240,7 +244,7 @@ class Stack:
         now = self._loop.time()
         iss = self.isn.isn(self.addr, lport, remote, port, now)
         tcb = Tcb.open_active(self.config, (self.addr, lport), (remote, port), iss, now,
-                              self.stats)
+                              self.stats, challenge_limiter=self.challenge_acks)
         conn = Connection(self, tcb)
         self.conns[conn.key] = conn
         conn.flush()

@@ -26,6 +26,7 @@ from tests.unit.tcpkit import (
     events,
     expect,
     lost,
+    peer_syn,
     seg,
     tcb_established,
     tcb_syn_rcvd,
@@ -337,6 +338,45 @@ def test_established_send_capped_by_our_mss():
     tcb.nodelay = True
     tcb.send(b"x" * 600, 1.0)
     expect(tcb, [(ACK, Y + 1, X + 1, 536), (ACK | PSH, Y + 537, X + 1, 64)])
+
+
+def _sent_sizes(tcb: Tcb, n: int) -> list[int]:
+    tcb.nodelay = True
+    tcb.send(b"x" * n, 1.0)
+    return [len(s.payload) for s in tcb.take_segments()]
+
+
+@pytest.mark.parametrize(("peer_mss", "mss"), [
+    (1, 48), (12, 48), (13, 48), (47, 48), (48, 48), (49, 49), (60, 60), (536, 536),
+    (None, 536)])
+@pytest.mark.parametrize("timestamps", [False, True], ids=["plain", "ts"])
+def test_established_send_mss_floor(peer_mss, timestamps, mss):
+    """Linux tcp_min_snd_mss (48): a smaller peer MSS is raised to it, then the 12
+    octets of the timestamp option come off (Linux tcp_mtu_to_mss; conformance
+    handshake/mss-tiny-ts). Without the floor, MSS 1..12 with timestamps left
+    nothing to send and no timer: the connection hung forever."""
+    syn = peer_syn(mss=peer_mss)
+    if timestamps:
+        syn.options.timestamp = (777, 0)
+        mss -= 12
+    tcb = Tcb.open_passive(TcpConfig(), syn, Y, 0.0, Counter())
+    tcb.receive(seg(ACK, X + 1, Y + 1), 0.0)
+    tcb.take_segments()
+    assert _sent_sizes(tcb, 100) == [mss] * (100 // mss) + [100 % mss] * bool(100 % mss)
+    assert tcb.send_mss == mss and tcb.next_deadline() is not None
+
+
+def test_established_send_mss_floor_configurable_and_not_above_our_mss():
+    assert _sent_sizes(tcb_established(TcpConfig(min_snd_mss=100), mss=1), 250) == [
+        100, 100, 50]
+    assert _sent_sizes(tcb_established(TcpConfig(mtu=68), mss=1), 60) == [28, 28, 4]
+
+
+def test_syn_sent_synack_mss_floor():
+    tcb = tcb_syn_sent()
+    tcb.receive(seg(SYN | ACK, X, Y + 1, mss=1), 0.1)
+    tcb.take_segments()
+    assert _sent_sizes(tcb, 100) == [48, 48, 4]
 
 
 # ----------------------------------------------------------------- SYN-SENT
