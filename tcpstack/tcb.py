@@ -475,25 +475,30 @@ class Tcb:
         self._ka_sent = 0
         ts = seg.options.timestamp if self.ts_ok else None
         self._ts_echo = ts[1] if ts else None
-        if ts and self.state is not State.SYN_SENT and not self._timestamp_check(seg, ts, now):
+        if ts and self.state is not State.SYN_SENT and not self._paws_check(seg, ts[0]):
             return
         if self.state is State.SYN_SENT:
             self._receive_syn_sent(seg, now)
         elif self.state not in FINISHED:
             self._receive_synchronized(seg, now)
 
-    def _timestamp_check(self, seg: Segment, ts: tuple[int, int], now: float) -> bool:
-        """RFC 7323 5.3 R1 (PAWS) and R3: reject an old duplicate whose TSval is
-        older than TS.Recent (with an ACK, unless it is an RST), else update
-        TS.Recent from a segment that starts at or before what we last ACKed."""
-        tsval = ts[0]
+    def _paws_check(self, seg: Segment, tsval: int) -> bool:
+        """RFC 7323 5.3 R1 (PAWS): reject an old duplicate whose TSval is older than
+        TS.Recent (with an ACK, unless it is an RST)."""
         if seq_lt(tsval, self.ts_recent) and not seg.flags & RST:
             self.stats["PAWSRejected"] += 1
             self._emit(ACK)
             return False
-        if seq_le(seg.seq, self._last_ack_sent) and not seq_lt(tsval, self.ts_recent):
-            self.ts_recent = tsval
         return True
+
+    def _update_ts_recent(self, seg: Segment) -> None:
+        """RFC 7323 5.3 R3: TS.Recent from a segment that starts at or before what we
+        last ACKed, only once it passed the sequence check (R2) and the ACK check
+        (Linux tcp_ack, FLAG_UPDATE_TS_RECENT): else one blind segment with a future
+        TSval, out of the window, would make PAWS reject the peer's own from then on."""
+        ts = seg.options.timestamp if self.ts_ok else None
+        if ts and seq_le(seg.seq, self._last_ack_sent) and not seq_lt(ts[0], self.ts_recent):
+            self.ts_recent = ts[0]
 
     def _receive_syn_sent(self, seg: Segment, now: float) -> None:
         """3.10.7.3: SYN-SENT."""
@@ -584,6 +589,7 @@ class Tcb:
             self.stats["AckTooOld" if seq_lt(seg.ack, self.snd_una) else "AckUnsentData"] += 1
             self._challenge_ack(now)
             return
+        self._update_ts_recent(seg)
         wnd = seg.window << self.snd_wscale
         new_sack = self.sack_ok and self._sacked.update(
             seg.options.sack_blocks, self.snd_una, self.snd_max)
@@ -631,6 +637,7 @@ class Tcb:
         ACK (3.10.7.4, first).
         """
         self._update_window(seg)
+        self._update_ts_recent(seg)
         self._synack_establishes(seg, now, "SYN+ACK received (simultaneous open), ACK sent")
 
     def _update_window(self, seg: Segment) -> None:

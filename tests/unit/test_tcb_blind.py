@@ -1,10 +1,14 @@
 """Blind injection (RFC 5961): the ACK check of every synchronized state
 (RFC 5961 5.2, adopted by RFC 9293 3.10.7.4 fifth) and the throttling of the
 challenge ACKs that answer suspicious segments (RFC 5961 7), per connection and
-stack-wide. RST and SYN challenges are in test_tcb_established.py."""
+stack-wide; and TS.Recent, which only a segment that passed those checks may
+move (RFC 7323 5.3). RST and SYN challenges are in test_tcb_established.py."""
+
+from collections import Counter
 
 import pytest
 
+from tcpstack.config import TcpConfig
 from tcpstack.events import DataReceived
 from tcpstack.ratelimit import ChallengeAckLimiter
 from tcpstack.states import State
@@ -20,6 +24,7 @@ from tests.unit.tcpkit import (
     add,
     events,
     expect,
+    peer_syn,
     seg,
     tcb_close_wait,
     tcb_closing,
@@ -128,3 +133,29 @@ def test_challenge_acks_share_the_stack_wide_budget():
     b.receive(seg(ACK | PSH, X + 1, Y + 2, b"evil"), 2.0)
     expect(b, [(ACK, Y + 1, X + 1, 0)])
     assert (b.stats["ChallengeAcks"], b.stats["ChallengeAcksSuppressed"]) == (1, 1)
+
+
+# ------------------------------------------- RFC 7323 5.3: TS.Recent after the checks
+
+
+def _ts(s, tsval: int, tsecr: int = 0):
+    s.options.timestamp = (tsval, tsecr)
+    return s
+
+
+@pytest.mark.parametrize(("where", "ack"), [(X - 100_000, Y + 1), (X + 1, Y + 1 - ANCIENT)],
+                         ids=["left-of-window", "ancient-ack"])
+def test_established_blind_future_tsval_does_not_move_ts_recent(where, ack):
+    """RFC 7323 5.3 R3 comes after the sequence check (R2), and like Linux after the
+    ACK check: a rejected segment's TSval must not become TS.Recent, or PAWS (R1)
+    would drop every later segment of the real peer and the connection would die."""
+    syn = _ts(peer_syn(), 1000)
+    tcb = Tcb.open_passive(TcpConfig(), syn, Y, 0.0, Counter())
+    tcb.receive(_ts(seg(ACK, X + 1, Y + 1), 1001), 0.0)
+    tcb.take_segments()
+    tcb.take_events()
+    tcb.receive(_ts(seg(ACK | PSH, where, ack, b"evil"), 1001 + (1 << 30)), 0.1)
+    assert tcb.ts_recent == 1001
+    tcb.receive(_ts(seg(ACK | PSH, X + 1, Y + 1, b"good"), 1002), 0.2)
+    assert events(tcb) == [DataReceived(b"good")]
+    assert tcb.stats["PAWSRejected"] == 0 and tcb.ts_recent == 1002
