@@ -41,6 +41,7 @@ EXIT_FAILURE = 1
 MAX_WINDOW_BYTES = 0xFFFF << 14  # RFC 7323 2.3: the largest scaled window
 MAX_MSL = 3600.0
 MAX_TXQUEUELEN = 1 << 20
+MIN_SND_MSS = 48  # the most TCP options (40 octets) still leave 8 of data (Linux too)
 
 log = logging.getLogger("tcpstack")
 T = TypeVar("T")
@@ -165,6 +166,16 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
                      help="probe idle connections: after IDLE seconds, every INTERVAL "
                      "seconds, reset after PROBES unanswered (default off; Linux's "
                      "7200,75,9 when only --keepalive 7200 is given)")
+    tcp.add_argument("--challenge-ack-limit", type=int, default=1000, metavar="N",
+                     help="challenge ACKs (RFC 5961) per second for the whole stack, 0 for no "
+                     "limit (default 1000; each connection also sends at most one per "
+                     "--challenge-ack-interval)")
+    tcp.add_argument("--challenge-ack-interval", type=float, default=0.5, metavar="SECONDS",
+                     help="least time between two challenge ACKs of one connection "
+                     "(default 0.5, Linux's tcp_invalid_ratelimit)")
+    tcp.add_argument("--min-mss", type=int, default=48, metavar="BYTES",
+                     help="floor for the peer's MSS, before option space (default 48, "
+                     "Linux's tcp_min_snd_mss)")
     parser.add_argument("--log-level", default=log_level,
                         choices=["debug", "info", "warning", "error"],
                         help=f"log verbosity (default {log_level}); debug also traces "
@@ -258,9 +269,19 @@ def _tuning(args: argparse.Namespace) -> dict[str, Any]:
     if not (math.isfinite(args.rto_min) and 0 < args.rto_min <= args.rto_max
             and math.isfinite(args.rto_max)):
         raise UsageError(f"--rto-min/--rto-max: need 0 < {args.rto_min:g} <= {args.rto_max:g}")
+    if args.challenge_ack_limit < 0:
+        raise UsageError(f"--challenge-ack-limit: {args.challenge_ack_limit} is below 0")
+    if not (math.isfinite(args.challenge_ack_interval) and args.challenge_ack_interval >= 0):
+        raise UsageError(f"--challenge-ack-interval: {args.challenge_ack_interval:g} is not "
+                         "a number of seconds >= 0")
+    if not MIN_SND_MSS <= args.min_mss <= 65535:
+        raise UsageError(f"--min-mss: {args.min_mss} is outside {MIN_SND_MSS}..65535")
     tuning: dict[str, Any] = {"cc": args.cc, "rcv_buf": args.rcv_buf, "snd_buf": args.snd_buf,
                               "rto_min": args.rto_min, "rto_max": args.rto_max,
-                              "max_conns": args.max_conns}
+                              "max_conns": args.max_conns,
+                              "challenge_ack_limit": args.challenge_ack_limit,
+                              "challenge_ack_interval": args.challenge_ack_interval,
+                              "min_snd_mss": args.min_mss}
     if args.keepalive is not None:
         tuning.update(_parse_keepalive(args.keepalive))
     return tuning

@@ -22,6 +22,12 @@ class TcpConfig:
     "off" or "always" (net.ipv4.tcp_syncookies 1, 0, 2); `max_conns` caps the
     connection table (docs/hardening.md, "SYN floods").
 
+    `challenge_ack_limit` caps the challenge ACKs of the whole stack per second
+    (RFC 5961 7; 0: no cap), on top of `challenge_ack_interval` per connection.
+    `min_snd_mss` is the smallest MSS we send with whatever the peer announces
+    (Linux tcp_min_snd_mss): a tiny MSS would cost a segment per few octets, and
+    one below the timestamp option's 12 octets would leave no room for data.
+
     `split_synack` answers a SYN with the seed's four-segment handshake (a bare
     ACK, then a SYN without ACK) instead of one SYN+ACK; off, as on every real stack.
     """
@@ -47,6 +53,8 @@ class TcpConfig:
     delayed_ack: float = 0.04
     nodelay: bool = False
     challenge_ack_interval: float = 0.5
+    challenge_ack_limit: int = 1000
+    min_snd_mss: int = 48
     keepalive: bool = False
     keepalive_idle: float = 7200.0
     keepalive_interval: float = 75.0

@@ -26,6 +26,7 @@ from tcpstack.events import StateChanged
 from tcpstack.isn import IsnGenerator
 from tcpstack.listener import Handler, Listener, Server, SynVerdict
 from tcpstack.looptimer import EarliestTimer
+from tcpstack.ratelimit import ChallengeAckLimiter
 from tcpstack.resets import reset_for
 from tcpstack.segment import Flags, Segment
 from tcpstack.stream import StreamReader, StreamWriter
@@ -66,6 +67,8 @@ class Stack:
         #: Counters of the device under the stack for `tcpstack stats` (the daemon
         #: sets it to the TUN's drop counters); none in memory.
         self.device_stats: Callable[[], dict[str, int]] = dict
+        #: RFC 5961 7: one budget of challenge ACKs per second for every TCB.
+        self.challenge_acks = ChallengeAckLimiter(self.config.challenge_ack_limit)
         self._loop = asyncio.get_running_loop()
         self.wheel: TimerWheel[Connection] = TimerWheel(now=self._loop.time())
         self._wheel_timer = EarliestTimer(self._loop, self._on_wheel)
@@ -138,7 +141,8 @@ class Stack:
             if syn is None:
                 self._refuse(seg)
             elif listener.admits_cookie():
-                tcb = Tcb.open_from_cookie(self.config, syn, seg, now, self.stats)
+                tcb = Tcb.open_from_cookie(self.config, syn, seg, now, self.stats,
+                                           challenge_limiter=self.challenge_acks)
                 self._add_conn(Connection(self, tcb, listener))
             return
         if not flags & Flags.SYN or flags & Flags.FIN:
@@ -149,7 +153,8 @@ class Stack:
         if verdict is not SynVerdict.QUEUE:
             return
         iss = self.isn.isn(self.addr, seg.dport, seg.src, seg.sport, now)
-        tcb = Tcb.open_passive(self.config, seg, iss, now, self.stats)
+        tcb = Tcb.open_passive(self.config, seg, iss, now, self.stats,
+                               challenge_limiter=self.challenge_acks)
         conn = Connection(self, tcb, listener)
         listener.half_open.add(conn)
         self._add_conn(conn)
@@ -265,7 +270,7 @@ class Stack:
         now = self._loop.time()
         iss = self.isn.isn(self.addr, lport, remote, port, now)
         tcb = Tcb.open_active(self.config, (self.addr, lport), (remote, port), iss, now,
-                              self.stats)
+                              self.stats, challenge_limiter=self.challenge_acks)
         conn = Connection(self, tcb)
         self._add_conn(conn)
         try:

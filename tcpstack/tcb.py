@@ -25,6 +25,7 @@ from tcpstack.events import (
     Event,
     StateChanged,
 )
+from tcpstack.ratelimit import ChallengeAckLimiter
 from tcpstack.reassembly import Reassembly
 from tcpstack.resets import reset_for
 from tcpstack.scoreboard import Scoreboard
@@ -59,6 +60,7 @@ class Tcb:
         stats: Counter[str],
         *,
         passive: bool,
+        challenge_limiter: ChallengeAckLimiter | None = None,
     ) -> None:
         self.config = config
         self.local_ip, self.local_port = local
@@ -78,6 +80,8 @@ class Tcb:
         self.snd_wnd = 0
         self.snd_wl1 = 0
         self.snd_wl2 = 0
+        self.max_snd_wnd = 0  # MAX.SND.WND: the largest window the peer offered (RFC 5961 5)
+        self.bytes_acked = 0  # octets after the SYN the peer acknowledged (Linux bytes_acked)
         self.send_mss = min(DEFAULT_MSS, config.mss)
         self.snd_wscale = 0  # shift of the windows the peer sends (RFC 7323 2.3)
         self.rcv_wscale = 0  # shift of the windows we send, once negotiated
@@ -118,6 +122,7 @@ class Tcb:
         self._delack_deadline: float | None = None
         self._delayed_segs = 0  # in-order segments not yet acknowledged
         self._last_challenge = float("-inf")
+        self._challenge_limiter = challenge_limiter  # shared by the stack's TCBs
 
         # Retransmission (RFC 6298).
         self.rto = config.rto_initial
@@ -137,10 +142,12 @@ class Tcb:
 
     @classmethod
     def open_passive(
-        cls, config: TcpConfig, syn: Segment, iss: int, now: float, stats: Counter[str]
+        cls, config: TcpConfig, syn: Segment, iss: int, now: float, stats: Counter[str],
+        *, challenge_limiter: ChallengeAckLimiter | None = None,
     ) -> Tcb:
         """A listener accepted `syn`: LISTEN -> SYN-RECEIVED, SYN+ACK sent (3.10.7.2)."""
-        tcb = cls(config, (syn.dst, syn.dport), (syn.src, syn.sport), iss, stats, passive=True)
+        tcb = cls(config, (syn.dst, syn.dport), (syn.src, syn.sport), iss, stats, passive=True,
+                  challenge_limiter=challenge_limiter)
         tcb._now = now
         tcb.state = State.LISTEN
         tcb._learn_syn(syn)
@@ -151,7 +158,8 @@ class Tcb:
 
     @classmethod
     def open_from_cookie(
-        cls, config: TcpConfig, syn: Segment, ack: Segment, now: float, stats: Counter[str]
+        cls, config: TcpConfig, syn: Segment, ack: Segment, now: float, stats: Counter[str],
+        *, challenge_limiter: ChallengeAckLimiter | None = None,
     ) -> Tcb:
         """A listener's SYN cookie came back (RFC 4987 3.6): LISTEN -> ESTABLISHED.
 
@@ -161,7 +169,7 @@ class Tcb:
         processed as in ESTABLISHED, so text or a FIN on it is delivered.
         """
         tcb = cls(config, (syn.dst, syn.dport), (syn.src, syn.sport), seq_add(ack.ack, -1),
-                  stats, passive=True)
+                  stats, passive=True, challenge_limiter=challenge_limiter)
         tcb._now = now
         tcb.state = State.LISTEN
         tcb._learn_syn(syn)
@@ -184,9 +192,12 @@ class Tcb:
         iss: int,
         now: float,
         stats: Counter[str],
+        *,
+        challenge_limiter: ChallengeAckLimiter | None = None,
     ) -> Tcb:
         """Active OPEN (3.10.1): CLOSED -> SYN-SENT, SYN sent."""
-        tcb = cls(config, local, remote, iss, stats, passive=False)
+        tcb = cls(config, local, remote, iss, stats, passive=False,
+                  challenge_limiter=challenge_limiter)
         tcb._now = now
         tcb._set_state(State.SYN_SENT, "active open, SYN sent")
         stats["ActiveOpens"] += 1
@@ -197,10 +208,13 @@ class Tcb:
         """Take IRS, the peer's window and its MSS option from a SYN (3.10.7.2-3)."""
         self.irs = syn.seq
         self.rcv_nxt = seq_add(syn.seq, 1)
-        self.snd_wnd = syn.window  # never scaled in a SYN (RFC 7323 2.2)
-        self.snd_wl1 = syn.seq
-        self.snd_wl2 = syn.ack
-        self.send_mss = min(syn.options.mss or DEFAULT_MSS, self.config.mss)
+        self._update_window(syn)
+        # Linux tcp_min_snd_mss: however small the peer's MSS (a 1-octet MSS costs a
+        # segment per octet), send at least the floor, but never beyond our own MSS.
+        # The timestamp option comes off afterwards, as in Linux (tcp_mtu_to_mss), so
+        # a floor above its 12 octets always leaves room for data.
+        peer_mss = syn.options.mss or DEFAULT_MSS
+        self.send_mss = min(max(peer_mss, self.config.min_snd_mss), self.config.mss)
         opts = syn.options
         if self._our_wscale is not None and opts.wscale is not None:
             self.snd_wscale = min(opts.wscale, MAX_WSCALE)  # RFC 7323 2.3
@@ -318,8 +332,7 @@ class Tcb:
     def timers(self) -> dict[str, float]:
         """The pending timers by name and deadline, for `tcpstack ss`."""
         named = {
-            "retransmit" if self._sndbuf or self.snd_una != self.snd_max or self.state in (
-                State.SYN_SENT, State.SYN_RCVD) else "persist": self._rtx_deadline,
+            "persist" if self._persisting else "retransmit": self._rtx_deadline,
             "time-wait" if self.state is State.TIME_WAIT else "fin-wait-2": self._close_deadline,
             "delayed-ack": self._delack_deadline,
             "keepalive": self._keepalive_due(),
@@ -359,6 +372,14 @@ class Tcb:
     def fin_acked(self) -> bool:
         """Our FIN was sent and acknowledged."""
         return self._fin_seq is not None and seq_lt(self._fin_seq, self.snd_una)
+
+    @property
+    def _persisting(self) -> bool:
+        """Whether the retransmission timer serves as the persist timer: data waits
+        for a window the peer closed, and each expiry sends a zero-window probe
+        (3.8.6.1) rather than a retransmission."""
+        return self.snd_wnd == 0 and bool(self._sndbuf) and self.state not in (
+            State.SYN_SENT, State.SYN_RCVD)
 
     @property
     def _data_seq(self) -> int:
@@ -422,14 +443,15 @@ class Tcb:
             self._finish(TimeoutError("connection timed out"),
                          f"retransmitted {self.retransmits} times without an answer, RST sent")
             return
-        self.stats["RetransTimeouts"] += 1
         flight = seq_diff(self.snd_max, self.snd_una)
-        if self.snd_wnd == 0:
-            pass  # a zero-window probe is flow control, not a loss (3.8.6.1; Linux tcp_probe_timer)
-        elif self.retransmits == 0:
-            self.cc.on_timeout(flight, now)  # RFC 5681 3.1 (4): only on the first timeout
-        else:
-            self.cc.cwnd = self.send_mss
+        # A zero-window probe is flow control, not a loss (3.8.6.1; Linux tcp_probe_timer).
+        probing = self._persisting
+        if not probing:
+            self.stats["RetransTimeouts"] += 1
+            if self.retransmits == 0:
+                self.cc.on_timeout(flight, now)  # RFC 5681 3.1 (4): only on the first timeout
+            else:
+                self.cc.cwnd = self.send_mss
         self._recover = None
         self._recover_high = self.snd_max  # RFC 6582 3.2 step 4
         if self.retransmits:
@@ -441,7 +463,7 @@ class Tcb:
         self.rto = min(self.rto * 2, self.config.rto_max)
         self._rtt_probe = None  # Karn's rule: no sample from a retransmitted segment
         self.snd_nxt = self.snd_una  # go back N: resend from the first unacknowledged octet
-        self._push(now, probe=self.snd_wnd == 0)
+        self._push(now, probe=probing)
         if self._rtx_deadline is None:
             self._rtx_deadline = now + self.rto
 
@@ -480,25 +502,30 @@ class Tcb:
         self._ka_sent = 0
         ts = seg.options.timestamp if self.ts_ok else None
         self._ts_echo = ts[1] if ts else None
-        if ts and self.state is not State.SYN_SENT and not self._timestamp_check(seg, ts, now):
+        if ts and self.state is not State.SYN_SENT and not self._paws_check(seg, ts[0]):
             return
         if self.state is State.SYN_SENT:
             self._receive_syn_sent(seg, now)
         elif self.state not in FINISHED:
             self._receive_synchronized(seg, now)
 
-    def _timestamp_check(self, seg: Segment, ts: tuple[int, int], now: float) -> bool:
-        """RFC 7323 5.3 R1 (PAWS) and R3: reject an old duplicate whose TSval is
-        older than TS.Recent (with an ACK, unless it is an RST), else update
-        TS.Recent from a segment that starts at or before what we last ACKed."""
-        tsval = ts[0]
+    def _paws_check(self, seg: Segment, tsval: int) -> bool:
+        """RFC 7323 5.3 R1 (PAWS): reject an old duplicate whose TSval is older than
+        TS.Recent (with an ACK, unless it is an RST)."""
         if seq_lt(tsval, self.ts_recent) and not seg.flags & RST:
             self.stats["PAWSRejected"] += 1
             self._emit(ACK)
             return False
-        if seq_le(seg.seq, self._last_ack_sent) and not seq_lt(tsval, self.ts_recent):
-            self.ts_recent = tsval
         return True
+
+    def _update_ts_recent(self, seg: Segment) -> None:
+        """RFC 7323 5.3 R3: TS.Recent from a segment that starts at or before what we
+        last ACKed, only once it passed the sequence check (R2) and the ACK check
+        (Linux tcp_ack, FLAG_UPDATE_TS_RECENT): else one blind segment with a future
+        TSval, out of the window, would make PAWS reject the peer's own from then on."""
+        ts = seg.options.timestamp if self.ts_ok else None
+        if ts and seq_le(seg.seq, self._last_ack_sent) and not seq_lt(ts[0], self.ts_recent):
+            self.ts_recent = ts[0]
 
     def _receive_syn_sent(self, seg: Segment, now: float) -> None:
         """3.10.7.3: SYN-SENT."""
@@ -536,8 +563,10 @@ class Tcb:
             self.stats["SynAckRetrans"] += 1
             self._send_syn(now)
             return
-        # The peer's SYN+ACK of a simultaneous open (3.5, figure 8, line 6).
+        # The peer's SYN+ACK of a simultaneous open (3.5, figure 8, line 6): only where
+        # one can happen, after our own SYN (active open) or our split SYN+ACK.
         if (self.state is State.SYN_RCVD and flags & (SYN | ACK | RST) == SYN | ACK
+                and (not self.passive or self.config.split_synack)
                 and seg.seq == self.irs and seq_lt(self.snd_una, seg.ack)
                 and seq_le(seg.ack, self.snd_max)):
             self._simultaneous_synack(seg, now)
@@ -579,9 +608,15 @@ class Tcb:
                 self._reply_reset(seg)
                 return
             self._establish(now, "ACK of SYN+ACK received")
-        if seq_lt(self.snd_max, seg.ack):
-            self._emit(ACK)  # it acknowledges something not yet sent
+        if not self._ack_acceptable(seg.ack):
+            # RFC 5961 5.2 (adopted by 3.10.7.4, fifth): an ACK of something not yet
+            # sent, or older than any window the peer offered, drops the whole
+            # segment, text and FIN too: in-window data with such an ACK is the blind
+            # injection this check stops. The ACK we owe it is a challenge ACK.
+            self.stats["AckTooOld" if seq_lt(seg.ack, self.snd_una) else "AckUnsentData"] += 1
+            self._challenge_ack(now)
             return
+        self._update_ts_recent(seg)
         wnd = seg.window << self.snd_wscale
         new_sack = self.sack_ok and self._sacked.update(
             seg.options.sack_blocks, self.snd_una, self.snd_max)
@@ -597,9 +632,7 @@ class Tcb:
             seq_lt(self.snd_wl1, seg.seq)
             or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, seg.ack))
         ):
-            self.snd_wnd = wnd
-            self.snd_wl1 = seg.seq
-            self.snd_wl2 = seg.ack
+            self._update_window(seg)
         if self.snd_wnd == 0 and seg.ack == self.snd_una and self._sndbuf:
             # 3.8.6.1 (MUST-36): while the peer answers our zero-window probes the
             # connection stays open, so an answered probe is not a failed retransmission.
@@ -624,10 +657,23 @@ class Tcb:
         ACK (split SYN+ACK) waits in SYN-RECEIVED for one. Linux does the same
         since 6.11 (tcp_validate_incoming lets this SYN+ACK pass in SYN_RECV) and
         ACKs it too (conformance script active/simultaneous-synack).
+
+        A plain passive open never sent a SYN alone, so no peer can be in a
+        simultaneous open with it: there, like Linux's request socket
+        (tcp_check_req), the SYN+ACK is only an unacceptable segment that draws an
+        ACK (3.10.7.4, first).
         """
-        self.snd_wnd = seg.window
-        self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
+        self._update_window(seg)
+        self._update_ts_recent(seg)
         self._synack_establishes(seg, now, "SYN+ACK received (simultaneous open), ACK sent")
+
+    def _update_window(self, seg: Segment) -> None:
+        """SND.WND, SND.WL1 and SND.WL2 from `seg` (3.10.7.4, fifth; the window of a
+        SYN is never scaled, RFC 7323 2.2), and MAX.SND.WND for the ACK check."""
+        self.snd_wnd = seg.window if seg.flags & SYN else seg.window << self.snd_wscale
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = seg.ack
+        self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
 
     def _synack_establishes(self, seg: Segment, now: float, cause: str) -> None:
         """A SYN+ACK that acknowledges our SYN (3.10.7.3, fourth): ESTABLISHED, ACK it."""
@@ -641,6 +687,17 @@ class Tcb:
             seg.flags &= ~SYN
             self._receive_text_and_fin(seg, now)
         self._push(now)
+
+    def _ack_acceptable(self, ack: int) -> bool:
+        """RFC 5961 5.2: (SND.UNA - MAX.SND.WND) =< SEG.ACK =< SND.NXT.
+
+        Like Linux (tcp_ack, since 6.7), the bound goes back no further than the
+        octets acknowledged so far: early in a connection MAX.SND.WND reaches below
+        ISS, and an ACK of octets never sent is no less blind than an ancient one.
+        An ACK inside the bound but below SND.UNA is a harmless old duplicate.
+        """
+        oldest = seq_add(self.snd_una, -min(self.max_snd_wnd, self.bytes_acked))
+        return seq_le(oldest, ack) and seq_le(ack, self.snd_max)
 
     def _acceptable(self, seg: Segment) -> bool:
         """The four cases of the acceptability test (3.10.7.4, first)."""
@@ -676,6 +733,7 @@ class Tcb:
         acked = seq_diff(ack, self.snd_una)
         if not self._syn_acked:
             acked -= 1  # RFC 5681 3.1: the ACK of a SYN MUST NOT increase cwnd
+        self.bytes_acked += acked
         acked_data = max(0, min(seq_diff(ack, self._data_seq), len(self._sndbuf)))
         self._sndbuf.consume(acked_data)
         self.snd_una = ack
@@ -880,7 +938,9 @@ class Tcb:
                 return
             flags = ACK | (FIN if fin else Flags(0)) | (PSH if n and n == at_end else Flags(0))
             seq = self.snd_nxt
-            if seq_lt(seq, self.snd_max):
+            if forced:
+                self.stats["ZeroWindowProbes"] += 1  # not a retransmission (Linux TCPWinProbe)
+            elif seq_lt(seq, self.snd_max):
                 self.stats["RetransSegs"] += 1
                 self.total_retransmits += 1
             self._emit(flags, seq=seq, payload=self._sndbuf.peek(offset, n))
@@ -1052,9 +1112,13 @@ class Tcb:
             self._out.append(rst)
 
     def _challenge_ack(self, now: float) -> None:
-        """RFC 5961 3.2/4.2: answer a suspicious RST or SYN with an ACK, at most
-        one per `challenge_ack_interval` (RFC 5961 7; Linux: 500 ms per socket)."""
-        if now - self._last_challenge < self.config.challenge_ack_interval:
+        """RFC 5961 3.2/4.2/5.2: answer a suspicious RST, SYN or ACK with an ACK,
+        throttled (RFC 5961 7) twice like Linux: at most one per
+        `challenge_ack_interval` on this connection (tcp_invalid_ratelimit), and
+        within the stack-wide budget per second (tcp_challenge_ack_limit)."""
+        limiter = self._challenge_limiter
+        if (now - self._last_challenge < self.config.challenge_ack_interval
+                or (limiter is not None and not limiter.allow(now))):
             self.stats["ChallengeAcksSuppressed"] += 1
             return
         self._last_challenge = now

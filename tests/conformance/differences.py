@@ -180,18 +180,6 @@ DIFFERENCES: tuple[Difference, ...] = (
                "and sends nothing; tcpstack answers the unacceptable segment with an ACK.",
         rfc="RFC 9293 3.10.7.4 (first)",
     ),
-    Difference(
-        "ACK below SND.UNA",
-        cells(("ESTABLISHED", "CLOSE-WAIT", "LAST-ACK", "FIN-WAIT-1", "CLOSING",
-               "FIN-WAIT-1-ORPHAN"), ("ACK-OLD",), ("nxt",)),
-        linux={"reply": ACK_R},
-        tcpstack={"reply": "-"},
-        reason="Linux implements RFC 5961 5.2 (optional: MAY-12) with the bound "
-               "SND.UNA - min(max window, octets acked), zero here, so any ACK below SND.UNA "
-               "draws a challenge ACK; tcpstack ignores it as a duplicate (RFC 9293's base "
-               "rule).",
-        rfc="RFC 5961 5.2, RFC 9293 3.10.7.4 (fifth, MAY-12)",
-    ),
     # -- Linux: SYN-RECEIVED ----------------------------------------------------------------
     Difference(
         "SYN at RCV.NXT in SYN-RECEIVED",

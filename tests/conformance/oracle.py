@@ -20,8 +20,9 @@ Steps (section numbers of RFC 9293):
 3. fourth, SYN: SYN-RECEIVED of a passive open returns to LISTEN silently;
    a synchronized state sends a challenge ACK (RFC 5961 4.2).
 4. fifth, ACK: in SYN-RECEIVED an ACK outside (SND.UNA, SND.NXT] draws
-   <SEQ=SEG.ACK><CTL=RST>; elsewhere an ACK of unsent data draws an ACK, a
-   duplicate is ignored, and an ACK of our FIN moves FIN-WAIT-1 to
+   <SEQ=SEG.ACK><CTL=RST>; elsewhere an ACK of unsent data draws an ACK, so
+   does one older than RFC 5961 5.2 allows, a duplicate is ignored, and an
+   ACK of our FIN moves FIN-WAIT-1 to
    FIN-WAIT-2, CLOSING to TIME-WAIT and LAST-ACK to CLOSED.
 5. seventh, text: delivered in ESTABLISHED, FIN-WAIT-1 and FIN-WAIT-2 (out of
    order: an immediate duplicate ACK, RFC 5681 4.2), ignored in the states
@@ -113,6 +114,12 @@ def _synchronized(row: Row) -> tuple[str, str]:
         state = "ESTABLISHED"
     if ack > 0:
         return ACK_R, ALIVE  # acknowledges something not yet sent
+    # RFC 5961 5.2 (RFC 9293 MAY-12) with the bound both targets use (Linux tcp_ack):
+    # SND.UNA - MAX.SND.WND, but no further back than the octets acknowledged so
+    # far, here none but our FIN once acknowledged. An older ACK: a challenge ACK.
+    acked = 1 if state in ("FIN-WAIT-2", "TIME-WAIT") else 0
+    if snd_una - ack > acked:
+        return ACK_R, ALIVE
     if ack == 0 and state in FIN_OUTSTANDING:  # our FIN is acknowledged
         if state == "LAST-ACK":
             return "-", GONE

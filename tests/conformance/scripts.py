@@ -26,6 +26,7 @@ from tests.conformance.harness import (
     mss_option,
     options_text,
     seq_add,
+    seq_diff,
 )
 from tests.conformance.matrix import ANSWER_TIMEOUT, MSS, SETTLE, handshake
 from tests.conformance.runner import Env, Facts, Script
@@ -165,6 +166,47 @@ async def close_with_unread_data(env: Env) -> Facts:
     frame = _after_handshake(peer)
     peer.send(ACK | PSH, payload=b"abcd")  # arrives with the handshake's last segment
     return {"reply": frame.render_all(await peer.collect(SETTLE))}
+
+
+# -- blind injection: the ACK field (RFC 5961 5) -----------------------------------
+
+#: How far behind SND.UNA an attacker's guessed ACK lies (issue 8 saw 2^24..2^31).
+ANCIENT = 1 << 24
+
+
+async def _echoed(peer: Peer) -> str:
+    """The text of the next data segment the target sends, acknowledged."""
+    while (seg := await peer.next(ANSWER_TIMEOUT)) is not None:
+        if seg.payload:
+            peer.send(ACK, ack=seg.end)
+            return seg.payload.decode(errors="replace")
+    raise ScriptError("nothing was echoed")
+
+
+def _injection(flags: int, ack_offset: int) -> Callable[[Env], Awaitable[Facts]]:
+    """After "ping" was echoed and acknowledged (4 octets), a segment at RCV.NXT
+    whose ACK is SND.UNA + ``ack_offset``: ``reply`` is the target's answer, and
+    ``echo`` all the text it echoes, up to that of "good", sent next after what
+    the target took. An acceptable ACK lets the stimulus' text "evil" (or its FIN)
+    in; an unacceptable one (RFC 5961 5.2) draws only a challenge ACK."""
+    async def run(env: Env) -> Facts:
+        peer = env.peer(ECHO)
+        await handshake(peer)
+        peer.send(ACK)
+        peer.send(ACK | PSH, payload=b"ping")
+        if await _echoed(peer) != "ping":
+            raise ScriptError("ping was not echoed")
+        assert peer.high is not None
+        frame = Frame(peer.high, peer.snd_nxt, peer.y)
+        peer.send(flags, ack=seq_add(peer.high, ack_offset),
+                  payload=b"" if flags & FIN else b"evil", advance=False)
+        segs = await peer.collect(SETTLE)
+        taken = max((seq_diff(s.ack, peer.snd_nxt) for s in segs if s.flags & ACK), default=0)
+        peer.snd_nxt = seq_add(peer.snd_nxt, taken)
+        peer.send(ACK | PSH, payload=b"good")
+        echoed = b"".join(s.payload for s in segs).decode(errors="replace")
+        return {"reply": frame.render_all(segs), "echo": echoed + await _echoed(peer)}
+    return run
 
 
 # -- active open ------------------------------------------------------------------
@@ -320,6 +362,16 @@ SCRIPTS = [
     Script("handshake/mss-small", _mss_script(mss_option(300), 1000),
            {"synack": "mss=1460", "segments": "300,300,300,100"},
            "RFC 9293 3.7.1: segments never exceed the peer's MSS"),
+    Script("handshake/mss-tiny", _mss_script(mss_option(1), 100),
+           {"synack": "mss=1460", "segments": "48,48,4"},
+           "Linux tcp_min_snd_mss: a peer MSS below 48 is raised to 48"),
+    Script("handshake/mss-tiny-ts", _mss_script(all_options(1, 12345, 0), 100),
+           {"synack": "mss=1460,sack,ts,ws", "segments": "36,36,28"},
+           "Linux tcp_min_snd_mss: the floor applies to the MSS, then the 12 octets of the "
+           "timestamp option come off"),
+    Script("handshake/mss-60-ts", _mss_script(all_options(60, 12345, 0), 100),
+           {"synack": "mss=1460,sack,ts,ws", "segments": "48,48,4"},
+           "RFC 9293 3.7.1: above the floor, the timestamp option comes off the peer's MSS"),
     Script("handshake/synack-timeout", synack_timeout,
            {"synacks": "+1s +3s", "end": "RST seq=S at +7s", "after": "RST seq=S"},
            "RFC 6298 5.5: SYN+ACK backoff 1 s, 2 s; the half-open connection is reset"),
@@ -332,6 +384,25 @@ SCRIPTS = [
     Script("close/unread-data", close_with_unread_data,
            {"reply": "RST|ACK seq=S ack=R+4"},
            "RFC 1122 4.2.2.13: CLOSE with unread data resets"),
+    Script("blind/data-ancient-ack", _injection(ACK | PSH, -ANCIENT),
+           {"reply": "ACK seq=S ack=R", "echo": "good"},
+           "RFC 5961 5.2: in-window data whose ACK is 2^24 behind SND.UNA is dropped with "
+           "a challenge ACK, not delivered"),
+    Script("blind/fin-ancient-ack", _injection(FIN | ACK, -ANCIENT),
+           {"reply": "ACK seq=S ack=R", "echo": "good"},
+           "RFC 5961 5.2: a FIN at RCV.NXT with an ancient ACK does not close the connection"),
+    Script("blind/data-ack-before-iss", _injection(ACK | PSH, -5),
+           {"reply": "ACK seq=S ack=R", "echo": "good"},
+           "RFC 5961 5.2 as Linux bounds it: an ACK below ISS+1 acknowledges octets never "
+           "sent, however small MAX.SND.WND is"),
+    Script("blind/data-old-ack", _injection(ACK | PSH, -2),
+           {"reply": "ACK seq=S ack=R+4 len=4", "echo": "evilgood"},
+           "RFC 5961 5.2: an old duplicate ACK within what was acknowledged is acceptable: "
+           "its text is delivered (and echoed)"),
+    Script("blind/data-unsent-ack", _injection(ACK | PSH, 1000),
+           {"reply": "ACK seq=S ack=R", "echo": "good"},
+           "RFC 9293 3.10.7.4 fifth, RFC 5961 5.2: an ACK of unsent data drops the segment, "
+           "with an ACK"),
     Script("active/open", active_open,
            {"syn": "SYN seq=ISS <mss=1460,sack,ts,ws>", "ack": "ACK seq=S ack=R",
             "close": "FIN|ACK seq=S ack=R+6", "client": "closed", "stdout": "ping"},

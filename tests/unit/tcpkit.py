@@ -11,6 +11,7 @@ from collections import Counter
 
 from tcpstack.config import TcpConfig
 from tcpstack.events import ConnectionLost, StateChanged
+from tcpstack.ratelimit import ChallengeAckLimiter
 from tcpstack.segment import Flags, Options, Segment
 from tcpstack.seq import seq_add
 from tcpstack.states import State
@@ -81,20 +82,23 @@ def _clean(tcb: Tcb, state: State) -> Tcb:
 
 def tcb_syn_rcvd(config: TcpConfig | None = None, *, x: int = X, y: int = Y,
                  now: float = 0.0, mss: int | None = MSS, stats: Counter | None = None,
-                 wscale: int | None = None, sack_permitted: bool = False) -> Tcb:
+                 wscale: int | None = None, sack_permitted: bool = False,
+                 challenge_limiter: ChallengeAckLimiter | None = None) -> Tcb:
     syn = peer_syn(x, mss=mss, wscale=wscale, sack_permitted=sack_permitted)
     tcb = Tcb.open_passive(config or TcpConfig(), syn, y, now,
-                           Counter() if stats is None else stats)
+                           Counter() if stats is None else stats,
+                           challenge_limiter=challenge_limiter)
     return _clean(tcb, State.SYN_RCVD)
 
 
 def tcb_established(config: TcpConfig | None = None, *, x: int = X, y: int = Y,
                     now: float = 0.0, mss: int | None = MSS, window: int = WND,
-                    wscale: int | None = None, sack_permitted: bool = False) -> Tcb:
+                    wscale: int | None = None, sack_permitted: bool = False,
+                    challenge_limiter: ChallengeAckLimiter | None = None) -> Tcb:
     """Passive open completed at `now` (so the handshake RTT sample is 0 and RTO = rto_min).
     `window` is the window field of the peer's ACK (scaled by `wscale` if negotiated)."""
     tcb = tcb_syn_rcvd(config, x=x, y=y, now=now, mss=mss, wscale=wscale,
-                       sack_permitted=sack_permitted)
+                       sack_permitted=sack_permitted, challenge_limiter=challenge_limiter)
     tcb.receive(seg(ACK, add(x, 1), add(y, 1), window=window), now)
     return _clean(tcb, State.ESTABLISHED)
 

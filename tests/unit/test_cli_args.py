@@ -72,6 +72,11 @@ def settings(argv: list[str]) -> cli.ServeSettings | cli.ConnectSettings:
         (["serve", "--keepalive", "a,b"], "--keepalive: expected IDLE"),
         (["serve", "--keepalive", "1,2,3,4"], "--keepalive: expected IDLE"),
         (["serve", "--keepalive", "10,1,2.5"], "PROBES must be a whole number"),
+        (["serve", "--challenge-ack-limit", "-1"], "--challenge-ack-limit: -1 is below 0"),
+        (["serve", "--challenge-ack-interval", "nan"], "--challenge-ack-interval: nan"),
+        (["serve", "--challenge-ack-interval", "-1"], "--challenge-ack-interval: -1"),
+        (["serve", "--min-mss", "47"], "--min-mss: 47 is outside 48..65535"),
+        (["connect", "10.0.0.1", "80", "--min-mss", "65536"], "--min-mss: 65536 is outside"),
     ],
 )
 def test_bad_command_line_is_one_line_and_exit_2(argv: list[str], needle: str, capsys) -> None:
@@ -128,3 +133,11 @@ def test_tcp_tuning_reaches_the_config() -> None:
 def test_tcp_tuning_defaults_are_linux_like() -> None:
     c = settings(["serve"]).daemon.config
     assert (c.cc, c.rto_min, c.keepalive) == ("cubic", 0.2, False)
+
+
+def test_hardening_options_reach_the_config() -> None:
+    c = settings(["serve", "--challenge-ack-limit", "0", "--challenge-ack-interval", "1.5",
+                  "--min-mss", "100"]).daemon.config
+    assert (c.challenge_ack_limit, c.challenge_ack_interval, c.min_snd_mss) == (0, 1.5, 100)
+    c = settings(["connect", "10.0.0.1", "80"]).daemon.config
+    assert (c.challenge_ack_limit, c.challenge_ack_interval, c.min_snd_mss) == (1000, 0.5, 48)

@@ -363,3 +363,24 @@ async def test_keepalive_socket_options(rig) -> None:
     assert probe.ack == 5001
     with pytest.raises(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 0)
+
+
+async def test_challenge_acks_share_one_stack_wide_budget() -> None:
+    """RFC 5961 7: the stack passes one limiter to every TCB. With a budget of one per
+    second, three connections' first challenge ACKs (each allowed by its own 500 ms
+    interval) cannot all go out (two could, across a second boundary)."""
+    wire = Wire()
+    stack = Stack(VIP, wire.output, TcpConfig(challenge_ack_limit=1))
+    try:
+        await stack.start_server(echo, 80)
+        ports = (40001, 40002, 40003)
+        for port in ports:
+            feed(stack, packet(SYN, 1000, sport=port))
+        for port in ports:
+            feed(stack, packet(RST, 1100, sport=port))  # in the window, not at RCV.NXT
+        stats = stack.stats
+        await asyncio.wait_for(_until(
+            lambda: stats["ChallengeAcks"] + stats["ChallengeAcksSuppressed"] == 3), 2)
+        assert stats["ChallengeAcksSuppressed"] >= 1
+    finally:
+        await stack.close()

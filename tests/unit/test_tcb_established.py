@@ -160,6 +160,32 @@ def test_established_zero_window_probe():
     expect(tcb, [(ACK | PSH, Y + 2, X + 1, 2)])
 
 
+def test_established_zero_window_probe_timer_is_named_persist():
+    """`tcpstack ss` names the timer by what its expiry does (3.8.6.1), also once
+    the probe octet is outstanding."""
+    tcb = tcb_established(window=0)
+    tcb.send(b"abc", 1.0)
+    assert tcb.timers() == {"persist": pytest.approx(1.2)}
+    tcb.on_timer(1.2)
+    tcb.take_segments()
+    assert set(tcb.timers()) == {"persist"}
+    tcb.receive(seg(ACK, X + 1, Y + 2, window=1), 1.3)  # window open, two octets to send
+    assert set(tcb.timers()) == {"retransmit"}
+
+
+def test_established_zero_window_probes_are_not_retransmissions():
+    """Probes are counted as ZeroWindowProbes (Linux TCPWinProbe), not in RetransSegs
+    or RetransTimeouts: flow control, not loss."""
+    tcb = tcb_established(window=0)
+    tcb.send(b"abc", 1.0)
+    for _ in range(3):
+        tcb.on_timer(tcb.next_deadline())
+    expect(tcb, [(ACK, Y + 1, X + 1, 1)] * 3)
+    stats = tcb.stats
+    assert (stats["ZeroWindowProbes"], stats["RetransSegs"], stats["RetransTimeouts"],
+            tcb.total_retransmits) == (3, 0, 0, 0)
+
+
 def test_established_zero_window_kept_open_while_probes_answered():
     tcb = tcb_established(TcpConfig(data_retries=3), window=0)
     tcb.send(b"abc", 0.0)

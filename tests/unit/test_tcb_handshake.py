@@ -26,6 +26,7 @@ from tests.unit.tcpkit import (
     events,
     expect,
     lost,
+    peer_syn,
     seg,
     tcb_established,
     tcb_syn_rcvd,
@@ -189,15 +190,25 @@ def test_syn_rcvd_rto_after_synack_loss_is_3s():
 SPLIT = TcpConfig(split_synack=True)
 
 
-@pytest.mark.parametrize("config", [TcpConfig(), SPLIT], ids=["synack", "split"])
-def test_syn_rcvd_simultaneous_synack_establishes_and_acks(config):
+def tcb_syn_rcvd_active(stats: Counter | None = None) -> Tcb:
+    """An active open whose SYN crossed the peer's: SYN-RECEIVED, our SYN+ACK out."""
+    tcb = tcb_syn_sent(stats=stats)
+    tcb.receive(seg(SYN, X, mss=MSS), 0.0)
+    tcb.take_segments()
+    tcb.take_events()
+    assert tcb.state is State.SYN_RCVD
+    return tcb
+
+
+@pytest.mark.parametrize("active", [False, True], ids=["split", "active"])
+def test_syn_rcvd_simultaneous_synack_establishes_and_acks(active):
     """RFC 9293 3.5 figure 8 line 6: the peer's SYN+ACK repeats its SYN (seq = IRS)
     and acknowledges ours: ESTABLISHED at once, and an ACK for the peer, which
     is in SYN-RECEIVED itself. It is also how a Linux client answers our split
     SYN+ACK (see the README): it drops the ACK and takes the SYN as a
     simultaneous open."""
     stats = Counter()
-    tcb = tcb_syn_rcvd(config, stats=stats)
+    tcb = tcb_syn_rcvd_active(stats) if active else tcb_syn_rcvd(SPLIT, stats=stats)
     tcb.receive(seg(SYN | ACK, X, Y + 1, mss=MSS), 0.1)
     assert tcb.state is State.ESTABLISHED
     expect(tcb, [(ACK, Y + 1, X + 1, 0)])
@@ -206,15 +217,27 @@ def test_syn_rcvd_simultaneous_synack_establishes_and_acks(config):
     assert tcb.next_deadline() is None and stats["SynAckRetrans"] == 0
 
 
+def test_syn_rcvd_passive_synack_repeating_the_syn_is_only_acked():
+    """A plain passive open sent no SYN alone, so nobody is in a simultaneous open
+    with it: the SYN+ACK at IRS is an unacceptable segment (3.10.7.4, first), as
+    for Linux's request socket (tcp_check_req); the real ACK still establishes."""
+    tcb = tcb_syn_rcvd()
+    tcb.receive(seg(SYN | ACK, X, Y + 1, mss=MSS), 0.1)
+    expect(tcb, [(ACK, Y + 1, X + 1, 0)])
+    assert tcb.state is State.SYN_RCVD and tcb.take_events() == []
+    tcb.receive(seg(ACK, X + 1, Y + 1), 0.2)
+    assert tcb.state is State.ESTABLISHED
+
+
 def test_syn_rcvd_simultaneous_synack_window_is_not_scaled():
-    tcb = tcb_syn_rcvd(wscale=7)
+    tcb = tcb_syn_rcvd(SPLIT, wscale=7)
     tcb.receive(seg(SYN | ACK, X, Y + 1, window=1000, mss=MSS, wscale=7), 0.1)
     assert tcb.state is State.ESTABLISHED
     assert tcb.snd_wnd == 1000  # RFC 7323 2.2: never scaled in a SYN segment
 
 
 def test_syn_rcvd_simultaneous_synack_with_data():
-    tcb = tcb_syn_rcvd()
+    tcb = tcb_syn_rcvd(SPLIT)
     tcb.receive(seg(SYN | ACK | PSH, X, Y + 1, b"hi"), 0.1)
     assert tcb.state is State.ESTABLISHED
     expect(tcb, [(ACK, Y + 1, X + 3, 0)])
@@ -225,7 +248,7 @@ def test_syn_rcvd_simultaneous_synack_with_data():
 def test_syn_rcvd_synack_with_bad_ack_is_unacceptable(bad_ack):
     """Only a SYN+ACK that acknowledges our SYN is the peer's simultaneous open;
     any other at seq = IRS is an old duplicate (3.10.7.4, first: an ACK)."""
-    tcb = tcb_syn_rcvd()
+    tcb = tcb_syn_rcvd(SPLIT)
     tcb.receive(seg(SYN | ACK, X, bad_ack), 0.1)
     expect(tcb, [(ACK, Y + 1, X + 1, 0)])
     assert tcb.state is State.SYN_RCVD
@@ -315,6 +338,45 @@ def test_established_send_capped_by_our_mss():
     tcb.nodelay = True
     tcb.send(b"x" * 600, 1.0)
     expect(tcb, [(ACK, Y + 1, X + 1, 536), (ACK | PSH, Y + 537, X + 1, 64)])
+
+
+def _sent_sizes(tcb: Tcb, n: int) -> list[int]:
+    tcb.nodelay = True
+    tcb.send(b"x" * n, 1.0)
+    return [len(s.payload) for s in tcb.take_segments()]
+
+
+@pytest.mark.parametrize(("peer_mss", "mss"), [
+    (1, 48), (12, 48), (13, 48), (47, 48), (48, 48), (49, 49), (60, 60), (536, 536),
+    (None, 536)])
+@pytest.mark.parametrize("timestamps", [False, True], ids=["plain", "ts"])
+def test_established_send_mss_floor(peer_mss, timestamps, mss):
+    """Linux tcp_min_snd_mss (48): a smaller peer MSS is raised to it, then the 12
+    octets of the timestamp option come off (Linux tcp_mtu_to_mss; conformance
+    handshake/mss-tiny-ts). Without the floor, MSS 1..12 with timestamps left
+    nothing to send and no timer: the connection hung forever."""
+    syn = peer_syn(mss=peer_mss)
+    if timestamps:
+        syn.options.timestamp = (777, 0)
+        mss -= 12
+    tcb = Tcb.open_passive(TcpConfig(), syn, Y, 0.0, Counter())
+    tcb.receive(seg(ACK, X + 1, Y + 1), 0.0)
+    tcb.take_segments()
+    assert _sent_sizes(tcb, 100) == [mss] * (100 // mss) + [100 % mss] * bool(100 % mss)
+    assert tcb.send_mss == mss and tcb.next_deadline() is not None
+
+
+def test_established_send_mss_floor_configurable_and_not_above_our_mss():
+    assert _sent_sizes(tcb_established(TcpConfig(min_snd_mss=100), mss=1), 250) == [
+        100, 100, 50]
+    assert _sent_sizes(tcb_established(TcpConfig(mtu=68), mss=1), 60) == [28, 28, 4]
+
+
+def test_syn_sent_synack_mss_floor():
+    tcb = tcb_syn_sent()
+    tcb.receive(seg(SYN | ACK, X, Y + 1, mss=1), 0.1)
+    tcb.take_segments()
+    assert _sent_sizes(tcb, 100) == [48, 48, 4]
 
 
 # ----------------------------------------------------------------- SYN-SENT
