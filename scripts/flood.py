@@ -137,7 +137,8 @@ def role_burst(target: str, n: int, timeout: float) -> None:
                       "pending": n - len(done), "seconds": round(seconds, 2)}), flush=True)
 
 
-ROLES = {"_clients": (role_clients, (str, float, int)), "_burst": (role_burst, (str, int, float))}
+ROLES: dict[str, proofkit.Role] = {"_clients": (role_clients, (str, float, int)),
+                                   "_burst": (role_burst, (str, int, float))}
 
 
 # --------------------------------------------------------------------------
@@ -171,14 +172,6 @@ def kernel_server(lab: StackLab) -> Iterator[str]:
             lab.ns.run("ip", "link", "del", dev_c, check=False)
 
 
-def role(lab: StackLab, name: str, *args: object) -> nstools.BackgroundProcess:
-    """Start one of this script's helper roles in the client namespace."""
-    return nstools.BackgroundProcess(lab.ns.popen(
-        sys.executable, "-u", SCRIPT, name, *map(str, args), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        cwd=proofkit.REPO))
-
-
 def role_result(proc: nstools.BackgroundProcess, timeout: float) -> dict[str, Any]:
     """The JSON line a role prints at its end."""
     rc, out, err = proc.finish(timeout)
@@ -204,7 +197,7 @@ def flood(lab: StackLab, target: str, seconds: float, threads: int,
                          start_new_session=True)
     try:
         time.sleep(0.5)  # let the flood reach full rate before the first attempt
-        clients = role(lab, "_clients", target, seconds, threads)
+        clients = proofkit.start_role(lab.ns, SCRIPT, "_clients", target, seconds, threads)
         t0 = time.monotonic()
         while clients.proc.poll() is None and time.monotonic() - t0 < seconds + 30:
             if rss is not None:
@@ -257,7 +250,8 @@ def kernel_sockets(lab: StackLab) -> int:
 def burst(lab: StackLab, n: int, timeout: float) -> dict[str, Any]:
     """N connects at once, then all closed at once: what is left in the stack."""
     print(f"  burst: {n} connects at once, then all closed ...", flush=True)
-    result = role_result(role(lab, "_burst", lab.vip, n, timeout), timeout + 60)
+    result = role_result(proofkit.start_role(lab.ns, SCRIPT, "_burst", lab.vip, n, timeout),
+                         timeout + 60)
     kernel_left = stack_left = None
     with contextlib.suppress(proofkit.WaitFailed):
         nstools.wait_until(lambda: kernel_sockets(lab) == 0, 180, interval=1,
@@ -366,19 +360,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] in ROLES:
-        fn, types = ROLES[argv[0]]
-        fn(*(t(v) for t, v in zip(types, argv[1:], strict=True)))
-        return 0
-    args = parse_args(argv)
-
-    def body() -> int:
-        proofkit.require_tools("flood", "ip", "hping3", "ab", "curl", "ss", "timeout")
+    def body(args: argparse.Namespace) -> int:
+        proofkit.require_tools("ip", "hping3", "ab", "curl", "ss", "timeout")
         checks, data = run_all(args)
         return proofkit.report("flood", checks, data, args.out,
                                {**vars(args), "checks": sorted(args.checks)})
 
-    return proofkit.run_main("flood", body)
+    return proofkit.script_main("flood", argv, ROLES, parse_args, body)
 
 
 if __name__ == "__main__":

@@ -52,13 +52,12 @@ import random
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import proofkit
 from proofkit import Check, ProofError, StackLab
@@ -383,17 +382,21 @@ class Stateful:
     RCV.NXT seen is still old.
     """
 
-    def __init__(self, rng: random.Random, host_ip: str, vip: str, request_len: int) -> None:
+    WEIGHTS: ClassVar[dict[str, int]] = {
+        "old_ack_data": 30, "future_ack_data": 10, "no_ack": 8, "syn": 8, "rst": 12,
+        "old_dup_ack": 20, "old_data": 12}
+
+    def __init__(self, rng: random.Random, host_ip: str, vip: str, request_len: int,
+                 kinds: set[str] | None = None, timestamps: bool = True) -> None:
         self.rng = rng
+        self.timestamps = timestamps
         self.src = socket.inet_aton(host_ip)
         self.dst = socket.inet_aton(vip)
         self.request_len = request_len
         self.conns: list[dict[str, Any]] = []
-        self.kinds = {"old_ack_data": 0, "future_ack_data": 0, "no_ack": 0, "syn": 0,
-                      "rst": 0, "old_dup_ack": 0, "old_data": 0}
-        self._choices = [k for k, w in (("old_ack_data", 30), ("future_ack_data", 10),
-                                        ("no_ack", 8), ("syn", 8), ("rst", 12),
-                                        ("old_dup_ack", 20), ("old_data", 12)) for _ in range(w)]
+        wanted = set(self.WEIGHTS) if kinds is None else kinds
+        self.kinds = dict.fromkeys(wanted, 0)
+        self._choices = [k for k, w in self.WEIGHTS.items() if k in wanted for _ in range(w)]
 
     def packet(self) -> bytes | None:
         if not self.conns:
@@ -442,7 +445,7 @@ class Stateful:
                 left = (una + rng.randrange(span)) % MOD
                 blocks += struct.pack(">II", left, (left + rng.randrange(1, 65536)) % MOD)
             opts += bytes((1, 1, 5, 2 + len(blocks))) + blocks
-        if rng.random() < 0.1:
+        if self.timestamps and rng.random() < 0.1:
             opts += struct.pack(">BBBBII", 1, 1, 8, 10, rng.getrandbits(32), rng.getrandbits(32))
         body = tcp(self.src, self.dst, c["client_port"], c["server_port"], seq, ack, flags,
                    win=rng.choice((0, 1, 512, 65535, rng.randrange(65536))), opts=opts[:40],
@@ -647,13 +650,12 @@ def fuzz(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
     with proofkit.stack_lab("fuzz", subnet=SUBNET,
                             options=["--synack-retries", "1", "--msl", "1"],
                             txqueuelen=TXQUEUELEN) as lab:
-        ref = nstools.BackgroundProcess(lab.ns.popen(
-            sys.executable, "-u", SCRIPT, "_reference", lab.vip, str(args.ref_size),
-            str(seed), str(args.ref_rate), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, cwd=proofkit.REPO))
+        ref = proofkit.start_role(lab.ns, SCRIPT, "_reference", lab.vip, args.ref_size, seed,
+                                  args.ref_rate)
         ports = json.loads(ref.wait_for_line("connected", 15))["connected"]
         roles = {port: role for role, port in ports.items()}
-        stateful = Stateful(rng, lab.host_ip, lab.vip, request_len)
+        stateful = Stateful(rng, lab.host_ip, lab.vip, request_len, args.kinds,
+                            not args.no_timestamps)
         nstools.wait_until(lambda: (stateful.refresh(lab.ss(), lab.host_ip, roles)
                                     or len(stateful.conns) == 3), 10,
                            message="the reference connections in ss")
@@ -830,6 +832,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="bytes per round of each reference client (default 1000000)")
     p.add_argument("--ref-rate", type=proofkit.positive(float), default=250_000,
                    help="bytes/s of each reference client at most (default 250000)")
+    p.add_argument("--kinds", help="only these stateful kinds, comma-separated (default "
+                   f"all: {','.join(Stateful.WEIGHTS)})")
+    p.add_argument("--no-timestamps", action="store_true",
+                   help="no timestamp option on stateful packets (default: on 10 %%)")
     p.add_argument("--seed", type=int, help="the packet stream's seed (default: random, "
                    "printed)")
     p.add_argument("--out", type=Path, default=proofkit.RESULTS,
@@ -837,23 +843,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0 <= args.stateful <= 1:
         p.error("--stateful must be within 0..1")
+    if args.kinds is not None:
+        args.kinds = set(args.kinds.split(","))
+        if not args.kinds or args.kinds - set(Stateful.WEIGHTS):
+            p.error(f"--kinds: choose from {', '.join(Stateful.WEIGHTS)}")
     return args
 
 
-def main(argv: list[str]) -> int:
-    if argv and argv[0] == "_reference":
-        vip, size, seed, rate = argv[1:]
-        role_reference(vip, int(size), int(seed), float(rate))
-        return 0
-    args = parse_args(argv)
+ROLES: dict[str, proofkit.Role] = {"_reference": (role_reference, (str, int, int, float))}
 
-    def body() -> int:
+
+def main(argv: list[str]) -> int:
+    def body(args: argparse.Namespace) -> int:
         checks, run = fuzz(args)
         print(json.dumps({"accounting": run.get("accounting"),
-                          "stateful_kinds": run.get("stateful_kinds")}, indent=None))
+                          "stateful_kinds": run.get("stateful_kinds")}))
         return proofkit.report("fuzz", checks, run, args.out, vars(args))
 
-    return proofkit.run_main("fuzz", body)
+    return proofkit.script_main("fuzz", argv, ROLES, parse_args, body)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,14 @@ the namespace is deleted on the way out, also on failure and on Ctrl-C
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -106,16 +108,36 @@ def report(kind: str, checks: list[Check], data: dict[str, Any], out: Path,
     return 1 if failed else 0
 
 
-def run_main(kind: str, body: Callable[[], int]) -> int:
-    """Run a script's body with the common exits: 2 without root or tools, 130 on
-    Ctrl-C/SIGTERM (namespaces removed by the context managers on the way out),
-    1 when a step fails."""
+def start_role(ns: nstools.NetNS, script: Path, name: str,
+               *args: object) -> nstools.BackgroundProcess:
+    """Start one of `script`'s helper roles inside `ns`, its output drained."""
+    return nstools.BackgroundProcess(ns.popen(
+        sys.executable, "-u", script, name, *map(str, args), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, cwd=REPO))
+
+
+Role = tuple[Callable[..., None], tuple[type, ...]]
+
+
+def script_main(kind: str, argv: list[str], roles: dict[str, Role],
+                parse: Callable[[list[str]], argparse.Namespace],
+                body: Callable[[argparse.Namespace], int]) -> int:
+    """The common entry point: a helper role (the script re-invoked inside a
+    namespace: `script _role ARG...`, each ARG converted by the role's types),
+    else parse the command line and run `body` with the common exits: 2 without
+    root, 130 on Ctrl-C/SIGTERM (the namespaces are removed by the context
+    managers on the way out), 1 when a step fails."""
+    if argv and argv[0] in roles:
+        fn, types = roles[argv[0]]
+        fn(*(t(v) for t, v in zip(types, argv[1:], strict=True)))
+        return 0
+    args = parse(argv)
     if os.geteuid() != 0:
         print(f"{kind}: needs root (network namespaces, TUN devices)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return body()
+        return body(args)
     except KeyboardInterrupt:
         print(f"{kind}: interrupted; namespaces removed", file=sys.stderr)
         return 130
@@ -128,7 +150,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def require_tools(kind: str, *names: str) -> None:
+def require_tools(*names: str) -> None:
     """Fail early, with the fix, when a command-line tool is missing."""
     missing = [n for n in names if shutil.which(n) is None]
     if missing:
