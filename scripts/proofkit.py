@@ -141,7 +141,7 @@ def script_main(kind: str, argv: list[str], roles: dict[str, Role],
     except KeyboardInterrupt:
         print(f"{kind}: interrupted; namespaces removed", file=sys.stderr)
         return 130
-    except (ProofError, WaitFailed, OSError) as e:
+    except (ProofError, WaitFailed, OSError, control.ControlError) as e:
         print(f"{kind}: error: {e}", file=sys.stderr)
         return 1
 
@@ -267,10 +267,15 @@ class StackLab:
         return result
 
     def sample(self) -> dict[str, int]:
-        """RSS (KiB), open fds and connections of the daemon, now."""
+        """RSS (KiB), open fds and connections of the daemon, now; connections
+        -1 when the control socket does not answer in time (a daemon too busy
+        to answer is a finding, not an error of the script)."""
         pid = self.daemon.pid
-        return {"rss_kb": rss_kb(pid), "fds": open_fds(pid),
-                "conns": len(self.ss()["connections"])}
+        try:
+            conns = len(control.request(self.control_path, "ss", timeout=5)["connections"])
+        except control.ControlError:
+            conns = -1
+        return {"rss_kb": rss_kb(pid), "fds": open_fds(pid), "conns": conns}
 
     def problems(self) -> list[str]:
         """Signs that an exception escaped: a dead daemon, a traceback, InternalErrors."""

@@ -42,6 +42,7 @@ from typing import Any
 import proofkit
 from proofkit import Check, StackLab
 
+from tcpstack import control
 from tests import nstools
 
 SCRIPT = Path(__file__).resolve()
@@ -209,27 +210,33 @@ def soak(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
         procs = start_load(lab, args)
         try:
             while time.monotonic() - t0 < args.duration and lab.daemon.alive():
-                with contextlib.suppress(OSError, ValueError):
+                with contextlib.suppress(OSError):
                     samples.append({"t": round(time.monotonic() - t0, 1), **lab.sample()})
                     if len(samples) % 6 == 0:
                         print(f"  {samples[-1]}", flush=True)
                 time.sleep(args.interval)
-        finally:
-            load = finish_load(procs, 3 * 30 + 30)
+        except BaseException:  # Ctrl-C, a failure: stop the load now, by pid
+            for proc in procs.values():
+                nstools.stop_process(proc, signal.SIGKILL, 5)
+            raise
+        load = finish_load(procs, 3 * OP_TIMEOUT + 30)
         print("  load done; waiting for connections and TIME-WAIT to end ...", flush=True)
 
         def settled() -> bool:
             now = lab.sample()
             samples.append({"t": round(time.monotonic() - t0, 1), **now})
-            return now["conns"] <= base["conns"] and now["fds"] <= base["fds"]
+            return 0 <= now["conns"] <= base["conns"] and now["fds"] <= base["fds"]
 
         with contextlib.suppress(proofkit.WaitFailed):
             nstools.wait_until(settled, args.settle, interval=1.0,
                                message="connections back at the baseline")
         end = lab.sample() if lab.daemon.alive() else {"rss_kb": 0, "fds": 0, "conns": -1}
         problems = lab.problems()
-        stats = lab.stats() if lab.daemon.alive() else {}
+        stats: dict[str, int] = {}
+        with contextlib.suppress(control.ControlError):
+            stats = lab.stats()
     peak = {k: max((s[k] for s in samples), default=0) for k in ("rss_kb", "fds", "conns")}
+    unanswered = sum(1 for s in samples if s["conns"] < 0)
     slack = args.rss_slack * 1024
     mixed = load.get("mixed", {})
     wrong = sum(v.get("wrong", 0) for v in mixed.values()) if "echo" in mixed else None
@@ -247,6 +254,8 @@ def soak(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
                                              for k, v in mixed.items()), "0 wrong answers"),
         Check("daemon healthy", not problems, "; ".join(problems)[:60] or "ok",
               "alive, 0 InternalErrors"),
+        Check("control socket answered", unanswered == 0,
+              f"{unanswered} of {len(samples)} samples unanswered in 5 s", "every sample"),
     ]
     return checks, {"baseline": base, "end": end, "peak": peak, "load": load,
                     "samples": samples, "stats": stats,
