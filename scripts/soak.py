@@ -18,8 +18,11 @@ Every `--interval` seconds the daemon's RSS, open fds and connections (its
 task, so the connection count stands for it. After the load, the script waits
 (bounded by `--settle`) for the connections to drain and TIME-WAIT to end,
 then checks that connections and fds are back at the baseline exactly and
-RSS within `--rss-slack` MiB. A table with PASS/FAIL, the samples as JSON
-under bench-results/; exit status 1 when a check fails.
+RSS within `--rss-slack` MiB. Should the daemon's RSS pass `--rss-limit`
+(2 GiB) the run stops at once, kills the daemon and fails: a slow reader can
+make today's daemon take all the machine's memory (issue 8, finding 0). A
+table with PASS/FAIL, the samples as JSON under bench-results/; exit status 1
+when a check fails.
 """
 
 from __future__ import annotations
@@ -153,6 +156,10 @@ ROLES: dict[str, proofkit.Role] = {"_mixed": (role_mixed, (str, float, int)),
 # --------------------------------------------------------------------------
 
 
+class MemoryGuard(Exception):
+    """The daemon's RSS passed --rss-limit: stop before the machine runs out."""
+
+
 def start_load(lab: StackLab, args: argparse.Namespace) -> dict[str, subprocess.Popen[bytes]]:
     """Every load generator at once, each bounded by the duration."""
     d = str(args.duration)
@@ -208,28 +215,44 @@ def soak(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
         samples: list[dict[str, Any]] = []
         t0 = time.monotonic()
         procs = start_load(lab, args)
-        try:
-            while time.monotonic() - t0 < args.duration and lab.daemon.alive():
-                with contextlib.suppress(OSError):
-                    samples.append({"t": round(time.monotonic() - t0, 1), **lab.sample()})
-                    if len(samples) % 6 == 0:
-                        print(f"  {samples[-1]}", flush=True)
-                time.sleep(args.interval)
-        except BaseException:  # Ctrl-C, a failure: stop the load now, by pid
-            for proc in procs.values():
-                nstools.stop_process(proc, signal.SIGKILL, 5)
-            raise
-        load = finish_load(procs, 3 * OP_TIMEOUT + 30)
-        print("  load done; waiting for connections and TIME-WAIT to end ...", flush=True)
+        limit = args.rss_limit * 1024
+
+        def sample() -> dict[str, Any]:
+            now = {"t": round(time.monotonic() - t0, 1), **lab.sample()}
+            samples.append(now)
+            if now["rss_kb"] > limit:
+                raise MemoryGuard(now["t"])
+            return now
 
         def settled() -> bool:
-            now = lab.sample()
-            samples.append({"t": round(time.monotonic() - t0, 1), **now})
+            now = sample()
             return 0 <= now["conns"] <= base["conns"] and now["fds"] <= base["fds"]
 
-        with contextlib.suppress(proofkit.WaitFailed):
-            nstools.wait_until(settled, args.settle, interval=1.0,
-                               message="connections back at the baseline")
+        try:
+            while time.monotonic() - t0 < args.duration and lab.daemon.alive():
+                if len(samples) % 6 == 5:
+                    print(f"  {sample()}", flush=True)
+                else:
+                    sample()
+                time.sleep(args.interval)
+            load = finish_load(procs, 3 * OP_TIMEOUT + 30)
+            print("  load done; waiting for connections and TIME-WAIT to end ...", flush=True)
+            with contextlib.suppress(proofkit.WaitFailed):
+                nstools.wait_until(settled, args.settle, interval=1.0,
+                                   message="connections back at the baseline")
+        except BaseException as e:  # Ctrl-C, the guard, a failure: stop the load now
+            for proc in procs.values():
+                nstools.stop_process(proc, signal.SIGKILL, 5)
+            if not isinstance(e, MemoryGuard):
+                raise
+            # Kill the daemon (by pid) before it takes the machine's memory.
+            lab.daemon.stop(signal.SIGKILL)
+            peak = samples[-1]["rss_kb"] / 1024
+            print(f"  the daemon's RSS passed --rss-limit at {e.args[0]} s: stopped", flush=True)
+            return [Check("RSS under --rss-limit", False,
+                          f"{peak:,.0f} MiB at {e.args[0]} s (baseline "
+                          f"{base['rss_kb'] / 1024:.0f})", f"<= {args.rss_limit} MiB")], {
+                "baseline": base, "samples": samples, "aborted_at": e.args[0]}
         end = lab.sample() if lab.daemon.alive() else {"rss_kb": 0, "fds": 0, "conns": -1}
         problems = lab.problems()
         stats: dict[str, int] = {}
@@ -276,6 +299,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="seconds to wait for the baseline after the load (default 120)")
     p.add_argument("--rss-slack", type=proofkit.positive(int), default=32,
                    help="MiB above the baseline RSS still counted as back (default 32)")
+    p.add_argument("--rss-limit", type=proofkit.positive(int), default=2048,
+                   help="MiB of daemon RSS at which the run stops (a failed check) to "
+                   "protect the machine (default 2048)")
     p.add_argument("--size", type=proofkit.positive(int), default=1_000_000,
                    help="bytes per echo session, download and upload (default 1000000)")
     p.add_argument("--slowloris", type=proofkit.positive(int), default=50,
