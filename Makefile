@@ -8,7 +8,7 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install system-deps run test lint bench clean
+.PHONY: install system-deps run test lint bench fuzz flood soak clean
 
 install: $(STAMP)
 
@@ -41,6 +41,18 @@ test: install system-deps
 # (e.g. ARGS='--size 10000000 --conns 2000') or BENCH_* variables; see --help.
 bench: install system-deps
 	$(VENV)/bin/python scripts/bench.py $(ARGS)
+
+# The proof of issue 8's hardening (root; own namespaces; a table, PASS/FAIL per
+# check, JSON under bench-results/; exit 1 when a check fails). See
+# docs/hardening.md, "Proof", and each script's --help; e.g. ARGS='--seed 1'.
+fuzz: install system-deps
+	$(VENV)/bin/python scripts/fuzz.py $(ARGS)
+
+flood: install system-deps
+	$(VENV)/bin/python scripts/flood.py $(ARGS)
+
+soak: install system-deps
+	$(VENV)/bin/python scripts/soak.py $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check tcpstack tests scripts

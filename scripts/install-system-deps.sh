@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the command-line tools the integration tests drive (curl, nc, ping,
-# ip, nft, tcpdump, tshark, ab).  Quiet and apt-free when everything is
+# ip, nft, tcpdump, tshark, ab) and the SYN flooder of `make flood` (hping3).  Quiet and apt-free when everything is
 # already present, so `make test` can call it on every run.
 set -euo pipefail
 
@@ -14,10 +14,11 @@ declare -A PKG=(
     [tcpdump]=tcpdump
     [tshark]=tshark
     [ab]=apache2-utils
+    [hping3]=hping3
 )
 
 missing=()
-for tool in curl nc ping ip nft tcpdump tshark ab; do
+for tool in curl nc ping ip nft tcpdump tshark ab hping3; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         missing+=("${PKG[$tool]}")
     fi
