@@ -132,8 +132,10 @@ class RangeSet:
         los[i:j] = [lo]
         his[i:j] = [hi]
         self._len += 1 - len(absorbed)
-        self.total += hi - lo - sum(b - a for a, b in absorbed)
-        self._refresh(c)
+        grown = hi - lo - sum(b - a for a, b in absorbed)
+        self.total += grown
+        self._sums[c] += grown
+        self._firsts[c], self._lasts[c] = los[0], his[-1]
         return absorbed
 
     def _refresh(self, c: int) -> None:
@@ -178,7 +180,9 @@ class RangeSet:
         lo, hi = self._los[-1].pop(), self._his[-1].pop()
         self._len -= 1
         self.total -= hi - lo
-        self._refresh(len(self._los) - 1)
+        self._sums[-1] -= hi - lo
+        if self._his[-1]:
+            self._lasts[-1] = self._his[-1][-1]
         self._balance(len(self._los) - 1)
         return lo, hi
 
