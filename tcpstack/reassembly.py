@@ -108,11 +108,11 @@ class Reassembly:
     def _prune(self) -> int:
         """Drop the highest run (over the cap); its start. RFC 2018 8 lets a
         receiver discard SACKed data: the sender keeps it until cumulatively ACKed."""
-        lo, _ = self._runs.pop_last()
+        lo, hi = self._runs.pop_last()
         if lo in self._data:
             del self._data[lo]
             self._stats["OfoPruned"] += 1
-            if self._fin is not None and self._line.at(self._fin) >= lo:
+            if self._fin is not None and self._line.at(self._fin) == hi:
                 self._fin = None  # it came with the octets just discarded
         if lo in self._recent:
             self._recent.remove(lo)

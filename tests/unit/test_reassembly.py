@@ -185,17 +185,23 @@ N_ADVERSARIAL = 100_000
 STEP_BUDGET = 150  # Python lines per add() or pop_ready(); today at most 126, at any size
 
 
+def arrival_order(n: int, order: str) -> list[int]:
+    """0..n-1 ascending, descending or shuffled (always the same way)."""
+    keys = list(range(n))
+    if order == "descending":
+        keys.reverse()
+    elif order == "random":
+        random.Random(8).shuffle(keys)
+    return keys
+
+
 @pytest.mark.parametrize("order", ["ascending", "descending", "random"])
 def test_100k_gapped_one_octet_segments_cost_bounded_work_each(order: str) -> None:
     """One-octet segments with one-octet gaps, the worst cut a peer can choose:
     every add() stays within a fixed number of Python lines (sampled, the first
     sample after 100 segments, where the old quadratic scans already blow the
     budget) and the queue never holds more than max_ofo_runs runs."""
-    keys = list(range(N_ADVERSARIAL))
-    if order == "descending":
-        keys.reverse()
-    elif order == "random":
-        random.Random(8).shuffle(keys)
+    keys = arrival_order(N_ADVERSARIAL, order)
     stats: Counter[str] = Counter()
     q = Reassembly(MAX_OFO_RUNS, stats)
     count = LineCounter(reassembly, ranges)

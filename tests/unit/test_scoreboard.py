@@ -4,7 +4,6 @@ per ACK however the peer cuts its SACK blocks."""
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 
 import pytest
@@ -16,7 +15,7 @@ from tcpstack.ranges import MAX_OFO_RUNS
 from tcpstack.scoreboard import Scoreboard
 from tcpstack.seq import seq_add, seq_diff
 from tests.unit.linecount import LineCounter
-from tests.unit.test_reassembly import model_runs
+from tests.unit.test_reassembly import arrival_order, model_runs
 
 UNA = 2**32 - 150  # every test crosses the sequence-number wrap
 THRESHOLDS = (0, 1, 5, 2 * 20, 10_000)
@@ -128,11 +127,7 @@ def test_20k_one_octet_sack_blocks_cost_bounded_work_each(order: str) -> None:
     per ACK: the update and the queries loss recovery makes per ACK (tcb.py:
     _on_dupack, _lost_end, _pipe, _retransmit_holes) stay within a fixed number
     of Python lines, and the scoreboard within max_ofo_runs ranges."""
-    keys = list(range(N_BLOCKS))
-    if order == "descending":
-        keys.reverse()
-    elif order == "random":
-        random.Random(6675).shuffle(keys)
+    keys = arrival_order(N_BLOCKS, order)
     stats: Counter[str] = Counter()
     sb = Scoreboard(MAX_OFO_RUNS, stats)
     top = seq_add(UNA, 2 * N_BLOCKS + 2)
