@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from tcpstack.ranges import MAX_OFO_RUNS
+
 
 @dataclass(slots=True, frozen=True)
 class TcpConfig:
@@ -30,6 +32,11 @@ class TcpConfig:
 
     `split_synack` answers a SYN with the seed's four-segment handshake (a bare
     ACK, then a SYN without ACK) instead of one SYN+ACK; off, as on every real stack.
+
+    `max_ofo_runs` caps the out-of-order runs a connection holds, and the SACKed
+    ranges it records of the peer's queue, so a peer that cuts its data into
+    one-octet segments with gaps cannot make each segment cost more (see
+    tcpstack/ranges.py for the default).
     """
 
     mtu: int = 1500
@@ -60,6 +67,7 @@ class TcpConfig:
     keepalive_interval: float = 75.0
     keepalive_probes: int = 9
     split_synack: bool = False
+    max_ofo_runs: int = MAX_OFO_RUNS
 
     @property
     def mss(self) -> int:

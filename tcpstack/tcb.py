@@ -103,7 +103,7 @@ class Tcb:
         self.nodelay = config.nodelay  # Nagle off (TCP_NODELAY)
         self.cc = make_cc(config.cc, self.send_mss)
         self.dupacks = 0
-        self._sacked = Scoreboard()
+        self._sacked = Scoreboard(config.max_ofo_runs, stats)
         self._recover: int | None = None  # recovery point while in fast recovery
         self._recover_high = iss  # RFC 6582 "recover": no new recovery below it
         self._rexmit_next = iss  # next octet of a hole to retransmit in recovery
@@ -118,7 +118,7 @@ class Tcb:
         self._unread = 0  # delivered to the application but not yet consumed
         self._rcv_adv = 0  # right edge of the window we last advertised
         self._ack_pending = False  # flush an ACK with the next take_segments()
-        self._reasm = Reassembly()
+        self._reasm = Reassembly(config.max_ofo_runs, stats)
         self._delack_deadline: float | None = None
         self._delayed_segs = 0  # in-order segments not yet acknowledged
         self._last_challenge = float("-inf")
@@ -1029,7 +1029,7 @@ class Tcb:
         gone = self._sacked.sacked() if self.sack_ok else min(
             self.dupacks * self.send_mss, out)
         start = self._rexmit_next if seq_lt(self.snd_una, self._rexmit_next) else self.snd_una
-        lost = sum(seq_diff(b, a) for a, b in self._sacked.holes(start, self._lost_end()))
+        lost = self._sacked.unsacked(start, self._lost_end())
         return max(0, out - gone - lost)
 
     def _retransmit_holes(self, now: float, *, force: bool = False) -> None:
@@ -1039,7 +1039,7 @@ class Tcb:
         if seq_lt(self._rexmit_next, self.snd_una):
             self._rexmit_next = self.snd_una
         data_seq = self._data_seq
-        for start, end in list(self._sacked.holes(self._rexmit_next, self._lost_end())):
+        for start, end in self._sacked.holes(self._rexmit_next, self._lost_end()):
             while seq_lt(start, end):
                 if not force and self._pipe() >= self.cc.cwnd:
                     return
