@@ -147,6 +147,9 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
                      help="minimum retransmission timeout (default 0.2)")
     tcp.add_argument("--rto-max", type=float, default=60.0, metavar="SECONDS",
                      help="maximum retransmission timeout (default 60)")
+    tcp.add_argument("--max-tw", type=int, default=262144, metavar="N",
+                     help="most connections in TIME-WAIT; beyond, a connection closes "
+                     "without it (Linux tcp_max_tw_buckets; default 262144)")
     tcp.add_argument("--keepalive", metavar="IDLE[,INTERVAL[,PROBES]]",
                      help="probe idle connections: after IDLE seconds, every INTERVAL "
                      "seconds, reset after PROBES unanswered (default off; Linux's "
@@ -236,8 +239,11 @@ def _tuning(args: argparse.Namespace) -> dict[str, Any]:
     if not (math.isfinite(args.rto_min) and 0 < args.rto_min <= args.rto_max
             and math.isfinite(args.rto_max)):
         raise UsageError(f"--rto-min/--rto-max: need 0 < {args.rto_min:g} <= {args.rto_max:g}")
+    if args.max_tw < 0:
+        raise UsageError(f"--max-tw: {args.max_tw} is below 0")
     tuning: dict[str, Any] = {"cc": args.cc, "rcv_buf": args.rcv_buf, "snd_buf": args.snd_buf,
-                              "rto_min": args.rto_min, "rto_max": args.rto_max}
+                              "rto_min": args.rto_min, "rto_max": args.rto_max,
+                              "max_tw_buckets": args.max_tw}
     if args.keepalive is not None:
         tuning.update(_parse_keepalive(args.keepalive))
     return tuning
@@ -326,8 +332,8 @@ async def _running_stack(settings: DaemonSettings) -> AsyncIterator[_Daemon]:
         try:
             yield _Daemon(stack, tun, reader, stopped)
         finally:
-            log.info("shutting down: resetting %d connection(s); counters: %s",
-                     len(stack.conns),
+            log.info("shutting down: resetting %d connection(s), discarding %d in "
+                     "TIME-WAIT; counters: %s", len(stack.conns), len(stack.time_wait),
                      " ".join(f"{k}={v}" for k, v in sorted(stack.stats.items()) if v))
             await stack.close()
             impairments.close()

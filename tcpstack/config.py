@@ -16,6 +16,9 @@ class TcpConfig:
     connection like tcp_invalid_ratelimit, keepalive off but 7200 s idle, 75 s
     interval and 9 probes when on).
 
+    `max_tw_buckets` caps the TIME-WAIT records (Linux's tcp_max_tw_buckets, its
+    default on a machine with enough memory); beyond it a connection skips TIME-WAIT.
+
     `split_synack` answers a SYN with the seed's four-segment handshake (a bare
     ACK, then a SYN without ACK) instead of one SYN+ACK; off, as on every real stack.
     """
@@ -44,6 +47,7 @@ class TcpConfig:
     keepalive_interval: float = 75.0
     keepalive_probes: int = 9
     split_synack: bool = False
+    max_tw_buckets: int = 262144
 
     @property
     def mss(self) -> int:
