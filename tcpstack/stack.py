@@ -190,7 +190,10 @@ class Stack:
             self.wheel.cancel(conn.timer)
         conn.timer = self.wheel.schedule(deadline, conn)
         conn.timer_deadline = deadline
-        self._arm_wheel()
+        # Only this entry can be earlier than the loop timer: arm for its tick, not
+        # for next_deadline(), which scans every entry beyond one rotation (60 s of
+        # TIME-WAIT deadlines, 10,000 records: quadratic).
+        self._wheel_timer.arm(conn.timer.tick * self.wheel.tick)
 
     def _arm_wheel(self) -> None:
         """One loop timer for the wheel's earliest deadline; none when idle."""
