@@ -162,6 +162,9 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
     tcp.add_argument("--max-conns", type=int, default=65536, metavar="N",
                      help="connections the stack holds at most; SYNs beyond it get a "
                      "SYN cookie or are dropped (default 65536)")
+    tcp.add_argument("--max-tw", type=int, default=262144, metavar="N",
+                     help="most connections in TIME-WAIT; beyond, a connection closes "
+                     "without it (Linux tcp_max_tw_buckets; default 262144)")
     tcp.add_argument("--keepalive", metavar="IDLE[,INTERVAL[,PROBES]]",
                      help="probe idle connections: after IDLE seconds, every INTERVAL "
                      "seconds, reset after PROBES unanswered (default off; Linux's "
@@ -269,6 +272,8 @@ def _tuning(args: argparse.Namespace) -> dict[str, Any]:
     if not (math.isfinite(args.rto_min) and 0 < args.rto_min <= args.rto_max
             and math.isfinite(args.rto_max)):
         raise UsageError(f"--rto-min/--rto-max: need 0 < {args.rto_min:g} <= {args.rto_max:g}")
+    if args.max_tw < 0:
+        raise UsageError(f"--max-tw: {args.max_tw} is below 0")
     if args.challenge_ack_limit < 0:
         raise UsageError(f"--challenge-ack-limit: {args.challenge_ack_limit} is below 0")
     if not (math.isfinite(args.challenge_ack_interval) and args.challenge_ack_interval >= 0):
@@ -281,7 +286,8 @@ def _tuning(args: argparse.Namespace) -> dict[str, Any]:
                               "max_conns": args.max_conns,
                               "challenge_ack_limit": args.challenge_ack_limit,
                               "challenge_ack_interval": args.challenge_ack_interval,
-                              "min_snd_mss": args.min_mss}
+                              "min_snd_mss": args.min_mss,
+                              "max_tw_buckets": args.max_tw}
     if args.keepalive is not None:
         tuning.update(_parse_keepalive(args.keepalive))
     return tuning
@@ -371,8 +377,8 @@ async def _running_stack(settings: DaemonSettings) -> AsyncIterator[_Daemon]:
         try:
             yield _Daemon(stack, tun, reader, stopped)
         finally:
-            log.info("shutting down: resetting %d connection(s); counters: %s",
-                     len(stack.conns),
+            log.info("shutting down: resetting %d connection(s), discarding %d in "
+                     "TIME-WAIT; counters: %s", len(stack.conns), len(stack.time_wait),
                      " ".join(f"{k}={v}" for k, v in sorted(stack.stats.items()) if v))
             await stack.close()
             impairments.close()

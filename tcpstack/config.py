@@ -30,6 +30,9 @@ class TcpConfig:
     (Linux tcp_min_snd_mss): a tiny MSS would cost a segment per few octets, and
     one below the timestamp option's 12 octets would leave no room for data.
 
+    `max_tw_buckets` caps the TIME-WAIT records (Linux's tcp_max_tw_buckets, its
+    default on a machine with enough memory); beyond it a connection skips TIME-WAIT.
+
     `split_synack` answers a SYN with the seed's four-segment handshake (a bare
     ACK, then a SYN without ACK) instead of one SYN+ACK; off, as on every real stack.
 
@@ -68,6 +71,7 @@ class TcpConfig:
     keepalive_probes: int = 9
     split_synack: bool = False
     max_ofo_runs: int = MAX_OFO_RUNS
+    max_tw_buckets: int = 262144
 
     @property
     def mss(self) -> int:

@@ -29,11 +29,15 @@ if TYPE_CHECKING:
     from tcpstack.listener import Listener
     from tcpstack.stack import Stack
     from tcpstack.timerwheel import Timer
+    from tcpstack.timewait import TimeWait
 
 log = logging.getLogger("tcpstack.conn")
 
 #: States in which our side has finished sending: `wait_closed()` returns.
 _SEND_DONE = frozenset({State.FIN_WAIT_2, State.TIME_WAIT}) | FINISHED
+#: States in which the task ends: TIME-WAIT is handed to a small record
+#: (`Stack.enter_time_wait`), which needs no task.
+_TASK_DONE = frozenset({State.TIME_WAIT}) | FINISHED
 
 
 class TimerFired:
@@ -57,8 +61,11 @@ class Connection:
         self.listener = listener
         self.key = (tcb.local_port, tcb.remote_ip, tcb.remote_port)
         self.error: BaseException | None = None
-        self.timer: Timer[Connection] | None = None
+        self.timer: Timer[Connection | TimeWait] | None = None
         self.timer_deadline = 0.0
+        #: The TIME-WAIT this connection reopened (a passive open in SYN-RECEIVED),
+        #: kept aside until ESTABLISHED and restored if that never comes.
+        self.reopened: TimeWait | None = None
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._inbox: deque[InboxItem] = deque()
@@ -123,11 +130,11 @@ class Connection:
         inbox = self._inbox
         tcb = self.tcb
         try:
-            while tcb.state not in FINISHED:
+            while tcb.state not in _TASK_DONE:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 now = self._loop.time()
-                while inbox and tcb.state not in FINISHED:
+                while inbox and tcb.state not in _TASK_DONE:
                     item = inbox.popleft()
                     if isinstance(item, Segment):
                         tcb.receive(item, now)
@@ -156,6 +163,11 @@ class Connection:
             self._dispatch(event)
         if tcb.state in FINISHED:
             self.stack.forget(self)
+        elif tcb.state is State.TIME_WAIT:
+            # Segments still queued go to the record; anything else is moot now.
+            left = [item for item in self._inbox if isinstance(item, Segment)]
+            self._inbox.clear()
+            self.stack.enter_time_wait(self, left)
         else:
             self.stack.reschedule(self, tcb.next_deadline())
         self._wake_drain()
@@ -168,6 +180,7 @@ class Connection:
             if event.new in _SEND_DONE and not self._send_done.done():
                 self._send_done.set_result(None)
         elif isinstance(event, Established):
+            self.reopened = None  # the new incarnation is real: the old TIME-WAIT is over
             if not self.established.done():
                 self.established.set_result(None)
             if self.listener is not None:

@@ -649,6 +649,8 @@ def state_lookup(stack: Stack, *, inbound: bool) -> StateLookup:
         conn = stack.conns.get(key)
         if conn is not None:
             return str(conn.tcb.state)
+        if key in stack.time_wait:
+            return str(State.TIME_WAIT)
         return listen if key[0] in stack.listeners else closed
 
     return state_of

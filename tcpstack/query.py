@@ -72,7 +72,7 @@ def format_ss(table: dict[str, Any]) -> list[str]:
     for conn in table["connections"]:
         lines.append(_row((conn["state"], conn["unread"], conn["send_queue"], conn["local"],
                            conn["remote"])))
-        lines.append("\t " + " ".join(_details(conn)))
+        lines.append("\t " + " ".join(_details(conn) if "cc" in conn else _time_wait(conn)))
     return lines
 
 
@@ -111,6 +111,16 @@ def _details(c: dict[str, Any]) -> Iterator[str]:
         yield f"rcv_nxt:{c['rcv_nxt']}({rel['rcv_nxt']:+d})"
     if c["timers"]:
         yield "timers:" + ",".join(f"{name}={left:.3f}s" for name, left in c["timers"].items())
+
+
+def _time_wait(c: dict[str, Any]) -> Iterator[str]:
+    """A TIME-WAIT record keeps only its sequence numbers, window and timer."""
+    if c["options"]["ts"]:
+        yield "ts"
+    yield f"snd_nxt:{c['snd_nxt']}"
+    yield f"rcv_nxt:{c['rcv_nxt']}"
+    yield f"rcv_wnd:{c['rcv_wnd']}"
+    yield "timers:" + ",".join(f"{name}={left:.3f}s" for name, left in c["timers"].items())
 
 
 def _ms(seconds: float) -> str:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tcpstack.connection import Connection
     from tcpstack.listener import Listener
     from tcpstack.stack import Stack
+    from tcpstack.timewait import TimeWait
 
 #: The RFC 4022 (TCP-MIB) counters, in its order, always present: what
 #: `netstat -s` and `nstat` show as Tcp*. CurrEstab is computed, the rest counted.
@@ -39,7 +40,11 @@ def stats(stack: Stack) -> dict[str, int]:
     counters = {name: stack.stats.get(name, 0) for name in MIB_COUNTERS}
     counters["CurrEstab"] = sum(1 for c in stack.conns.values()
                                 if c.tcb.state in CURR_ESTAB_STATES)
-    counters.update(sorted((k, v) for k, v in stack.stats.items() if k not in counters))
+    # Gauges: connections with a task, and TIME-WAIT records (which have none).
+    gauges = {"ConnTasks": sum(1 for c in stack.conns.values() if not c.task.done()),
+              "TimeWait": len(stack.time_wait)}
+    counters.update(sorted([*gauges.items(),
+                            *((k, v) for k, v in stack.stats.items() if k not in counters)]))
     counters.update(stack.device_stats())
     return counters
 
@@ -49,7 +54,10 @@ def ss(stack: Stack, now: float) -> dict[str, Any]:
     return {
         "addr": str(IPv4Address(stack.addr)),
         "listeners": [listener_info(stack, lst) for _, lst in sorted(stack.listeners.items())],
-        "connections": [connection_info(c, now) for _, c in sorted(stack.conns.items())],
+        "connections": [info for _, info in sorted(
+            [(k, connection_info(c, now)) for k, c in stack.conns.items()]
+            + [(k, time_wait_info(tw, now)) for k, tw in stack.time_wait.items()],
+            key=lambda item: item[0])],
     }
 
 
@@ -61,6 +69,22 @@ def listener_info(stack: Stack, listener: Listener) -> dict[str, Any]:
         "backlog": listener.backlog,
         "half_open": len(listener.half_open),
         "accept_queue": len(listener.accept_queue),
+    }
+
+
+def time_wait_info(tw: TimeWait, now: float) -> dict[str, Any]:
+    """A TIME-WAIT record: only what it keeps (as `ss` shows Linux's mini-sockets)."""
+    return {
+        "state": str(tw.state),
+        "local": tw.local,
+        "remote": tw.remote,
+        "snd_nxt": tw.snd_nxt,
+        "rcv_nxt": tw.rcv_nxt,
+        "rcv_wnd": tw.window << tw.wscale,
+        "unread": 0,
+        "send_queue": 0,
+        "timers": {name: round(when - now, 6) for name, when in tw.timers().items()},
+        "options": {"ts": tw.ts_ok},
     }
 
 

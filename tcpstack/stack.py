@@ -29,10 +29,12 @@ from tcpstack.looptimer import EarliestTimer
 from tcpstack.ratelimit import ChallengeAckLimiter
 from tcpstack.resets import reset_for
 from tcpstack.segment import Flags, Segment
+from tcpstack.states import State
 from tcpstack.stream import StreamReader, StreamWriter
 from tcpstack.syncookies import SynCookies
 from tcpstack.tcb import Tcb
 from tcpstack.timerwheel import TimerWheel
+from tcpstack.timewait import Fate, TimeWait
 
 log = logging.getLogger("tcpstack.stack")
 trace = logging.getLogger("tcpstack.trace")
@@ -61,6 +63,9 @@ class Stack:
         self.config = config or TcpConfig()
         self.stats: Counter[str] = Counter()
         self.conns: dict[ConnKey, Connection] = {}
+        #: 4-tuples in TIME-WAIT, as small records (tcpstack.timewait), at most
+        #: `config.max_tw_buckets` of them.
+        self.time_wait: dict[ConnKey, TimeWait] = {}
         self.listeners: dict[int, Listener] = {}
         self.isn = IsnGenerator()
         self.cookies = SynCookies(self.config)
@@ -70,7 +75,7 @@ class Stack:
         #: RFC 5961 7: one budget of challenge ACKs per second for every TCB.
         self.challenge_acks = ChallengeAckLimiter(self.config.challenge_ack_limit)
         self._loop = asyncio.get_running_loop()
-        self.wheel: TimerWheel[Connection] = TimerWheel(now=self._loop.time())
+        self.wheel: TimerWheel[Connection | TimeWait] = TimerWheel(now=self._loop.time())
         self._wheel_timer = EarliestTimer(self._loop, self._on_wheel)
 
     # -- receiving -------------------------------------------------------------
@@ -115,27 +120,32 @@ class Stack:
             self._send(codec.encode_echo_reply(item))
             return
         self.stats["InSegs"] += 1
-        conn = self.conns.get((item.dport, item.src, item.sport))
+        key = (item.dport, item.src, item.sport)
+        conn = self.conns.get(key)
         if conn is not None:
-            if not conn.tcb.reopened_by(item):
-                conn.post(item)
-                return
-            # TIME-WAIT ends silently; the SYN goes to the listener.
-            conn.abort_now("new SYN beyond RCV.NXT ends TIME-WAIT")
+            conn.post(item)
+            return
+        tw = self.time_wait.get(key)
+        if tw is not None:
+            self._time_wait_receive(tw, item, now)
+            return
         listener = self.listeners.get(item.dport)
         if listener is not None:
             self._listen_receive(listener, item, now)
         else:
             self._refuse(item)
 
-    def _listen_receive(self, listener: Listener, seg: Segment, now: float) -> None:
-        """RFC 9293 3.10.7.2, LISTEN: ignore RST, reset an ACK, accept a SYN.
+    def _listen_receive(self, listener: Listener, seg: Segment, now: float,
+                        iss: int | None = None) -> SynVerdict | None:
+        """RFC 9293 3.10.7.2, LISTEN: ignore RST, reset an ACK, accept a SYN;
+        `iss` is given for a SYN that reopens TIME-WAIT. Returns what became of
+        a SYN (None for other segments).
 
         An ACK may return a SYN cookie (RFC 4987 3.6): a valid one opens the
         connection straight into ESTABLISHED and the accept queue."""
         flags = seg.flags
         if flags & Flags.RST:
-            return
+            return None
         if flags & Flags.ACK:
             syn = None if flags & Flags.SYN else listener.cookie_syn(seg, now)
             if syn is None:
@@ -144,20 +154,21 @@ class Stack:
                 tcb = Tcb.open_from_cookie(self.config, syn, seg, now, self.stats,
                                            challenge_limiter=self.challenge_acks)
                 self._add_conn(Connection(self, tcb, listener))
-            return
+            return None
         if not flags & Flags.SYN or flags & Flags.FIN:
-            return  # nothing else is meaningful here; SYN+FIN is dropped, as by Linux
+            return None  # nothing else is meaningful here; SYN+FIN is dropped, as by Linux
         verdict = listener.on_syn(now)
         if verdict is SynVerdict.COOKIE:
             self.transmit([self.cookies.synack(seg, now)])  # no state kept
         if verdict is not SynVerdict.QUEUE:
-            return
-        iss = self.isn.isn(self.addr, seg.dport, seg.src, seg.sport, now)
+            return verdict
+        iss = self.isn.isn(self.addr, seg.dport, seg.src, seg.sport, now) if iss is None else iss
         tcb = Tcb.open_passive(self.config, seg, iss, now, self.stats,
                                challenge_limiter=self.challenge_acks)
         conn = Connection(self, tcb, listener)
         listener.half_open.add(conn)
         self._add_conn(conn)
+        return verdict
 
     def _add_conn(self, conn: Connection) -> None:
         """Enter a new connection in the table and send what its TCB produced."""
@@ -189,7 +200,7 @@ class Stack:
 
     # -- timers ----------------------------------------------------------------
 
-    def reschedule(self, conn: Connection, deadline: float | None) -> None:
+    def reschedule(self, conn: Connection | TimeWait, deadline: float | None) -> None:
         """Keep one wheel entry per connection at (or before) its next deadline.
 
         A deadline that moves later keeps the earlier entry: it fires, the TCB
@@ -207,16 +218,22 @@ class Stack:
             self.wheel.cancel(conn.timer)
         conn.timer = self.wheel.schedule(deadline, conn)
         conn.timer_deadline = deadline
-        self._arm_wheel()
+        # Only this entry can be earlier than the loop timer: arm for its tick, not
+        # for next_deadline(), which scans every entry beyond one rotation (60 s of
+        # TIME-WAIT deadlines, 10,000 records: quadratic).
+        self._wheel_timer.arm(conn.timer.tick * self.wheel.tick)
 
     def _arm_wheel(self) -> None:
         """One loop timer for the wheel's earliest deadline; none when idle."""
         self._wheel_timer.arm(self.wheel.next_deadline())
 
     def _on_wheel(self, now: float) -> None:
-        for conn in self.wheel.expire(now):
-            conn.timer = None
-            conn.post(TimerFired(now))
+        for item in self.wheel.expire(now):
+            item.timer = None
+            if isinstance(item, TimeWait):
+                self._time_wait_timer(item, now)
+            else:
+                item.post(TimerFired(now))
         self._arm_wheel()
 
     # -- connection table ----------------------------------------------------
@@ -228,8 +245,80 @@ class Stack:
         self.reschedule(conn, None)
         if conn.listener is not None:
             conn.listener.forget(conn)
+        if conn.reopened is not None:
+            # RFC 9293 3.6.1 MAY-2 (2): the reopening SYN was an old duplicate (our
+            # SYN+ACK drew an RST) or its handshake failed: TIME-WAIT goes on.
+            tw, conn.reopened = conn.reopened, None
+            self._restore_time_wait(tw, conn.tcb.state)
 
-    def on_state_change(self, conn: Connection, event: StateChanged) -> None:
+    # -- TIME-WAIT -------------------------------------------------------------
+
+    def enter_time_wait(self, conn: Connection, segments: list[Segment]) -> None:
+        """`conn` reached TIME-WAIT: a small record replaces it (its task ends and
+        everything else is freed) and takes `segments`, which arrived meanwhile.
+        With `config.max_tw_buckets` records already, close at once instead,
+        as Linux does when tcp_max_tw_buckets is reached."""
+        self.forget(conn)
+        if len(self.time_wait) >= self.config.max_tw_buckets:
+            self.stats["TimeWaitOverflow"] += 1
+            self.on_state_change(conn, StateChanged(
+                State.TIME_WAIT, State.CLOSED, "TIME-WAIT table full (--max-tw): closed at once"))
+            return
+        tw = TimeWait.from_tcb(conn.tcb, conn.key)
+        self._add_time_wait(tw)
+        now = self._loop.time()
+        for seg in segments:
+            if self.time_wait.get(tw.key) is tw:
+                self._time_wait_receive(tw, seg, now)
+
+    def _add_time_wait(self, tw: TimeWait) -> None:
+        self.time_wait[tw.key] = tw
+        self.reschedule(tw, tw.deadline)
+
+    def _time_wait_receive(self, tw: TimeWait, seg: Segment, now: float) -> None:
+        """A segment for a 4-tuple in TIME-WAIT; a SYN that may reopen it goes to
+        the listener with an ISS above the old sequence space, and the record is
+        kept aside until the new incarnation is established."""
+        listener = self.listeners.get(seg.dport)
+        out, fate = tw.receive(seg, now, self.config, self.stats, listening=listener is not None)
+        self.transmit(out)
+        if fate is Fate.STAY:
+            return
+        self._drop_time_wait(tw, fate.value)
+        if fate is Fate.REOPEN and listener is not None:
+            self.stats["TimeWaitReopened"] += 1
+            verdict = self._listen_receive(listener, seg, now, tw.reopen_iss)
+            conn = self.conns.get(tw.key)
+            if conn is not None:
+                conn.reopened = tw
+            elif verdict is SynVerdict.DROP:  # the listener's queues are full
+                self._restore_time_wait(tw, State.LISTEN)
+            # A SYN cookie answered it: like Linux (the TIME-WAIT socket is gone
+            # once tcp_timewait_state_process returns TCP_TW_SYN), nothing is kept,
+            # so the cookie's ACK finds the listener, not the old record.
+
+    def _time_wait_timer(self, tw: TimeWait, now: float) -> None:
+        if self.time_wait.get(tw.key) is not tw:
+            return
+        if tw.expired(now):
+            self._drop_time_wait(tw, "2*MSL elapsed in TIME-WAIT")
+        else:  # a retransmitted FIN restarted the 2 MSL timeout
+            self.reschedule(tw, tw.deadline)
+
+    def _drop_time_wait(self, tw: TimeWait, cause: str) -> None:
+        del self.time_wait[tw.key]
+        self.reschedule(tw, None)
+        self.on_state_change(tw, StateChanged(State.TIME_WAIT, State.CLOSED, cause))
+
+    def _restore_time_wait(self, tw: TimeWait, old: State) -> None:
+        if tw.key in self.conns or tw.key in self.time_wait:
+            return  # the 4-tuple is taken again already
+        self.stats["TimeWaitRestored"] += 1
+        self._add_time_wait(tw)
+        self.on_state_change(tw, StateChanged(
+            old, State.TIME_WAIT, "new incarnation not established: TIME-WAIT restored"))
+
+    def on_state_change(self, conn: Connection | TimeWait, event: StateChanged) -> None:
         """The trace (`--trace`): one INFO line per transition of the `tcpstack.trace`
         logger, which is off unless its level lets INFO through."""
         if trace.isEnabledFor(logging.INFO):
@@ -284,12 +373,14 @@ class Stack:
         start = random.randrange(len(EPHEMERAL_PORTS))
         for i in range(len(EPHEMERAL_PORTS)):
             port = EPHEMERAL_PORTS[(start + i) % len(EPHEMERAL_PORTS)]
-            if (port, remote, rport) not in self.conns and port not in self.listeners:
+            key = (port, remote, rport)
+            if key not in self.conns and key not in self.time_wait and port not in self.listeners:
                 return port
         raise OSError(99, "no free local port")
 
     async def close(self) -> None:
-        """Shut down: stop listening, reset every connection, stop every task."""
+        """Shut down: stop listening, reset every connection, stop every task;
+        TIME-WAIT records go without a word (there is nothing to reset)."""
         for listener in list(self.listeners.values()):
             self.stop_listening(listener)
         conns = list(self.conns.values())
@@ -298,4 +389,6 @@ class Stack:
         for conn in conns:
             conn.task.cancel()
         await asyncio.gather(*(c.task for c in conns), return_exceptions=True)
+        for tw in list(self.time_wait.values()):
+            self._drop_time_wait(tw, "discarded: the stack is shutting down")
         self._wheel_timer.cancel()

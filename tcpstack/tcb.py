@@ -345,13 +345,6 @@ class Tcb:
                                  self._delack_deadline, self._keepalive_due()) if d is not None]
         return min(deadlines) if deadlines else None
 
-    def reopened_by(self, seg: Segment) -> bool:
-        """Whether `seg` is a new SYN that may end this TIME-WAIT and start a new
-        incarnation: RFC 1122 4.2.2.13 allows it when its sequence number lies
-        beyond the old connection's RCV.NXT (Linux does the same)."""
-        return (self.state is State.TIME_WAIT and seg.flags & (SYN | ACK | RST) == SYN
-                and seq_lt(self.rcv_nxt, seg.seq))
-
     @property
     def rcv_wnd(self) -> int:
         """RCV.WND: free space in the receive buffer, capped to what the (scaled)
@@ -576,9 +569,6 @@ class Tcb:
         if not self._acceptable(seg):
             if not flags & RST:
                 self._emit(ACK)
-                if self.state is State.TIME_WAIT and flags & FIN:
-                    # A retransmitted FIN: re-acknowledge it and restart 2*MSL.
-                    self._close_deadline = now + 2 * self.config.msl
             return
         self._trim_to_window(seg)
 
@@ -865,6 +855,8 @@ class Tcb:
             self._set_state(State.FIN_WAIT_1, "FIN queued by a close before ESTABLISHED")
 
     def _enter_time_wait(self, now: float, cause: str) -> None:
+        # The stack replaces a TCB in TIME-WAIT with a small record at once
+        # (tcpstack.timewait), which answers segments and reopens the 4-tuple.
         # No ACK of its own: a FIN that leads here has set _ack_pending already, and
         # the ACK of our FIN in CLOSING is not acknowledged (3.10.7.4, fifth, CLOSING).
         self._set_state(State.TIME_WAIT, cause)

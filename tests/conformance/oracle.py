@@ -29,7 +29,8 @@ Steps (section numbers of RFC 9293):
    after a FIN was received. An application that has closed (an orphan) gets
    RST for new data (RFC 1122 4.2.2.13).
 6. eighth, FIN at RCV.NXT: acknowledged; ESTABLISHED goes to CLOSE-WAIT,
-   FIN-WAIT-2 to TIME-WAIT.
+   FIN-WAIT-2 to TIME-WAIT; TIME-WAIT acknowledges it again (and restarts
+   its 2 MSL timeout, fifth and eighth steps).
 
 Plus what the apps do (`apps.py`): echo sends data back and closes after EOF.
 """
@@ -139,6 +140,8 @@ def _synchronized(row: Row) -> tuple[str, str]:
         return f"ACK seq=S ack=R+{N}", f"alive: ACK seq=S ack=R+{N}"
     # 6. FIN.
     if flags & FIN:
+        if state == "TIME-WAIT":
+            return ACK_R, ALIVE  # "Acknowledge it, and restart the 2 MSL timeout"
         if state not in RECEIVING:
             # A second FIN: both targets ignore it (RFC 9293 would acknowledge it).
             return "-", ALIVE

@@ -25,10 +25,11 @@ from tests.conformance.harness import (
     all_options,
     mss_option,
     options_text,
+    rel,
     seq_add,
     seq_diff,
 )
-from tests.conformance.matrix import ANSWER_TIMEOUT, MSS, SETTLE, handshake
+from tests.conformance.matrix import ANSWER_TIMEOUT, MSS, SETTLE, handshake, probe, reach
 from tests.conformance.runner import Env, Facts, Script
 from tests.conformance.targets import SYN_RETRIES, SYNACK_RETRIES
 
@@ -345,6 +346,21 @@ async def _crossing_syns(env: Env, *, bare_ack_first: bool = False,
     return facts
 
 
+async def time_wait_reopen(env: Env) -> Facts:
+    """TIME-WAIT (the target closed first), then a SYN beyond RCV.NXT reopens the
+    4-tuple: the new ISN relative to the old SND.NXT. The peer then refuses the
+    SYN+ACK with RST (the SYN was an old duplicate): is TIME-WAIT back?"""
+    conn = await reach(env, "TIME-WAIT")
+    peer = conn.peer
+    syn_seq = seq_add(conn.rcv_nxt, 100_000)
+    peer.send(SYN, seq=syn_seq, opts=mss_option(MSS), advance=False)
+    synack = await peer.expect(SYN | ACK, ANSWER_TIMEOUT, what="for the reopening SYN")
+    peer.send(RST, seq=seq_add(syn_seq, 1), advance=False)
+    reply = conn.frame(syn_seq).render_all(await peer.collect(SETTLE))
+    return {"iss": rel(synack.seq, conn.snd_nxt, "S"), "reply": reply,
+            "after": await probe(conn, syn_seq)}
+
+
 SCRIPTS = [
     Script("handshake/passive", passive_open,
            {"synack": "SYN|ACK seq=ISS ack=R+1 <mss=1460>",
@@ -426,4 +442,8 @@ SCRIPTS = [
            {"synack": "SYN|ACK seq=ISS ack=R", "reply": "ACK seq=S ack=R", "client": "closed"},
            "RFC 9293 3.5 figure 8 line 6: a SYN+ACK in SYN-RECEIVED establishes; both "
            "targets ACK it"),
+    Script("time-wait/reopen", time_wait_reopen,
+           {"iss": "S+65537", "reply": "-", "after": "alive: ACK seq=S ack=R"},
+           "RFC 9293 3.6.1 MAY-2: a new incarnation's ISN above the old SND.NXT (both: "
+           "Linux's old SND.NXT + 65537); back to TIME-WAIT if the SYN was an old duplicate"),
 ]

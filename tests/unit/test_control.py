@@ -128,7 +128,8 @@ async def test_handshake_data_and_reset_as_ss_and_stats_see_them(rig: Rig) -> No
 async def test_stats_lists_the_mib_first_then_the_rest_sorted(rig: Rig) -> None:
     rig.stack.stats.update({"Zeta": 2, "Drop.bad-checksum": 1, "OutSegs": 4, "BacklogDrops": 3})
     stats = await rig.ask("stats")
-    assert list(stats) == [*snapshot.MIB_COUNTERS, "BacklogDrops", "Drop.bad-checksum", "Zeta"]
+    assert list(stats) == [*snapshot.MIB_COUNTERS, "BacklogDrops", "ConnTasks",
+                           "Drop.bad-checksum", "TimeWait", "Zeta"]
     assert stats["OutSegs"] == 4 and stats["ActiveOpens"] == 0
 
 

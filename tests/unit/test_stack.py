@@ -297,12 +297,13 @@ async def test_new_syn_reopens_time_wait(rig) -> None:
     await wire.wait_for(lambda s: bool(s.flags & FIN))
     feed(stack, packet(ACK | FIN, 1001, y + 2))
     await wire.wait_for(lambda s: s.ack == 1002)
-    [conn] = stack.conns.values()
-    await asyncio.wait_for(_until(lambda: str(conn.tcb.state) == "TIME-WAIT"), 2)
+    key = (80, PEER, 40000)
+    await asyncio.wait_for(_until(lambda: key in stack.time_wait), 2)
+    assert not stack.conns  # the record replaced the connection
     feed(stack, packet(SYN, 900_000))
     synack = await wire.wait_for(lambda s: bool(s.flags & SYN))
     assert synack.ack == 900_001
-    assert next(iter(stack.conns.values())) is not conn
+    assert key in stack.conns and key not in stack.time_wait
 
 
 async def test_segment_after_handshake_timeout_gets_normal_reset() -> None:

@@ -298,16 +298,8 @@ def test_time_wait_custom_msl():
     assert tcb.next_deadline() == 5.0
 
 
-def test_time_wait_retransmitted_fin_reacked_and_timer_restarted():
-    tcb = tcb_time_wait()
-    tcb.receive(seg(ACK | FIN, X + 1, Y + 2), 30.0)
-    expect(tcb, [(ACK, Y + 2, X + 2, 0)])
-    assert tcb.state is State.TIME_WAIT
-    assert tcb.next_deadline() == 90.0
-    tcb.on_timer(60.0)
-    assert tcb.state is State.TIME_WAIT
-    tcb.on_timer(90.0)
-    assert tcb.state is State.CLOSED
+# Segments in TIME-WAIT (a retransmitted FIN, reuse) are the record's:
+# tests/unit/test_timewait.py.
 
 
 def test_time_wait_abort_sends_nothing():
