@@ -2,12 +2,21 @@
 
 Each connection keeps at most one entry here, for its earliest deadline. The
 asyncio shell arms a single loop timer for `next_deadline()`, so nothing wakes
-up while no timer is due, and scheduling or cancelling is O(1) per connection.
-Timers never fire early: a deadline is rounded *up* to the next tick.
+up while no timer is due. Timers never fire early: a deadline is rounded *up*
+to the next tick.
+
+The slots hold only the timers due within one rotation; later ones (TIME-WAIT's
+2 MSL, keep-alive, the FIN-WAIT-2 timeout) wait in a heap and move into their
+slot when the wheel comes within a rotation of them. So every slot holds the
+timers of exactly one tick, `next_deadline()` is a walk over at most `slots`
+buckets plus a heap peek, and no operation scans all the entries: with 10,000
+TIME-WAIT records a full scan per firing made the timers quadratic.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from typing import Generic, TypeVar
 
@@ -17,21 +26,28 @@ T = TypeVar("T")
 class Timer(Generic[T]):
     """One scheduled entry; keep it to cancel it."""
 
-    __slots__ = ("item", "tick")
+    __slots__ = ("item", "state", "tick")
+
+    # Where the timer is: in a wheel slot, in the far heap, or nowhere any more.
+    SLOT, FAR, GONE = 0, 1, 2
 
     def __init__(self, tick: int, item: T) -> None:
         self.tick = tick
         self.item = item
+        self.state = Timer.SLOT
 
 
 class TimerWheel(Generic[T]):
-    """`slots` buckets of `tick` seconds; later deadlines wait for further rotations."""
+    """`slots` buckets of `tick` seconds; later deadlines wait in a heap."""
 
     def __init__(self, tick: float = 0.01, slots: int = 512, now: float = 0.0) -> None:
         self.tick = tick
         self._slots: list[dict[Timer[T], None]] = [{} for _ in range(slots)]
         self._current = math.floor(now / tick)  # every tick <= this one has been expired
         self._count = 0
+        # (tick, order, timer) beyond one rotation; cancelled ones are skipped lazily.
+        self._far: list[tuple[int, int, Timer[T]]] = []
+        self._order = itertools.count()
 
     def __len__(self) -> int:
         return self._count
@@ -40,14 +56,26 @@ class TimerWheel(Generic[T]):
         """Add `item`, due at `deadline`; it fires at the first tick at or after it."""
         tick = max(math.ceil(deadline / self.tick - 1e-9), self._current + 1)
         timer = Timer(tick, item)
-        self._slots[tick % len(self._slots)][timer] = None
+        self._place(timer)
         self._count += 1
         return timer
 
+    def _place(self, timer: Timer[T]) -> None:
+        if timer.tick <= self._current + len(self._slots):
+            timer.state = Timer.SLOT
+            self._slots[timer.tick % len(self._slots)][timer] = None
+        else:
+            timer.state = Timer.FAR
+            heapq.heappush(self._far, (timer.tick, next(self._order), timer))
+
     def cancel(self, timer: Timer[T]) -> None:
         """Remove `timer`; cancelling one that already fired is harmless."""
-        if self._slots[timer.tick % len(self._slots)].pop(timer, 0) is None:
-            self._count -= 1
+        if timer.state == Timer.SLOT:
+            del self._slots[timer.tick % len(self._slots)][timer]
+        elif timer.state != Timer.FAR:
+            return
+        timer.state = Timer.GONE  # a far one stays in the heap until it surfaces
+        self._count -= 1
 
     def expire(self, now: float) -> list[T]:
         """Remove and return the items of every timer due at or before `now`."""
@@ -56,15 +84,26 @@ class TimerWheel(Generic[T]):
         if target <= self._current:
             return fired
         nslots = len(self._slots)
-        # A gap longer than a rotation visits each slot once.
+        # Each slot holds one tick's timers, all due within the rotation; a gap
+        # longer than a rotation visits each slot once.
         for tick in range(self._current + 1, min(target, self._current + nslots) + 1):
             slot = self._slots[tick % nslots]
-            due = [t for t in slot if t.tick <= target]
-            for t in due:
-                del slot[t]
-                fired.append(t.item)
-        self._count -= len(fired)
+            for timer in slot:
+                timer.state = Timer.GONE
+                fired.append(timer.item)
+            slot.clear()
         self._current = target
+        far = self._far
+        while far and far[0][0] <= target + nslots:
+            timer = heapq.heappop(far)[2]
+            if timer.state != Timer.FAR:
+                continue
+            if timer.tick <= target:  # the gap skipped past it
+                timer.state = Timer.GONE
+                fired.append(timer.item)
+            else:
+                self._place(timer)
+        self._count -= len(fired)
         return fired
 
     def next_deadline(self) -> float | None:
@@ -73,7 +112,9 @@ class TimerWheel(Generic[T]):
             return None
         nslots = len(self._slots)
         for tick in range(self._current + 1, self._current + nslots + 1):
-            if any(t.tick == tick for t in self._slots[tick % nslots]):
+            if self._slots[tick % nslots]:
                 return tick * self.tick
-        # Only timers more than one rotation ahead remain: rare, so a full scan is fine.
-        return min(t.tick for slot in self._slots for t in slot) * self.tick
+        far = self._far
+        while far[0][2].state != Timer.FAR:
+            heapq.heappop(far)
+        return far[0][0] * self.tick

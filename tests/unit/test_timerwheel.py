@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -152,3 +153,27 @@ def test_matches_sorted_list_model(program):
         assert len(w) == len(model)
         want = min(model.values()) * TICK if model else None
         assert w.next_deadline() == want
+
+
+def test_far_timers_cost_no_scan_per_firing():
+    """10,000 TIME-WAIT-like deadlines a minute ahead (beyond one rotation) must not
+    make every firing scan them: after each expiry the shell asks next_deadline(),
+    which walks at most the 512 slots, never the timers (it was O(n) per firing)."""
+    from tcpstack import timerwheel
+    from tests.unit.linecount import LineCounter
+
+    w: TimerWheel[int] = TimerWheel(tick=0.01, slots=512)
+    for i in range(10_000):
+        w.schedule(60.0 + i * 0.001, i)
+    count = LineCounter(timerwheel)
+    worst = 0
+    for step in range(1, 100):
+        w.schedule(step * 0.01, -step)  # a near timer fires on every tick
+        assert count(w.expire, step * 0.01) == [-step]
+        worst = max(worst, count.last)
+        assert count(w.next_deadline) == 60.0  # only the far ones are left
+        worst = max(worst, count.last)
+    assert worst < 3 * 512  # a few lines per slot; scanning the timers costs 10,000+
+    assert len(w) == 10_000
+    fired = w.expire(61.0)
+    assert fired[:3] == [0, 1, 2] and len(fired) == 1_001 and len(w) == 8_999
