@@ -27,7 +27,14 @@ from typing import Any, TypeVar
 import uvloop
 
 from tcpstack import demo, impair, ladder, observe, query
-from tcpstack.apps import APPS
+from tcpstack.apps import (
+    APPS,
+    AppOptions,
+    AppOptionsError,
+    add_app_arguments,
+    app_options_from_args,
+    configured,
+)
 from tcpstack.argparsing import EXIT_USAGE, OneLineParser
 from tcpstack.cc import ALGORITHMS
 from tcpstack.config import TcpConfig
@@ -70,6 +77,7 @@ class DaemonSettings:
 class ServeSettings:
     daemon: DaemonSettings
     apps: tuple[tuple[str, int], ...]
+    app_options: AppOptions
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--split-synack", action="store_true",
                        help="answer a SYN with a bare ACK and then a separate SYN (the "
                        "four-segment handshake) instead of one SYN+ACK")
+    add_app_arguments(serve)
 
     connect = sub.add_parser(
         "connect", help="like nc: connect from the VIP to HOST:PORT, relay stdin/stdout",
@@ -163,9 +172,13 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings | ConnectSetti
     if args.command == "serve":
         if not 0 <= args.synack_retries <= 255:
             raise UsageError(f"--synack-retries: {args.synack_retries} is outside 0..255")
+        try:
+            options = app_options_from_args(args)
+        except AppOptionsError as e:
+            raise UsageError(str(e)) from None
         return ServeSettings(_daemon_settings(args, synack_retries=args.synack_retries,
                                               split_synack=args.split_synack),
-                             _parse_apps(args.app or DEFAULT_APPS))
+                             _parse_apps(args.app or DEFAULT_APPS), options)
     if not 0 <= args.syn_retries <= 255:
         raise UsageError(f"--syn-retries: {args.syn_retries} is outside 0..255")
     try:
@@ -350,7 +363,7 @@ async def serve(settings: ServeSettings) -> int:
     """Run the daemon until SIGTERM or SIGINT; then reset connections, remove the TUN."""
     async with _running_stack(settings.daemon) as daemon:
         for kind, port in settings.apps:
-            await daemon.stack.start_server(APPS[kind], port)
+            await daemon.stack.start_server(configured(kind, settings.app_options), port)
         vip = settings.daemon.addr
         apps = " ".join(f"{kind}:{port}" for kind, port in settings.apps)
         print(f"tcpstack ready: {vip} on {daemon.tun.name} (kernel side "
