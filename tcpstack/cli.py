@@ -27,7 +27,14 @@ from typing import Any, TypeVar
 import uvloop
 
 from tcpstack import demo, impair, ladder, observe, query
-from tcpstack.apps import APPS
+from tcpstack.apps import (
+    APPS,
+    AppOptions,
+    AppOptionsError,
+    add_app_arguments,
+    app_options_from_args,
+    configured,
+)
 from tcpstack.argparsing import EXIT_USAGE, OneLineParser
 from tcpstack.cc import ALGORITHMS
 from tcpstack.config import TcpConfig
@@ -73,6 +80,7 @@ class DaemonSettings:
 class ServeSettings:
     daemon: DaemonSettings
     apps: tuple[tuple[str, int], ...]
+    app_options: AppOptions
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--syncookies", choices=["on", "off", "always"], default="on",
                        help="SYN cookies (RFC 4987): when the half-open set is full, "
                        "never, or for every SYN (default on, as Linux)")
+    add_app_arguments(serve)
 
     connect = sub.add_parser(
         "connect", help="like nc: connect from the VIP to HOST:PORT, relay stdin/stdout",
@@ -193,11 +202,15 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings | ConnectSetti
             raise UsageError(f"--synack-retries: {args.synack_retries} is outside 0..255")
         if not 1 <= args.backlog <= 65535:
             raise UsageError(f"--backlog: {args.backlog} is outside 1..65535")
+        try:
+            options = app_options_from_args(args)
+        except AppOptionsError as e:
+            raise UsageError(str(e)) from None
         return ServeSettings(_daemon_settings(args, synack_retries=args.synack_retries,
                                               split_synack=args.split_synack,
                                               backlog=args.backlog,
                                               syncookies=args.syncookies),
-                             _parse_apps(args.app or DEFAULT_APPS))
+                             _parse_apps(args.app or DEFAULT_APPS), options)
     if not 0 <= args.syn_retries <= 255:
         raise UsageError(f"--syn-retries: {args.syn_retries} is outside 0..255")
     try:
@@ -401,7 +414,7 @@ async def serve(settings: ServeSettings) -> int:
     """Run the daemon until SIGTERM or SIGINT; then reset connections, remove the TUN."""
     async with _running_stack(settings.daemon) as daemon:
         for kind, port in settings.apps:
-            await daemon.stack.start_server(APPS[kind], port)
+            await daemon.stack.start_server(configured(kind, settings.app_options), port)
         vip = settings.daemon.addr
         apps = " ".join(f"{kind}:{port}" for kind, port in settings.apps)
         print(f"tcpstack ready: {vip} on {daemon.tun.name} (kernel side "

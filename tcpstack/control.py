@@ -14,6 +14,15 @@ connection:
 Plain JSON lines keep it scriptable without this package
 (`echo '{"cmd":"stats"}' | nc -UN /run/tcpstack/tcps0.sock`).
 
+Whatever a client sends, it gets at most one JSON line back and the server
+lives on: a request is at most `MAX_REQUEST` bytes and `MAX_BRACKETS`
+brackets (json's parser recurses once per level, so `[` x 60,000 would
+otherwise end in RecursionError); non-UTF-8 is an error answer like any
+other bad JSON. At most `MAX_CLIENTS` clients are served at a time (the
+others are told the server is busy), each must send its request within
+`REQUEST_TIMEOUT` and take its answer within `ANSWER_TIMEOUT`, so a stuck
+or hostile script cannot take the socket away from `tcpstack ss`.
+
 The server runs on the daemon's event loop and answers from the handlers it
 is given, synchronously, so every answer is a consistent snapshot between two
 packets. Binding replaces a stale socket file left by a daemon that died
@@ -37,9 +46,15 @@ log = logging.getLogger("tcpstack.control")
 
 CONTROL_DIR = "/run/tcpstack"
 NETNS_DIR = "/run/netns"  # where `ip netns` names namespaces
-MAX_REQUEST = 65536  # a request is one short line
+MAX_REQUEST = 4096  # a request is one short line: {"cmd": "stats"}
+#: `[` and `{` in a request, which bounds the nesting depth json.loads recurses to.
+MAX_BRACKETS = 32
+#: Clients served at once; more are answered "busy" and closed.
+MAX_CLIENTS = 16
 #: How long a client may take to send its request before the server hangs up.
 REQUEST_TIMEOUT = 5.0
+#: How long a client may take to read its answer (an `ss` of many connections is large).
+ANSWER_TIMEOUT = 10.0
 #: Longest path bind() accepts (sun_path is 108 bytes including the NUL).
 MAX_PATH_BYTES = 107
 
@@ -106,6 +121,7 @@ class ControlServer:
         self._handlers = handlers
         self._server: asyncio.AbstractServer | None = None
         self._inode: tuple[int, int] | None = None
+        self._clients = 0
 
     async def start(self) -> None:
         """Bind and listen; ControlError (one line for the user) when impossible."""
@@ -135,21 +151,47 @@ class ControlServer:
             if (st.st_dev, st.st_ino) == self._inode:
                 os.unlink(self.path)
 
+    @property
+    def clients(self) -> int:
+        """Clients being served now (at most MAX_CLIENTS)."""
+        return self._clients
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request, one answer line, each within its time limit; a client too
+        slow for either is cut off (abort: its unread answer is dropped)."""
+        busy = self._clients >= MAX_CLIENTS
+        if not busy:
+            self._clients += 1
         try:
-            try:
-                line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
-            except (TimeoutError, ValueError, ConnectionError):
-                return  # too slow, too long or gone: nothing worth answering
-            writer.write(json.dumps(self.answer(line)).encode() + b"\n")
-            await writer.drain()
+            async with asyncio.timeout(REQUEST_TIMEOUT) as deadline:
+                if busy:
+                    answer = _error(f"busy: {MAX_CLIENTS} control clients are being served")
+                else:
+                    answer = await self._answer_request(reader)
+                deadline.reschedule(asyncio.get_running_loop().time() + ANSWER_TIMEOUT)
+                writer.write(json.dumps(answer).encode() + b"\n")
+                await writer.drain()
+        except TimeoutError:
+            writer.transport.abort()
         except ConnectionError:
-            pass  # the client left before reading its answer
+            pass  # the client left before its answer
         finally:
+            if not busy:
+                self._clients -= 1
             writer.close()
+
+    async def _answer_request(self, reader: asyncio.StreamReader) -> dict[str, Any]:
+        try:
+            line = await reader.readline()
+        except ValueError:  # asyncio's readline past the limit
+            return _error(f"the request is longer than {MAX_REQUEST} bytes")
+        return self.answer(line)
 
     def answer(self, line: bytes) -> dict[str, Any]:
         """The response object for one request line."""
+        if line.count(b"[") + line.count(b"{") > MAX_BRACKETS:
+            return _error(f"the request has more than {MAX_BRACKETS} brackets "
+                          "(a request is one flat object)")
         try:
             request = json.loads(line)
         except ValueError:

@@ -15,6 +15,6 @@ async def _drop(data: bytes) -> None:
     pass
 
 
-async def handle_discard(reader: Any, writer: Any) -> None:
-    """Read and drop data until EOF, then close."""
-    await serve_until_eof(reader, writer, _drop)
+async def handle_discard(reader: Any, writer: Any, idle_timeout: float | None = None) -> None:
+    """Read and drop data until EOF, then close; see `serve_until_eof` for `idle_timeout`."""
+    await serve_until_eof(reader, writer, _drop, idle_timeout)

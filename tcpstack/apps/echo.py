@@ -13,11 +13,11 @@ from typing import Any
 from tcpstack.apps.until_eof import serve_until_eof
 
 
-async def handle_echo(reader: Any, writer: Any) -> None:
-    """Echo until EOF, then close."""
+async def handle_echo(reader: Any, writer: Any, idle_timeout: float | None = None) -> None:
+    """Echo until EOF, then close; see `serve_until_eof` for `idle_timeout`."""
 
     async def echo(data: bytes) -> None:
         writer.write(data)
         await writer.drain()
 
-    await serve_until_eof(reader, writer, echo)
+    await serve_until_eof(reader, writer, echo, idle_timeout)

@@ -11,13 +11,23 @@ Endpoints (anything else is 404, a wrong method 405 with `Allow`):
   The body (Content-Length or `Transfer-Encoding: chunked`) is hashed as it
   arrives, never held whole.
 
-Limits, chosen to bound what one connection can make us hold or do:
+Limits, chosen to bound what one connection can make us hold or do (the
+sizes and times are `HttpLimits`, set from the command line):
 
-- request line plus headers: `MAX_HEADER_BYTES` (16 KiB) in total -> 431;
-  chunked trailers share that limit;
-- request body: `MAX_BODY_BYTES` (1 GiB) -> 413 (checked up front against
+- request line plus headers: `max_header_bytes` (16 KiB) in total -> 431;
+  chunked trailers share that limit; one line is also capped by the stream's
+  line limit (64 KiB);
+- request body: `max_body_bytes` (1 GiB) -> 413 (checked up front against
   Content-Length, while counting for chunked bodies);
-- N of /bytes/N: `MAX_PATTERN_BYTES` (2**40) -> 400 above it.
+- N of /bytes/N: `MAX_PATTERN_BYTES` (2**40) -> 400 above it;
+- time, with nginx's defaults as the model: the whole request head within
+  `header_timeout` (60 s) of its first byte (of the connection's start for
+  the first request) -> 408; each read of a body within `body_timeout` (60 s)
+  of the previous one -> 408; the next request's first byte within
+  `keepalive_timeout` (75 s) -> else a silent close, as also when a new
+  connection sends nothing at all; each `drain()` within `send_timeout`
+  (60 s) -> else the connection is aborted (RST), since a peer that reads
+  nothing would also never let a close finish.
 
 Connections: HTTP/1.1 stays open unless the request says `Connection: close`;
 HTTP/1.0 closes after the response unless it says `Connection: keep-alive`.
@@ -29,7 +39,7 @@ is a *lingering* close (as Apache does): half-close, then read and drop input
 for a little while. Closing a socket with unread input makes the kernel send
 RST, which can destroy the response before the client has read it.
 
-EOF, resets and timeouts from the peer end a connection quietly; an app must
+EOF, resets and retransmission timeouts end a connection quietly; an app must
 not turn ordinary peer behaviour into a logged failure. Only duck-typed
 asyncio stream methods are used, so the handler runs on this stack and on
 `asyncio.start_server` alike.
@@ -41,12 +51,16 @@ import asyncio
 import contextlib
 import hashlib
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+from tcpstack.apps.timeouts import PEER_GONE, Expired, SendTimeout, close_within, within
+
+T = TypeVar("T")
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 1 << 30
@@ -62,7 +76,6 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 _DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII only: str.isdigit() accepts "²"
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
-_PEER_GONE = (ConnectionError, TimeoutError, asyncio.IncompleteReadError)
 
 TEXT = "text/plain; charset=utf-8"
 INDEX = b"""tcpstack: a userspace TCP/IPv4 stack on asyncio
@@ -81,6 +94,23 @@ class HttpError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """What one connection may make the server hold or wait for (see the module
+    docstring); the times are nginx's client_header_timeout, client_body_timeout,
+    keepalive_timeout and send_timeout, in seconds."""
+
+    header_timeout: float = 60.0
+    body_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    send_timeout: float = 60.0
+    max_header_bytes: int = MAX_HEADER_BYTES
+    max_body_bytes: int = MAX_BODY_BYTES
+
+
+DEFAULT_LIMITS = HttpLimits()
 
 
 @dataclass(slots=True)
@@ -127,10 +157,14 @@ async def _read_line(reader: Any, budget: int, status: int = 431) -> bytes:
     return line
 
 
-async def read_request(reader: Any) -> Request:
-    """Read and validate one request head; EOF surfaces as IncompleteReadError."""
-    budget = MAX_HEADER_BYTES
-    line = await _read_line(reader, budget)
+async def read_request(reader: Any, limits: HttpLimits = DEFAULT_LIMITS,
+                       first: bytes = b"") -> Request:
+    """Read and validate one request head; EOF surfaces as IncompleteReadError.
+
+    `first` is the head's first byte when the caller already read it (to learn
+    that a request has begun)."""
+    budget = limits.max_header_bytes
+    line = first if first == b"\n" else first + await _read_line(reader, budget - len(first))
     while line in (b"\r\n", b"\n"):  # RFC 9112 2.2: ignore blank lines before a request
         budget -= len(line)
         line = await _read_line(reader, budget)
@@ -173,7 +207,7 @@ async def read_request(reader: Any) -> Request:
     return request
 
 
-def body_length(request: Request) -> int | None:
+def body_length(request: Request, limits: HttpLimits = DEFAULT_LIMITS) -> int | None:
     """The body's Content-Length, 0 when it has none, None when it is chunked."""
     coding = request.headers.get("transfer-encoding")
     if coding is not None:
@@ -189,30 +223,41 @@ def body_length(request: Request) -> int | None:
         return 0
     if not _DIGITS.fullmatch(length):
         raise HttpError(400, "bad Content-Length")
-    if int(length) > MAX_BODY_BYTES:
-        raise HttpError(413, f"body over the limit of {MAX_BODY_BYTES} bytes")
+    if int(length) > limits.max_body_bytes:
+        raise _body_too_large(limits)
     return int(length)
 
 
-async def _read_exactly_in_pieces(reader: Any, n: int) -> AsyncIterator[bytes]:
+def _body_too_large(limits: HttpLimits) -> HttpError:
+    return HttpError(413, f"body over the limit of {limits.max_body_bytes} bytes")
+
+
+def _body_read(step: Awaitable[T], limits: HttpLimits) -> Awaitable[T]:
+    """One read of the body, within the body timeout of the previous one."""
+    return within(limits.body_timeout, step,
+                  HttpError(408, f"no body data for {limits.body_timeout:g} s"))
+
+
+async def _read_exactly_in_pieces(reader: Any, n: int, limits: HttpLimits) -> AsyncIterator[bytes]:
     """Yield n bytes as they arrive, at most READ_SIZE at a time."""
     while n > 0:
-        data: bytes = await reader.read(min(n, READ_SIZE))
+        data: bytes = await _body_read(reader.read(min(n, READ_SIZE)), limits)
         if not data:
             raise asyncio.IncompleteReadError(b"", n)
         n -= len(data)
         yield data
 
 
-async def read_body(reader: Any, length: int | None) -> AsyncIterator[bytes]:
+async def read_body(reader: Any, length: int | None,
+                    limits: HttpLimits = DEFAULT_LIMITS) -> AsyncIterator[bytes]:
     """Yield the body in pieces: `length` bytes, or chunked when length is None."""
     if length is not None:
-        async for data in _read_exactly_in_pieces(reader, length):
+        async for data in _read_exactly_in_pieces(reader, length, limits):
             yield data
         return
     total = 0
     while True:
-        line = await _read_line(reader, MAX_HEADER_BYTES, status=400)
+        line = await _body_read(_read_line(reader, limits.max_header_bytes, status=400), limits)
         size_text = _strip_eol(line).split(b";", 1)[0].strip(b" \t")  # drop chunk extensions
         if not _HEX.fullmatch(size_text):
             raise HttpError(400, "bad chunk size")
@@ -220,14 +265,14 @@ async def read_body(reader: Any, length: int | None) -> AsyncIterator[bytes]:
         if size == 0:
             break
         total += size
-        if total > MAX_BODY_BYTES:
-            raise HttpError(413, f"body over the limit of {MAX_BODY_BYTES} bytes")
-        async for data in _read_exactly_in_pieces(reader, size):
+        if total > limits.max_body_bytes:
+            raise _body_too_large(limits)
+        async for data in _read_exactly_in_pieces(reader, size, limits):
             yield data
-        if await reader.readexactly(2) != b"\r\n":
+        if await _body_read(reader.readexactly(2), limits) != b"\r\n":
             raise HttpError(400, "chunk data not followed by CRLF")
-    budget = MAX_HEADER_BYTES  # trailer fields: read and ignored
-    while line := _strip_eol(await _read_line(reader, budget)):
+    budget = limits.max_header_bytes  # trailer fields: read and ignored
+    while line := _strip_eol(await _body_read(_read_line(reader, budget), limits)):
         budget -= len(line) + 2
 
 
@@ -276,7 +321,7 @@ async def _reply(
     content_type: str = TEXT,
     extra: Iterable[tuple[str, str]] = (),
 ) -> None:
-    """Send a complete small response (headers only for HEAD)."""
+    """Queue a complete small response (headers only for HEAD); the caller drains."""
     head = response_head(
         status,
         len(body),
@@ -286,16 +331,20 @@ async def _reply(
         extra=extra,
     )
     writer.write(head if request.method == "HEAD" else head + body)
-    await writer.drain()
 
 
-async def _send_pattern(writer: Any, n: int) -> None:
+def _drain(writer: Any, limits: HttpLimits) -> Awaitable[None]:
+    """`drain()`, which must return within the send timeout (else SendTimeout)."""
+    return within(limits.send_timeout, writer.drain(), SendTimeout())
+
+
+async def _send_pattern(writer: Any, n: int, limits: HttpLimits) -> None:
     """Stream n pattern bytes, draining after every block to bound memory."""
     block = _PATTERN_BLOCK
     while n > 0:
         piece = block if n >= len(block) else block[:n]
         writer.write(piece)
-        await writer.drain()
+        await _drain(writer, limits)
         n -= len(piece)
 
 
@@ -306,10 +355,12 @@ def _error_body(status: int, message: str) -> bytes:
 # -- dispatch ----------------------------------------------------------------
 
 
-async def serve_request(request: Request, reader: Any, writer: Any) -> bool:
-    """Answer one request; return whether the connection may carry another."""
+async def serve_request(request: Request, reader: Any, writer: Any,
+                        limits: HttpLimits = DEFAULT_LIMITS) -> bool:
+    """Answer one request; return whether the connection may carry another.
+    The caller drains the end of the response."""
     keep_alive = request.keep_alive
-    length = body_length(request)
+    length = body_length(request, limits)
     path = request.path
 
     if path == "/sha256":
@@ -327,7 +378,7 @@ async def serve_request(request: Request, reader: Any, writer: Any) -> bool:
         if "100-continue" in expect and request.minor >= 1 and length != 0:
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for it on big bodies
         digest = hashlib.sha256()
-        async for data in read_body(reader, length):
+        async for data in read_body(reader, length, limits):
             digest.update(data)
         await _reply(
             writer, request, 200, f"{digest.hexdigest()}\n".encode(), keep_alive=keep_alive
@@ -365,16 +416,14 @@ async def serve_request(request: Request, reader: Any, writer: Any) -> bool:
         )
     )
     if request.method == "GET":
-        await _send_pattern(writer, n)
-    await writer.drain()
+        await _send_pattern(writer, n, limits)
     return keep_alive
 
 
 async def _lingering_close(reader: Any, writer: Any) -> None:
     """Half-close, then drop input for a bounded time and amount, so unread
     request bytes do not make the kernel reset the connection (and destroy
-    our response) before the client has read it."""
-    await writer.drain()
+    our response) before the client has read it. The caller drained."""
     if writer.can_write_eof():
         writer.write_eof()
     with contextlib.suppress(TimeoutError):
@@ -384,14 +433,45 @@ async def _lingering_close(reader: Any, writer: Any) -> None:
                 budget -= len(data)
 
 
-async def handle_http(reader: Any, writer: Any) -> None:
+async def next_request(reader: Any, limits: HttpLimits, *, first: bool) -> Request:
+    """Wait for a request to begin, then read its head, within the time limits.
+
+    Until its first byte the connection is idle: after `keepalive_timeout`
+    (`header_timeout` on a new connection) it is closed without an answer
+    (Expired), as nginx does; nobody is waiting for one. Once a request has
+    begun, its whole head must arrive within `header_timeout` of the
+    connection's start (a new connection) or of that first byte, else 408:
+    a slowloris client trickling one byte at a time gets no more time than
+    one sending nothing.
+    """
+    # One deadline, moved when a later request begins: cheaper than a timeout
+    # per phase, and this runs for every request of a keep-alive connection.
+    deadline = asyncio.timeout(limits.header_timeout if first else limits.keepalive_timeout)
+    head_byte = b""
+    try:
+        async with deadline:
+            head_byte = await reader.readexactly(1)
+            if not first:
+                deadline.reschedule(asyncio.get_running_loop().time() + limits.header_timeout)
+            return await read_request(reader, limits, head_byte)
+    except TimeoutError:
+        if not deadline.expired():
+            raise  # the stack's: the peer is gone
+        if not head_byte:
+            raise Expired() from None
+        message = f"request head not received within {limits.header_timeout:g} s"
+        raise HttpError(408, message) from None
+
+
+async def handle_http(reader: Any, writer: Any, limits: HttpLimits = DEFAULT_LIMITS) -> None:
     """Serve requests on one connection until either side is done with it."""
     try:
+        first = True
         while True:
             request: Request | None = None
             try:
-                request = await read_request(reader)
-                keep_alive = await serve_request(request, reader, writer)
+                request = await next_request(reader, limits, first=first)
+                keep_alive = await serve_request(request, reader, writer, limits)
             except HttpError as err:
                 head = request is not None and request.method == "HEAD"
                 body = _error_body(err.status, err.message)
@@ -399,12 +479,14 @@ async def handle_http(reader: Any, writer: Any) -> None:
                     response_head(err.status, len(body), keep_alive=False) + (b"" if head else body)
                 )
                 keep_alive = False
+            await _drain(writer, limits)
             if not keep_alive:
                 await _lingering_close(reader, writer)
                 return
-    except _PEER_GONE:
-        pass  # EOF between or inside requests, reset, timeout: the peer's business
+            first = False
+    except SendTimeout:
+        writer.transport.abort()  # it reads nothing: closing would wait for it forever
+    except (Expired, *PEER_GONE):
+        pass  # idle, EOF between or inside requests, reset: the peer's business
     finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            await writer.wait_closed()
+        await close_within(writer, limits.send_timeout)

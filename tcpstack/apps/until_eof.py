@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from tcpstack.apps.timeouts import PEER_GONE, Expired, SendTimeout, close_within, within
 
 READ_SIZE = 65536
 
 
 async def serve_until_eof(
-    reader: Any, writer: Any, on_chunk: Callable[[bytes], Awaitable[None]]
+    reader: Any,
+    writer: Any,
+    on_chunk: Callable[[bytes], Awaitable[None]],
+    idle_timeout: float | None = None,
 ) -> None:
     """Feed every chunk to `on_chunk` until EOF, then close. A peer that resets or
-    vanishes ends it quietly: that is ordinary peer behaviour, not an app failure."""
+    vanishes ends it quietly: that is ordinary peer behaviour, not an app failure.
+
+    With `idle_timeout`, a connection on which nothing moves for that long ends:
+    closed when no input came, reset when `on_chunk` could not hand over its
+    output (a peer that stopped reading; a close would wait for it). None, the
+    default, waits forever, as a kernel socket does.
+    """
     try:
-        while data := await reader.read(READ_SIZE):
-            await on_chunk(data)
-    except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+        while data := await within(idle_timeout, reader.read(READ_SIZE)):
+            await within(idle_timeout, on_chunk(data), SendTimeout())
+    except SendTimeout:
+        writer.transport.abort()
+    except (Expired, *PEER_GONE):
         pass
     finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            await writer.wait_closed()
+        await close_within(writer, idle_timeout)

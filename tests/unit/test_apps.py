@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import re
 import shutil
@@ -23,13 +24,23 @@ from typing import Any
 import pytest
 
 from tcpstack.apps import APPS, Handler
-from tcpstack.apps import http as http_app
 from tcpstack.apps.discard import handle_discard
 from tcpstack.apps.echo import handle_echo
-from tcpstack.apps.http import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_PATTERN_BYTES, handle_http
+from tcpstack.apps.http import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_PATTERN_BYTES,
+    HttpLimits,
+    handle_http,
+)
 
 TIMEOUT = 10.0
 Start = Callable[[Handler], Awaitable[int]]
+
+
+def http(**limits: Any) -> Handler:
+    """The HTTP handler with some limits changed, as `--http-...` options give it."""
+    return functools.partial(handle_http, limits=HttpLimits(**limits))
 
 
 def pattern(n: int) -> bytes:
@@ -406,9 +417,8 @@ async def test_body_too_large_by_content_length(start: Start) -> None:
     assert closed
 
 
-async def test_body_too_large_chunked(start: Start, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http_app, "MAX_BODY_BYTES", 1000)
-    port = await start(handle_http)
+async def test_body_too_large_chunked(start: Start) -> None:
+    port = await start(http(max_body_bytes=1000))
     raw = get("/sha256", method="POST", extra="Transfer-Encoding: chunked\r\n")
     raw += b"258\r\n" + b"a" * 600 + b"\r\n" + b"258\r\n" + b"b" * 600 + b"\r\n0\r\n\r\n"
     response, closed = await exchange(port, raw)
@@ -478,6 +488,175 @@ async def test_peer_behaviour_ends_quietly(start: Start) -> None:
         writer.write(get("/sha256", method="POST", extra="Content-Length: 1000000\r\n") + b"x")
         await writer.drain()
         reset(writer)
+
+
+# -- time and size limits (HttpLimits; nginx's timeouts as the model) ----------------------
+
+LIMIT = 0.2  # seconds: every time limit under test; the tests wait on conditions, not clocks
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def assert_took_the_limit(elapsed: float) -> None:
+    """The limit, not something else, ended it: not at once, and long before the
+    60 s defaults. Half the limit below, because the server's clock started
+    before the client's (at accept, or when the response left)."""
+    assert LIMIT / 2 <= elapsed < LIMIT + 3, elapsed
+
+
+@contextlib.asynccontextmanager
+async def trickle(writer: asyncio.StreamWriter, every: float) -> AsyncIterator[None]:
+    """Send one byte every `every` seconds (a slowloris client) until the block ends."""
+
+    async def send() -> None:
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await asyncio.sleep(every)  # the attack's pace, not a wait for a condition
+                writer.write(b"X")
+                await writer.drain()
+
+    task = asyncio.create_task(send())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def watched(handler: Handler) -> tuple[Handler, asyncio.Event]:
+    """`handler`, and an event set when a run of it has ended (its task is gone)."""
+    ended = asyncio.Event()
+
+    async def run(reader: Any, writer: Any) -> None:
+        try:
+            await handler(reader, writer)
+        finally:
+            ended.set()
+
+    return run, ended
+
+
+async def test_slowloris_head_gets_408_and_close(start: Start) -> None:
+    """One header byte at a time, each well inside any per-read gap: the head as a
+    whole must arrive within the header timeout (nginx's client_header_timeout)."""
+    port = await start(http(header_timeout=LIMIT))
+    async with connect(port) as (reader, writer):
+        began = loop_time()
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        async with trickle(writer, LIMIT / 10):
+            response = await read_response(reader)
+            assert response.status == 408
+            assert response.headers["connection"] == "close"
+            assert await at_eof(reader)
+        assert_took_the_limit(loop_time() - began)
+
+
+async def test_a_connection_that_sends_nothing_is_closed_without_answer(start: Start) -> None:
+    port = await start(http(header_timeout=LIMIT))
+    async with connect(port) as (reader, _):
+        began = loop_time()
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # no 408: nobody asked
+        assert_took_the_limit(loop_time() - began)
+
+
+async def test_stalled_body_gets_408_a_slow_one_does_not(start: Start) -> None:
+    """The body timeout is per read (nginx's client_body_timeout): a body that keeps
+    coming, if slowly (0.6 s, one byte every 0.04 s), is served; one that stops for
+    the timeout gets 408 and the close."""
+    port = await start(http(body_timeout=LIMIT))
+    body = b"y" * 15
+    async with connect(port) as (reader, writer):
+        writer.write(get("/sha256", method="POST", extra=f"Content-Length: {len(body)}\r\n"))
+        for byte in body:
+            await asyncio.sleep(LIMIT / 5)  # the client's pace
+            writer.write(bytes([byte]))
+        response = await read_response(reader)
+        assert response.body == hashlib.sha256(body).hexdigest().encode() + b"\n"
+
+        writer.write(get("/sha256", method="POST", extra="Content-Length: 1000000000\r\n"))
+        writer.write(b"x" * 10)
+        response = await read_response(reader)
+        assert response.status == 408
+        assert b"no body data" in response.body
+        writer.write_eof()
+        assert await at_eof(reader)
+
+
+async def test_idle_keep_alive_connection_is_closed(start: Start) -> None:
+    """Between requests the keep-alive timeout runs until the next request's first
+    byte; from there the header timeout does. Idle past it: closed, silently."""
+    port = await start(http(keepalive_timeout=LIMIT, header_timeout=TIMEOUT))
+    async with connect(port) as (reader, writer):
+        writer.write(get("/bytes/1"))
+        await read_response(reader)
+        writer.write(b"G")
+        await asyncio.sleep(2 * LIMIT)  # longer than the keep-alive timeout, mid-head
+        writer.write(get("/bytes/3")[1:])
+        assert (await read_response(reader)).body == pattern(3)
+        answered = loop_time()
+        assert await at_eof(reader)  # no 408 between requests: nobody is waiting for it
+        assert_took_the_limit(loop_time() - answered)
+
+
+async def test_a_client_that_never_reads_is_aborted(start: Start) -> None:
+    """drain() does not return for the send timeout: the connection is aborted (a close
+    would wait for the same client to read) and the handler ends."""
+    handler, ended = watched(http(send_timeout=LIMIT))
+    port = await start(handler)
+    async with connect(port) as (reader, writer):
+        writer.write(get(f"/bytes/{MAX_PATTERN_BYTES}"))
+        await asyncio.wait_for(ended.wait(), TIMEOUT)
+        got = 0
+        with contextlib.suppress(ConnectionError):
+            while data := await asyncio.wait_for(reader.read(1 << 20), TIMEOUT):
+                got += len(data)
+        assert got < MAX_PATTERN_BYTES
+
+
+async def test_configured_size_limits(start: Start) -> None:
+    port = await start(http(max_header_bytes=1024, max_body_bytes=10))
+    response, closed = await exchange(port, get("/", extra=f"X-Big: {'v' * 1000}\r\n"))
+    assert (response.status, closed) == (431, True)
+    response, closed = await exchange(port, post("/sha256", b"x" * 11))
+    assert (response.status, closed) == (413, True)
+    response, _ = await exchange(port, post("/sha256", b"x" * 10))
+    assert response.status == 200
+
+
+@pytest.mark.parametrize("app", [handle_echo, handle_discard])
+async def test_echo_and_discard_idle_timeout_closes(start: Start, app: Handler) -> None:
+    port = await start(functools.partial(app, idle_timeout=LIMIT))
+    async with connect(port) as (reader, writer):
+        writer.write(b"once")
+        began = loop_time()
+        if app is handle_echo:
+            assert await asyncio.wait_for(reader.readexactly(4), TIMEOUT) == b"once"
+        assert await at_eof(reader)
+        assert_took_the_limit(loop_time() - began)
+
+
+async def test_echo_to_a_client_that_never_reads_is_aborted(start: Start) -> None:
+    handler, ended = watched(functools.partial(handle_echo, idle_timeout=LIMIT))
+    port = await start(handler)
+    async with connect(port) as (_, writer):
+        sender = asyncio.create_task(send_until_refused(writer))
+        try:
+            await asyncio.wait_for(ended.wait(), TIMEOUT)
+            await asyncio.wait_for(sender, TIMEOUT)
+        finally:  # had the server not aborted, both sides' buffers would stay full
+            sender.cancel()
+            writer.transport.abort()
+
+
+async def send_until_refused(writer: asyncio.StreamWriter) -> None:
+    """Write without reading until the server's abort makes writing fail."""
+    with contextlib.suppress(ConnectionError):
+        while True:
+            writer.write(b"e" * 65536)
+            await writer.drain()
 
 
 # -- real clients --------------------------------------------------------------------

@@ -12,6 +12,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from tcpstack import cli
+from tcpstack.apps import HttpLimits, configured, handle_echo, handle_http
 from tcpstack.impair import ImpairSpec
 
 
@@ -141,3 +142,35 @@ def test_hardening_options_reach_the_config() -> None:
     assert (c.challenge_ack_limit, c.challenge_ack_interval, c.min_snd_mss) == (0, 1.5, 100)
     c = settings(["connect", "10.0.0.1", "80"]).daemon.config
     assert (c.challenge_ack_limit, c.challenge_ack_interval, c.min_snd_mss) == (1000, 0.5, 48)
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--http-header-timeout", "0"], "--http-header-timeout: 0 is outside 0 < SECONDS"),
+    (["--http-send-timeout", "nan"], "--http-send-timeout: nan is outside"),
+    (["--http-keepalive-timeout", "-1"], "--http-keepalive-timeout: -1 is outside"),
+    (["--http-max-header-bytes", "100"], "--http-max-header-bytes: 100 is outside 1024.."),
+    (["--http-max-body-bytes", "-1"], "--http-max-body-bytes: -1 is outside 0.."),
+    (["--http-max-body-bytes", "1.5"], "invalid int value"),
+    (["--idle-timeout", "inf"], "--idle-timeout: inf is outside"),
+])
+def test_bad_app_limit_is_one_line_and_exit_2(argv: list[str], needle: str, capsys) -> None:
+    rc, err = run(["serve", *argv], capsys)
+    assert rc == 2
+    assert len(err) == 1 and needle in err[0], err
+
+
+def test_app_limits_reach_the_handlers() -> None:
+    s = settings(["serve", "--http-header-timeout", "5", "--http-body-timeout", "6",
+                  "--http-keepalive-timeout", "7", "--http-send-timeout", "8",
+                  "--http-max-header-bytes", "2048", "--http-max-body-bytes", "0",
+                  "--idle-timeout", "9"])
+    assert isinstance(s, cli.ServeSettings)
+    assert s.app_options.http == HttpLimits(5, 6, 7, 8, 2048, 0)
+    assert s.app_options.idle_timeout == 9
+    http = configured("http", s.app_options)
+    assert http.func is handle_http and http.keywords == {"limits": s.app_options.http}
+    echo = configured("echo", s.app_options)
+    assert echo.func is handle_echo and echo.keywords == {"idle_timeout": 9}
+    defaults = settings(["serve"]).app_options
+    assert defaults.http == HttpLimits(60, 60, 75, 60, 16384, 1 << 30)  # nginx's
+    assert defaults.idle_timeout is None

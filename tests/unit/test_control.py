@@ -4,6 +4,8 @@ client on a thread, and a Stack whose wire is a list, driven by scripted segment
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import socket
 import stat
@@ -209,3 +211,82 @@ def test_bad_command_lines_are_one_line_and_exit_2(argv, needle, capsys, monkeyp
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert exc.value.code == 2
     assert len(err) == 1 and needle in err[0], err
+
+
+# -- hostile and stuck clients ----------------------------------------------------------
+
+
+@pytest.fixture
+async def server(tmp_path) -> AsyncIterator[control.ControlServer]:
+    """A control server whose answers are small ("stats") or 8 MB ("big")."""
+    path = str(tmp_path / "ctl.sock")
+    server = control.ControlServer(path, {"stats": lambda: {"ok": 1},
+                                          "big": lambda: "x" * (8 << 20)})
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def send_raw(path: str, data: bytes) -> bytes:
+    """Send `data` (a reset is fine: the server may stop reading) and return the
+    line answered, b"" for none."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(path)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(data)
+        try:
+            return s.makefile("rb").readline()
+        except ConnectionResetError:
+            return b""
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    (b"[" * 4000 + b"\n", b"more than 32 brackets"),  # json.loads: RecursionError
+    (b'{"cmd": ' + b"[" * 1000 + b"]" * 1000 + b"}\n", b"more than 32 brackets"),
+    (b"[" * 60_000 + b"\n", b"longer than 4096 bytes"),
+    (b"x" * (10 << 20) + b"\n", b"longer than 4096 bytes"),
+    (b'{"cmd": "\xff\xfe"}\n', b"not a JSON line"),
+])
+async def test_hostile_request_gets_one_json_error_line_and_the_server_lives(
+        server: control.ControlServer, data: bytes, needle: bytes) -> None:
+    answer = await asyncio.to_thread(send_raw, server.path, data)
+    assert answer.endswith(b"\n") and needle in answer, answer[:200]
+    assert json.loads(answer)["ok"] is False
+    assert await asyncio.to_thread(control.request, server.path, "stats") == {"ok": 1}
+
+
+async def test_stuck_clients_cannot_take_the_socket_away(
+        server: control.ControlServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAX_CLIENTS silent clients: the next one is told "busy" at once; the silent
+    ones are cut off after REQUEST_TIMEOUT, and then the socket answers again."""
+    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.2)
+    silent = [await asyncio.open_unix_connection(server.path)
+              for _ in range(control.MAX_CLIENTS)]
+    with pytest.raises(control.ControlError, match="busy"):
+        await asyncio.to_thread(control.request, server.path, "stats")
+    for reader, writer in silent:
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # hung up on, no answer
+        writer.close()
+    assert await asyncio.to_thread(control.request, server.path, "stats") == {"ok": 1}
+
+
+async def test_a_client_that_does_not_read_its_answer_is_cut_off(
+        server: control.ControlServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control, "ANSWER_TIMEOUT", 0.2)
+    reader, writer = await asyncio.open_unix_connection(server.path, limit=1 << 24)
+    writer.write(b'{"cmd": "big"}\n')
+    transport = writer.transport
+    transport.pause_reading()  # take nothing, so the server's drain() waits
+    await until(lambda: server.clients)  # the server has taken the client on...
+    await until(lambda: not server.clients)  # ...and cut it off
+    transport.resume_reading()
+    got = 0
+    with contextlib.suppress(ConnectionError):
+        while data := await asyncio.wait_for(reader.read(1 << 20), 5):
+            got += len(data)
+    assert got < 8 << 20  # aborted: the rest of the answer was dropped
+    writer.close()
+    assert await asyncio.to_thread(control.request, server.path, "stats") == {"ok": 1}
