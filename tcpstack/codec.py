@@ -73,12 +73,15 @@ def _pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
     return dpkt.in_cksum_add(0, struct.pack(">4s4sxBH", src, dst, proto, length))
 
 
-def decode(packet: bytes) -> Segment | IcmpEcho:
+def decode(packet: bytes, *, verify_checksum: bool = True) -> Segment | IcmpEcho:
     """Parse one IPv4 packet read from the TUN device.
 
     Raises `Malformed` for anything the stack does not accept: RFC 1122 3.2.1
     requires silently discarding datagrams with bad checksums; IP options and
-    fragments are not supported and dropped as well.
+    fragments are not supported and dropped as well. `verify_checksum=False`
+    skips the TCP checksum where the TUN's virtio-net header says the kernel
+    vouches for it (`tcpstack.vnet`): a NEEDS_CSUM packet carries only the
+    pseudo-header sum in that field.
     """
     if len(packet) < 20:
         raise Malformed(DropReason.TRUNCATED)
@@ -101,19 +104,20 @@ def decode(packet: bytes) -> Segment | IcmpEcho:
         raise Malformed(DropReason.FRAGMENT)
     body = packet[20 : ip.len]
     if ip.p == IPPROTO_TCP:
-        return _decode_tcp(ip, body)
+        return _decode_tcp(ip, body, verify_checksum)
     if ip.p == IPPROTO_ICMP:
         return _decode_icmp(ip, body)
     raise Malformed(DropReason.PROTOCOL)
 
 
-def _decode_tcp(ip: dpkt.ip.IP, body: bytes) -> Segment:
+def _decode_tcp(ip: dpkt.ip.IP, body: bytes, verify_checksum: bool) -> Segment:
     if len(body) < 20:
         raise Malformed(DropReason.TRUNCATED)
     off = (body[12] >> 4) * 4
     if off < 20 or off > len(body):
         raise Malformed(DropReason.TCP_HEADER)
-    if not _checksum_ok(body, _pseudo_header_sum(ip.src, ip.dst, IPPROTO_TCP, len(body))):
+    if verify_checksum and not _checksum_ok(
+            body, _pseudo_header_sum(ip.src, ip.dst, IPPROTO_TCP, len(body))):
         raise Malformed(DropReason.TCP_CHECKSUM)
     tcp = ip.data
     if not isinstance(tcp, dpkt.tcp.TCP):
@@ -178,8 +182,11 @@ def build_options(opts: Options) -> bytes:
     return bytes(out)
 
 
-def encode(seg: Segment) -> bytes:
-    """Build the IPv4 packet for one outgoing segment, checksums included."""
+def encode(seg: Segment, *, partial_checksum: bool = False) -> bytes:
+    """Build the IPv4 packet for one outgoing segment, checksums included.
+
+    `partial_checksum` leaves the TCP checksum to the kernel (checksum offload,
+    `tcpstack.vnet`): the field gets only the folded pseudo-header sum."""
     raw_opts = build_options(seg.options)
     tcp = dpkt.tcp.TCP(
         sport=seg.sport,
@@ -192,6 +199,10 @@ def encode(seg: Segment) -> bytes:
         off=5 + len(raw_opts) // 4,  # dpkt does not derive the data offset from opts
         data=seg.payload,
     )
+    if partial_checksum:
+        # dpkt fills in a zero checksum only; in_cksum_done complements the sum.
+        tcp.sum = ~dpkt.in_cksum_done(_pseudo_header_sum(
+            seg.src, seg.dst, IPPROTO_TCP, len(tcp))) & 0xFFFF
     return _ip(seg.src, seg.dst, IPPROTO_TCP, tcp)
 
 

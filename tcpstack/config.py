@@ -24,6 +24,10 @@ class TcpConfig:
 
     `split_synack` answers a SYN with the seed's four-segment handshake (a bare
     ACK, then a SYN without ACK) instead of one SYN+ACK; off, as on every real stack.
+
+    `offload` says the TUN carries a virtio-net header (docs/offload.md): the
+    TCB may then hand out TSO super-segments of several MSS, and the stack
+    frames every packet; off in memory, on by default in the daemon.
     """
 
     mtu: int = 1500
@@ -52,6 +56,8 @@ class TcpConfig:
     keepalive_interval: float = 75.0
     keepalive_probes: int = 9
     split_synack: bool = False
+    offload: bool = False
+    offload: bool = False
 
     @property
     def mss(self) -> int:
