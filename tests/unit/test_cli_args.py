@@ -128,3 +128,11 @@ def test_tcp_tuning_reaches_the_config() -> None:
 def test_tcp_tuning_defaults_are_linux_like() -> None:
     c = settings(["serve"]).daemon.config
     assert (c.cc, c.rto_min, c.keepalive) == ("cubic", 0.2, False)
+
+
+@pytest.mark.parametrize(("argv", "offload"), [
+    (["serve"], True), (["serve", "--offload", "off"], False),
+    (["connect", "10.0.0.1", "80", "--offload", "on"], True),
+])
+def test_offload_on_by_default(argv: list[str], offload: bool) -> None:
+    assert settings(argv).daemon.offload is offload
