@@ -340,12 +340,13 @@ class Lab:
         self.procs.remove(proc)
 
     @contextlib.contextmanager
-    def stack(self, mtu: int) -> Iterator[str]:
+    def stack(self, mtu: int, offload: str = "on") -> Iterator[str]:
         """`tcpstack serve` at `mtu` in the client namespace; yields its VIP."""
         vip = f"{STACK_NET}.2"
-        proc = self.start(self.client, f"tcpstack-mtu{mtu}", sys.executable, "-m", "tcpstack",
-                          "serve", "--tun", "bt-stack", "--host-addr", f"{STACK_NET}.1/24",
-                          "--addr", vip, "--mtu", str(mtu), "--app", f"http:{HTTP_PORT}",
+        proc = self.start(self.client, f"tcpstack-mtu{mtu}-offload-{offload}", sys.executable,
+                          "-m", "tcpstack", "serve", "--tun", "bt-stack", "--host-addr",
+                          f"{STACK_NET}.1/24", "--addr", vip, "--mtu", str(mtu),
+                          "--offload", offload, "--app", f"http:{HTTP_PORT}",
                           "--app", f"echo:{ECHO_PORT}", "--log-level", "warning")
         try:
             proc.wait_line("tcpstack ready:")
@@ -515,13 +516,25 @@ def run_bench(args: argparse.Namespace, log_dir: Path) -> tuple[list[Row], list[
                             lab, a, args.conns, args.concurrency), errors)
             r["raw"] = measure(f"raw packet loop ({side})", lambda s=side: packet_loop(
                 lab, s, args.raw_seconds), errors)
+        if args.offload_off:  # docs/offload.md: the same transfers without offloads
+            mtu, r = args.mtu[0], results["stack"]
+            print(f"stack, MTU {mtu}, --offload off:", file=sys.stderr, flush=True)
+            with lab.stack(mtu, "off") as addr:
+                r[f"down{mtu}off"] = measure("download", lambda a=addr: median_of(
+                    args.repeat, lambda: download(lab, a, args.size)), errors)
+                r[f"up{mtu}off"] = measure("upload", lambda a=addr: median_of(
+                    args.repeat, lambda: upload(lab, a, body, digest)), errors)
 
     s, k = results["stack"], results["kernel"]
-    for mtu in args.mtu:
+    variants = [(mtu, "") for mtu in args.mtu]
+    if args.offload_off:
+        variants.append((args.mtu[0], "off"))
+    for mtu, off in variants:
         for key, name in ((f"down{mtu}", "download"), (f"up{mtu}", "upload")):
-            rows.append(Row(f"{name} MTU {mtu} (median of {args.repeat})", "MB/s",
-                            (s.get(key) or {}).get("median"), (k.get(key) or {}).get("median"),
-                            notes={"stack": s.get(key), "kernel": k.get(key)}))
+            label = f"{name} MTU {mtu}{' --offload off' if off else ''} (median of {args.repeat})"
+            rows.append(Row(label, "MB/s", (s.get(key + off) or {}).get("median"),
+                            (k.get(key) or {}).get("median"),
+                            notes={"stack": s.get(key + off), "kernel": k.get(key)}))
     rows.append(Row(f"connections/s (ab -c {args.concurrency})", "conn/s",
                     (s.get("ab") or {}).get("rate"), (k.get("ab") or {}).get("rate"),
                     notes={"stack": s.get("ab"), "kernel": k.get("ab")}))
@@ -539,12 +552,12 @@ def render(rows: list[Row]) -> str:
     def num(v: float | None, digits: int = 1) -> str:
         return "-" if v is None else f"{v:,.{digits}f}"
 
-    head = f"{'metric':<42} {'unit':>6} {'tcpstack':>12} {'kernel':>12} {'tcpstack/kernel':>16}"
+    head = f"{'metric':<46} {'unit':>6} {'tcpstack':>12} {'kernel':>12} {'tcpstack/kernel':>16}"
     lines = [head, "-" * len(head)]
     for r in rows:
         better = "" if r.ratio is None else ("  (higher=better)" if r.higher_is_better
                                              else "  (lower=better)")
-        lines.append(f"{r.metric:<42} {r.unit:>6} {num(r.tcpstack):>12} {num(r.kernel):>12} "
+        lines.append(f"{r.metric:<46} {r.unit:>6} {num(r.tcpstack):>12} {num(r.kernel):>12} "
                      f"{num(r.ratio, 3):>16}{better}")
     return "\n".join(lines)
 
@@ -570,6 +583,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mtu", type=int, action="append",
                    help="MTU for the throughput runs, repeatable (BENCH_MTUS, default "
                    "1500,65535); RTT and connections/s use the first")
+    p.add_argument("--no-offload-off", dest="offload_off", action="store_false",
+                   help="skip the download and upload rows of the stack with --offload off")
     p.add_argument("--out", type=Path, default=REPO / "bench-results",
                    help="directory for the JSON result (default bench-results/)")
     args = p.parse_args(argv)

@@ -123,6 +123,12 @@ def _checksum(total: int) -> int:
     return -total % 0xFFFF if total else 0xFFFF
 
 
+def _fold(total: int) -> int:
+    """The folded one's complement sum itself (not complemented): what a partial
+    checksum field holds for the kernel to finish (0xFFFF for a nonzero multiple)."""
+    return total % 0xFFFF or (0xFFFF if total else 0)
+
+
 def _sums_to_ones(total: int) -> bool:
     """RFC 1071 4.1 verification: the sum over the data including its checksum is all ones.
 
@@ -131,7 +137,7 @@ def _sums_to_ones(total: int) -> bool:
     return total != 0 and total % 0xFFFF == 0
 
 
-def decode_fast(packet: bytes) -> Segment | IcmpEcho:
+def decode_fast(packet: bytes, *, verify_checksum: bool = True) -> Segment | IcmpEcho:
     """Parse one IPv4 packet read from the TUN device.
 
     Raises `Malformed` for anything the stack does not accept: RFC 1122 3.2.1
@@ -139,7 +145,9 @@ def decode_fast(packet: bytes) -> Segment | IcmpEcho:
     fragments are not supported and dropped as well. The checks run in the
     reference's order, so the same packet always gives the same `DropReason`.
     `packet` may be any bytes-like object; the payload is a slice of it (a copy
-    for `bytes`, none for a `memoryview`).
+    for `bytes`, none for a `memoryview`). `verify_checksum=False` skips the TCP
+    checksum where the TUN's virtio-net header says the kernel vouches for it
+    (`tcpstack.vnet`): a NEEDS_CSUM packet carries only the pseudo-header sum there.
     """
     if len(packet) < 20:
         raise Malformed(DropReason.TRUNCATED)
@@ -155,13 +163,14 @@ def decode_fast(packet: bytes) -> Segment | IcmpEcho:
     if frag & _IP_FRAGMENT_BITS:
         raise Malformed(DropReason.FRAGMENT)
     if proto == IPPROTO_TCP:
-        return _decode_tcp(packet, total, src, dst)
+        return _decode_tcp(packet, total, src, dst, verify_checksum)
     if proto == IPPROTO_ICMP:
         return _decode_icmp(packet, total, src, dst)
     raise Malformed(DropReason.PROTOCOL)
 
 
-def _decode_tcp(packet: bytes, total: int, src: bytes, dst: bytes) -> Segment:
+def _decode_tcp(packet: bytes, total: int, src: bytes, dst: bytes,
+                verify_checksum: bool) -> Segment:
     tcp_len = total - 20
     if tcp_len < 20:
         raise Malformed(DropReason.TRUNCATED)
@@ -171,7 +180,7 @@ def _decode_tcp(packet: bytes, total: int, src: bytes, dst: bytes) -> Segment:
         raise Malformed(DropReason.TCP_HEADER)
     # RFC 9293 3.1: the checksum covers the pseudo-header (addresses, protocol, TCP length).
     pseudo = _from_bytes(packet[12:20], "big") + IPPROTO_TCP + tcp_len
-    if not _sums_to_ones(pseudo + _word_sum(packet[20:total])):
+    if verify_checksum and not _sums_to_ones(pseudo + _word_sum(packet[20:total])):
         raise Malformed(DropReason.TCP_CHECKSUM)
     return Segment(src, dst, sport, dport, seq, ack, _FLAGS[off_flags & _TCP_FLAG_BITS], window,
                    parse_options(packet[40:end]) if end > 40 else Options(), packet[end:total])
@@ -249,14 +258,16 @@ def build_options(opts: Options) -> bytes:
 
 
 
-def encode_fast(seg: Segment) -> bytes:
+def encode_fast(seg: Segment, *, partial_checksum: bool = False) -> bytes:
     """Build the IPv4 packet for one outgoing segment, checksums included.
 
     Both checksums are computed from the field values (a 32-bit field is congruent
     to the sum of its two words modulo 0xFFFF) plus one `_word_sum` each of the
     options and the payload, so the header is packed once and the payload copied
     once, into the packet. Raises ValueError where dpkt does: options longer
-    than 40 bytes, or flags beyond the nine control bits.
+    than 40 bytes, or flags beyond the nine control bits. `partial_checksum`
+    leaves the TCP checksum to the kernel (checksum offload, `tcpstack.vnet`): the
+    field gets the folded pseudo-header sum, not complemented.
     """
     raw_opts = build_options(seg.options)
     payload = seg.payload
@@ -271,13 +282,17 @@ def encode_fast(seg: Segment) -> bytes:
     src, dst, sport, dport, seq, ack, window = (
         seg.src, seg.dst, seg.sport, seg.dport, seg.seq, seg.ack, seg.window)
     addresses = _from_bytes(src, "big") + _from_bytes(dst, "big")
-    # RFC 9293 3.1: pseudo-header, header fields (checksum and urgent pointer zero), data.
-    tcp_sum = (addresses + IPPROTO_TCP + tcp_len + sport + dport + seq + ack + off_flags
-               + window + _from_bytes(raw_opts, "big") + _word_sum(payload))
+    if partial_checksum:
+        tcp_check = _fold(addresses + IPPROTO_TCP + tcp_len)
+    else:
+        # RFC 9293 3.1: pseudo-header, header fields (checksum and urgent pointer zero), data.
+        tcp_check = _checksum(addresses + IPPROTO_TCP + tcp_len + sport + dport + seq + ack
+                              + off_flags + window + _from_bytes(raw_opts, "big")
+                              + _word_sum(payload))
     header = _IPV4_TCP.pack(
         0x45, 0, total, 0, _IP_DF, TTL, IPPROTO_TCP,
         _checksum(_IP_HEADER_WORDS + total + IPPROTO_TCP + addresses), src, dst,
-        sport, dport, seq, ack, off_flags, window, _checksum(tcp_sum), 0)
+        sport, dport, seq, ack, off_flags, window, tcp_check, 0)
     return b"".join((header, raw_opts, payload))
 
 
@@ -309,12 +324,15 @@ def _pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
     return dpkt.in_cksum_add(0, struct.pack(">4s4sxBH", src, dst, proto, length))
 
 
-def decode_reference(packet: bytes) -> Segment | IcmpEcho:
+def decode_reference(packet: bytes, *, verify_checksum: bool = True) -> Segment | IcmpEcho:
     """Parse one IPv4 packet read from the TUN device.
 
     Raises `Malformed` for anything the stack does not accept: RFC 1122 3.2.1
     requires silently discarding datagrams with bad checksums; IP options and
-    fragments are not supported and dropped as well.
+    fragments are not supported and dropped as well. `verify_checksum=False`
+    skips the TCP checksum where the TUN's virtio-net header says the kernel
+    vouches for it (`tcpstack.vnet`): a NEEDS_CSUM packet carries only the
+    pseudo-header sum in that field.
     """
     if len(packet) < 20:
         raise Malformed(DropReason.TRUNCATED)
@@ -337,19 +355,20 @@ def decode_reference(packet: bytes) -> Segment | IcmpEcho:
         raise Malformed(DropReason.FRAGMENT)
     body = packet[20 : ip.len]
     if ip.p == IPPROTO_TCP:
-        return _decode_tcp_reference(ip, body)
+        return _decode_tcp_reference(ip, body, verify_checksum)
     if ip.p == IPPROTO_ICMP:
         return _decode_icmp_reference(ip, body)
     raise Malformed(DropReason.PROTOCOL)
 
 
-def _decode_tcp_reference(ip: dpkt.ip.IP, body: bytes) -> Segment:
+def _decode_tcp_reference(ip: dpkt.ip.IP, body: bytes, verify_checksum: bool) -> Segment:
     if len(body) < 20:
         raise Malformed(DropReason.TRUNCATED)
     off = (body[12] >> 4) * 4
     if off < 20 or off > len(body):
         raise Malformed(DropReason.TCP_HEADER)
-    if not _checksum_ok(body, _pseudo_header_sum(ip.src, ip.dst, IPPROTO_TCP, len(body))):
+    if verify_checksum and not _checksum_ok(
+            body, _pseudo_header_sum(ip.src, ip.dst, IPPROTO_TCP, len(body))):
         raise Malformed(DropReason.TCP_CHECKSUM)
     tcp = ip.data
     if not isinstance(tcp, dpkt.tcp.TCP):
@@ -394,8 +413,11 @@ def parse_options_reference(raw: bytes) -> Options:
     return opts
 
 
-def encode_reference(seg: Segment) -> bytes:
-    """Build the IPv4 packet for one outgoing segment, checksums included."""
+def encode_reference(seg: Segment, *, partial_checksum: bool = False) -> bytes:
+    """Build the IPv4 packet for one outgoing segment, checksums included.
+
+    `partial_checksum` leaves the TCP checksum to the kernel (checksum offload,
+    `tcpstack.vnet`): the field gets only the folded pseudo-header sum."""
     raw_opts = build_options(seg.options)
     tcp = dpkt.tcp.TCP(
         sport=seg.sport,
@@ -408,6 +430,10 @@ def encode_reference(seg: Segment) -> bytes:
         off=5 + len(raw_opts) // 4,  # dpkt does not derive the data offset from opts
         data=seg.payload,
     )
+    if partial_checksum:
+        # dpkt fills in a zero checksum only; in_cksum_done complements the sum.
+        tcp.sum = ~dpkt.in_cksum_done(_pseudo_header_sum(
+            seg.src, seg.dst, IPPROTO_TCP, len(tcp))) & 0xFFFF
     return _ip_reference(seg.src, seg.dst, IPPROTO_TCP, tcp)
 
 

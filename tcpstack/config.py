@@ -40,6 +40,10 @@ class TcpConfig:
     ranges it records of the peer's queue, so a peer that cuts its data into
     one-octet segments with gaps cannot make each segment cost more (see
     tcpstack/ranges.py for the default).
+
+    `offload` says the TUN carries a virtio-net header (docs/offload.md): the
+    TCB may then hand out TSO super-segments of several MSS, and the stack
+    frames every packet; off in memory, on by default in the daemon.
     """
 
     mtu: int = 1500
@@ -72,6 +76,7 @@ class TcpConfig:
     split_synack: bool = False
     max_ofo_runs: int = MAX_OFO_RUNS
     max_tw_buckets: int = 262144
+    offload: bool = False
 
     @property
     def mss(self) -> int:

@@ -97,12 +97,14 @@ class Observability:
         self.control: control.ControlServer | None = None
         self._trace_level: int | None = None  # the trace logger's level before attach
 
-    def tap_output(self, write: Callable[[bytes], object]) -> Callable[[bytes], object]:
-        """Open the --pcap file and return `write` recording what it writes."""
+    def tap_output(self, write: Callable[[bytes], object], *,
+                   vnet: bool = False) -> Callable[[bytes], object]:
+        """Open the --pcap file and return `write` recording what it writes
+        (virtio-net frames with `vnet`, recorded as the wire packets)."""
         if self.settings.pcap is None:
             return write
         try:
-            self.capture = Capture.open(self.settings.pcap)
+            self.capture = Capture.open(self.settings.pcap, vnet=vnet)
         except OSError as e:
             raise SetupError(f"--pcap: cannot write {self.settings.pcap}: "
                              f"{e.strerror or e}") from None

@@ -19,6 +19,13 @@ the file, taps the stack's two packet paths and flushes at most
 `FLUSH_INTERVAL` after a packet, so a reader following the file (tshark -r,
 tail) sees packets promptly without one system call per packet, and an idle
 stack never wakes up for it.
+
+With offloads (docs/offload.md) the packets crossing the TUN are frames: a
+virtio-net header, then a TCP super-segment of up to 64 KiB or a packet whose
+TCP checksum the kernel has yet to compute. The capture records what the
+wire would carry instead (`tcpstack.vnet.wire_packets`): each super-segment
+cut into its MSS-sized segments, every checksum complete, so ladders, tests
+and Wireshark see the same segments as with `--offload off`.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import struct
 import time
 from collections.abc import Callable
 from typing import BinaryIO
+
+from tcpstack import vnet
 
 PCAP_MAGIC = 0xA1B2C3D4  # microsecond timestamps (0xA1B23C4D would be nanoseconds)
 PCAP_VERSION = (2, 4)
@@ -64,10 +73,12 @@ class PcapWriter:
 
 
 class Capture:
-    """A pcap file fed from the stack's TUN side, flushed soon after each packet."""
+    """A pcap file fed from the stack's TUN side, flushed soon after each packet;
+    with `vnet` the packets are virtio-net frames, recorded as wire packets."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, *, vnet: bool = False) -> None:
         self._writer = PcapWriter(stream)
+        self._vnet = vnet
         self._stream = stream
         self._loop = asyncio.get_running_loop()
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -75,15 +86,17 @@ class Capture:
         stream.flush()  # the header at once: a reader may open the file before any packet
 
     @classmethod
-    def open(cls, path: str) -> Capture:
+    def open(cls, path: str, *, vnet: bool = False) -> Capture:
         """Create (or truncate) `path`; OSError if it cannot be written."""
-        return cls(open(path, "wb"))  # closed by close()
+        return cls(open(path, "wb"), vnet=vnet)  # closed by close()
 
     def record(self, packet: bytes) -> None:
         """Append one packet, stamped now; a no-op once the capture is closed."""
         if self._closed:
             return
-        self._writer.write(packet, time.time())
+        now = time.time()
+        for wire in vnet.wire_packets(packet) if self._vnet else (packet,):
+            self._writer.write(wire, now)
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_later(FLUSH_INTERVAL, self._flush)
 

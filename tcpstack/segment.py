@@ -43,7 +43,10 @@ class Segment:
     """One TCP segment, addressed by its 4-tuple.
 
     ``src``/``dst`` are IPv4 addresses as 4-byte ``bytes``; ``seq``/``ack``
-    are raw 32-bit sequence numbers.
+    are raw 32-bit sequence numbers. A nonzero ``gso_size`` makes it a
+    super-segment (docs/offload.md): it stands for consecutive wire segments of
+    ``gso_size`` payload octets each (the last may be shorter), which the
+    kernel cuts it into (TSO) or coalesced it from (GRO).
     """
 
     src: bytes
@@ -56,6 +59,14 @@ class Segment:
     window: int
     options: Options = field(default_factory=Options)
     payload: bytes = b""
+    gso_size: int = 0
+
+    @property
+    def wire_segments(self) -> int:
+        """How many segments this one stands for on the wire."""
+        if not self.gso_size:
+            return 1
+        return max(1, -(-len(self.payload) // self.gso_size))
 
     @property
     def seg_len(self) -> int:

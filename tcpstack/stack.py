@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
-from tcpstack import codec
+from tcpstack import codec, vnet
 from tcpstack.codec import IcmpEcho, Malformed
 from tcpstack.config import TcpConfig
 from tcpstack.connection import Connection, TimerFired
@@ -41,7 +41,7 @@ trace = logging.getLogger("tcpstack.trace")
 
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's net.ipv4.ip_local_port_range
 READ_BATCH = 512  # packets per wake-up before other tasks get a turn
-READ_SIZE = 65536
+READ_SIZE = 65536 + vnet.HEADER_LEN  # the largest IPv4 packet and a virtio-net header
 
 ConnKey = tuple[int, bytes, int]  # (local port, remote address, remote port)
 
@@ -61,6 +61,8 @@ class Stack:
         #: `handle_packet`; `tcpstack.impair` interposes its impairment here.
         self.receive: Callable[[bytes, float], None] = self.handle_packet
         self.config = config or TcpConfig()
+        #: Packets in and out carry a virtio-net header (`tcpstack.vnet`).
+        self.vnet = self.config.offload
         self.stats: Counter[str] = Counter()
         self.conns: dict[ConnKey, Connection] = {}
         #: 4-tuples in TIME-WAIT, as small records (tcpstack.timewait), at most
@@ -102,9 +104,18 @@ class Stack:
             self._loop.remove_reader(fd)
 
     def handle_packet(self, packet: bytes, now: float) -> None:
-        """Decode one IPv4 packet and hand it on; bad ones are counted and dropped."""
+        """Decode one IPv4 packet and hand it on; bad ones are counted and dropped.
+        InReceives counts packets (Linux's Ip InReceives); InSegs counts TCP
+        segments, a GRO super-segment as the segments it was made of."""
+        self.stats["InReceives"] += 1
+        gso_size = 0
         try:
-            item = codec.decode(packet)
+            if self.vnet:
+                header, packet = vnet.parse(packet)
+                gso_size = header.tcp_gso_size
+                item = codec.decode(packet, verify_checksum=not header.checksum_trusted)
+            else:
+                item = codec.decode(packet)
         except Malformed as e:
             self.stats[f"Drop.{e.reason}"] += 1
             if e.reason is codec.DropReason.TCP_CHECKSUM:
@@ -117,9 +128,13 @@ class Stack:
         if isinstance(item, IcmpEcho):
             self.stats["IcmpInEchos"] += 1
             self.stats["IcmpOutEchoReps"] += 1
-            self._send(codec.encode_echo_reply(item))
+            reply = codec.encode_echo_reply(item)
+            self._send(vnet.PLAIN + reply if self.vnet else reply)
             return
-        self.stats["InSegs"] += 1
+        if gso_size:
+            item.gso_size = gso_size
+            self.stats["InSuperSegs"] += 1
+        self.stats["InSegs"] += item.wire_segments
         key = (item.dport, item.src, item.sport)
         conn = self.conns.get(key)
         if conn is not None:
@@ -186,10 +201,17 @@ class Stack:
     def transmit(self, segments: list[Segment]) -> None:
         stats = self.stats
         for seg in segments:
-            stats["OutSegs"] += 1
+            stats["OutSegs"] += seg.wire_segments
             if seg.flags & Flags.RST:
                 stats["OutRsts"] += 1
-            self._send(codec.encode(seg))
+            if not self.vnet:
+                self._send(codec.encode(seg))
+                continue
+            # Checksum offload for every segment, segmentation for super-segments.
+            if seg.gso_size:
+                stats["OutSuperSegs"] += 1
+            packet = codec.encode(seg, partial_checksum=True)
+            self._send(vnet.tcp_frame(packet, seg.gso_size))
 
     def _send(self, packet: bytes) -> None:
         """A full device queue drops the packet, as a NIC would; TCP retransmits."""

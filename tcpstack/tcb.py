@@ -40,6 +40,9 @@ CLOCK_GRANULARITY = 0.01  # G in RFC 6298 2: the timer wheel's tick
 DUPTHRESH = 3  # RFC 5681 3.2, RFC 6675 2
 MAX_WSCALE = 14  # RFC 7323 2.3
 TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3.2)
+#: Payload of the largest TSO super-segment: an IPv4 packet of 65535 octets
+#: less its header and the longest TCP header (docs/offload.md).
+TSO_MAX = 65535 - 20 - 60
 
 ACK = Flags.ACK
 SYN = Flags.SYN
@@ -810,7 +813,9 @@ class Tcb:
                 if more:
                     self._deliver(more)
                 fin = fin or fin_later
-            self._delayed_segs += 1
+            # A GRO super-segment counts as the segments it was made of: two or
+            # more full-sized ones are ACKed at once (RFC 5681 4.2).
+            self._delayed_segs += seg.wire_segments
             if filled or fin or not self.config.delayed_ack:
                 self._ack_pending = True  # at once for a filled hole (RFC 5681 4.2) or FIN
             elif self._delayed_segs >= 2:
@@ -919,7 +924,9 @@ class Tcb:
             forced = probe and usable <= 0 < avail
             if forced:
                 usable, room, probe = 1, 1, False
-            n = max(0, min(avail, usable, room, self.send_mss))
+            n = max(0, min(avail, usable, room, self._max_seg()))
+            if n > self.send_mss:
+                n = self._tso_len(n, at_end)
             fin = self._fin_seq is not None and n == at_end
             if n == 0 and not fin:
                 if avail > 0 and usable <= 0 and self._rtx_deadline is None:
@@ -935,18 +942,43 @@ class Tcb:
             elif seq_lt(seq, self.snd_max):
                 self.stats["RetransSegs"] += 1
                 self.total_retransmits += 1
-            self._emit(flags, seq=seq, payload=self._sndbuf.peek(offset, n))
+            tso = n > self.send_mss  # the kernel cuts it into MSS pieces
+            self._emit(flags, seq=seq, payload=self._sndbuf.peek(offset, n),
+                       gso_size=self.send_mss if tso else 0)
             self.snd_nxt = seq_add(seq, n + fin)
-            if n < self.send_mss:
+            if n < self.send_mss or n % self.send_mss:
                 self._snd_sml = self.snd_nxt
             if seq_lt(self.snd_max, self.snd_nxt):
                 self.snd_max = self.snd_nxt
                 if self._rtt_probe is None and self.retransmits == 0:
-                    self._rtt_probe = (self.snd_nxt, now)
+                    # Time the first piece, as the one-MSS loop would have.
+                    end = seq_add(seq, self.send_mss) if tso else self.snd_nxt
+                    self._rtt_probe = (end, now)
             if self._rtx_deadline is None:
                 self._rtx_deadline = now + self.rto
             if fin:
                 return
+
+    def _max_seg(self) -> int:
+        """Payload octets the next segment may carry: one MSS, or with TSO
+        (`TcpConfig.offload`) as many whole MSS as one IPv4 packet holds. Not
+        while going back N after a timeout: retransmissions stay one MSS each."""
+        mss = self.send_mss
+        if not self.config.offload or seq_lt(self.snd_nxt, self.snd_max):
+            return mss
+        return max(mss, TSO_MAX // mss * mss)
+
+    def _tso_len(self, n: int, at_end: int) -> int:
+        """The length of a super-segment that stands for exactly the segments the
+        one-MSS loop would send now: whole MSS pieces, and a short last piece
+        only where that loop would send it at once, i.e. it ends the data and
+        Nagle lets it go (or our FIN follows it). A sliver cut short by the
+        window or cwnd waits, since the full pieces are then in flight (3.8.6.2.1)."""
+        short = n % self.send_mss
+        if short and not (n == at_end and (self._fin_seq is not None
+                                           or not self._hold_short(short, short))):
+            return n - short
+        return n
 
     def _hold_short(self, n: int, at_end: int) -> bool:
         """Whether new data shorter than the MSS must wait.
@@ -1047,7 +1079,7 @@ class Tcb:
             self._rtx_deadline = now + self.rto
 
     def _emit(self, flags: Flags, *, seq: int | None = None, payload: bytes = b"",
-              options: Options | None = None) -> None:
+              options: Options | None = None, gso_size: int = 0) -> None:
         """Queue one segment from this connection. ACK-bearing ones carry RCV.NXT,
         our window (scaled, RFC 7323 2.3) and, on pure ACKs, SACK blocks; they
         settle any pending or delayed ACK."""
@@ -1079,6 +1111,7 @@ class Tcb:
             seq=self._ack_seq() if seq is None else seq,
             ack=self.rcv_nxt if flags & ACK else 0,
             flags=flags, window=field, options=options or Options(), payload=payload,
+            gso_size=gso_size,
         ))
 
     def _ts_val(self) -> int:

@@ -8,12 +8,21 @@ kernel sends router solicitations into it that nobody wants.
 The device's transmit queue holds what the kernel sends to the stack until the
 stack reads it; the kernel's default for a TUN (500 packets) drops most of a
 burst of connects or closes, so the daemon sets it (`--txqueuelen`).
+
+With offloads (`--offload on`, the default; docs/offload.md) the device is
+opened with IFF_VNET_HDR and TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4): every
+read and write then starts with a virtio-net header (`tcpstack.vnet`), and TCP
+packets cross it as super-segments of up to 64 KiB with the checksum left to
+the kernel. The header stays on the frames the stack reads and writes, since
+the pcap tap needs it to show the wire segments. A kernel that refuses the
+ioctl gets the device without offloads and a warning.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import socket
 import struct
@@ -23,6 +32,9 @@ from pathlib import Path
 import pytun
 
 SIOCSIFTXQLEN = 0x8943  # <linux/sockios.h>: set the device's transmit queue length
+TUNSETOFFLOAD = 0x400454D0  # <linux/if_tun.h>: _IOW('T', 208, unsigned int)
+TUN_F_CSUM = 0x01  # the reader takes packets with partial checksums
+TUN_F_TSO4 = 0x02  # ... and TCP/IPv4 super-segments
 DEFAULT_TXQUEUELEN = 16384
 #: sysfs counters shown by `tcpstack stats`: tx is the kernel sending to the stack.
 DROP_COUNTERS = {"TunTxDropped": "tx_dropped", "TunRxDropped": "rx_dropped"}
@@ -32,16 +44,28 @@ class TunError(Exception):
     """Setting up the device failed; the message is meant for the user."""
 
 
+log = logging.getLogger("tcpstack.tun")
+
+
 class TunDevice:
-    """An IFF_TUN | IFF_NO_PI device: each read or write is one bare IPv4 packet.
-    The device exists while it is open and disappears when it is closed."""
+    """An IFF_TUN | IFF_NO_PI device: each read or write is one bare IPv4 packet,
+    or with `offload` (if the kernel agrees: then `vnet` is True) one frame, a
+    virtio-net header and the packet. The device exists while it is open and
+    disappears when it is closed."""
 
     def __init__(self, name: str, host_addr: IPv4Interface, mtu: int,
-                 txqueuelen: int = DEFAULT_TXQUEUELEN) -> None:
-        try:
-            self._dev = pytun.TunTapDevice(name=name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
-        except pytun.Error as e:
-            raise TunError(_explain(name, e)) from None
+                 txqueuelen: int = DEFAULT_TXQUEUELEN, *, offload: bool = False) -> None:
+        self._dev = _open(name, offload)
+        self.vnet = offload
+        if offload:
+            try:
+                fcntl.ioctl(self._dev.fileno(), TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)
+            except OSError as e:
+                log.warning("offloads off: the kernel refused TUNSETOFFLOAD on %s (%s)",
+                            name, e.strerror or e)
+                self._dev.close()
+                self._dev = _open(name, offload=False)
+                self.vnet = False
         self.name: str = self._dev.name
         try:
             _disable_ipv6(self.name)
@@ -59,7 +83,8 @@ class TunDevice:
         return self._dev.fileno()
 
     def write(self, packet: bytes) -> None:
-        """Send one packet to the kernel (BlockingIOError when its queue is full)."""
+        """Send one packet (or frame) to the kernel (BlockingIOError when its
+        queue is full)."""
         os.write(self._dev.fileno(), packet)
 
     def drop_counters(self) -> dict[str, int]:
@@ -75,6 +100,14 @@ class TunDevice:
 
     def close(self) -> None:
         self._dev.close()
+
+
+def _open(name: str, offload: bool) -> pytun.TunTapDevice:
+    flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offload else 0)
+    try:
+        return pytun.TunTapDevice(name=name, flags=flags)
+    except pytun.Error as e:
+        raise TunError(_explain(name, e)) from None
 
 
 def _explain(name: str, e: pytun.Error) -> str:

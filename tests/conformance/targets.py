@@ -21,6 +21,13 @@ the kernel's timestamps, as they enter the kernel. The kernel then drops them si
 them without sending ICMP. IPv6 is off, so there are no router
 solicitations either. The hub checks that the kernel put nothing on the wire.
 
+The stack runs with its default offloads (docs/offload.md), so it writes
+TCP super-segments with partial checksums into its TUN; the packet socket
+asks for the virtio-net header of each packet (PACKET_VNET_HDR) and the wire
+cuts them into the segments the kernel would put on a real wire
+(`tcpstack.vnet.wire_packets`, which also completes, and so checks, every
+partial checksum). TCPSTACK_CONFORMANCE_OFFLOAD=off runs the stack without.
+
 Linux is left at its defaults except for two knobs that tcpstack gets the
 same values for on its command line: tcp_synack_retries=2 and
 tcp_syn_retries=2 (handshake timeouts after 7 s instead of 63 s and 127 s).
@@ -40,10 +47,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 import pytun
 
+from tcpstack import vnet
 from tests import nstools
 from tests.conformance.apps import PORTS
 from tests.conformance.harness import Hub, Link, Wire
@@ -55,7 +64,11 @@ PACKET_OUTGOING = 4
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SOCKET_BUFFER = 8 << 20
 TXQUEUELEN = "10000"  # the TUN queue must never drop a burst of parallel scripts
-READ_SIZE = 65536
+READ_SIZE = 65536 + vnet.HEADER_LEN
+SOL_PACKET = 263  # <linux/socket.h>
+PACKET_VNET_HDR = 15  # <linux/if_packet.h>
+#: `--offload` for the tcpstack target's daemons.
+OFFLOAD = os.environ.get("TCPSTACK_CONFORMANCE_OFFLOAD", "on")
 #: Handshake retries for both targets (Linux sysctls, tcpstack options).
 SYNACK_RETRIES = 2
 SYN_RETRIES = 2
@@ -74,19 +87,33 @@ class PacketWire(Wire):
     injection or, if its source is not a peer address, the kernel's noise.
     """
 
-    def __init__(self, sock: socket.socket, *, target_transmits: bool) -> None:
+    def __init__(self, sock: socket.socket, *, target_transmits: bool,
+                 vnet_hdr: bool = False) -> None:
         self._sock = sock
         self._target_transmits = target_transmits
         # SO_TIMESTAMPNS is CLOCK_REALTIME; the event loop's clock is monotonic.
         self._offset = time.time() - time.monotonic()
+        self._vnet_hdr = vnet_hdr  # the socket has PACKET_VNET_HDR (`packet_socket`)
+        self._pieces: deque[tuple[bytes, bool, float]] = deque()
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
     def send(self, link: Link, packet: bytes) -> None:
-        self._sock.sendto(packet, (link.ifname, ETH_P_IP))
+        frame = vnet.PLAIN + packet if self._vnet_hdr else packet
+        self._sock.sendto(frame, (link.ifname, ETH_P_IP))
 
     def read(self) -> tuple[bytes, bool, float] | None:
+        if self._pieces:
+            return self._pieces.popleft()
+        item = self._read()
+        if item is None or not self._vnet_hdr:
+            return item
+        frame, from_target, t = item
+        self._pieces.extend((p, from_target, t) for p in vnet.wire_packets(frame))
+        return self._pieces.popleft()
+
+    def _read(self) -> tuple[bytes, bool, float] | None:
         try:
             data, ancillary, _, addr = self._sock.recvmsg(READ_SIZE, socket.CMSG_SPACE(16))
         except BlockingIOError:
@@ -121,10 +148,16 @@ class TunWire(PacketWire):
         return super().read()
 
 
-def packet_socket(ifname: str | None) -> socket.socket:
+def packet_socket(ifname: str | None, *, vnet_hdr: bool = False) -> socket.socket:
     """A non-blocking AF_PACKET socket with kernel timestamps, on ``ifname`` or on
-    every interface (call it inside the namespace: `NetNS.call`)."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+    every interface (call it inside the namespace: `NetNS.call`). With
+    `vnet_hdr` every packet read or written starts with a virtio-net header,
+    which only a SOCK_RAW socket may ask for (the same octets on a TUN, which
+    has no link layer)."""
+    kind = socket.SOCK_RAW if vnet_hdr else socket.SOCK_DGRAM
+    sock = socket.socket(socket.AF_PACKET, kind, socket.htons(ETH_P_ALL))
+    if vnet_hdr:
+        sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     if ifname is not None:
@@ -297,7 +330,7 @@ class TcpstackTarget(Target):
         self.ns.sysctl(**{"net.ipv4.ip_forward": 0})
         argv = [sys.executable, "-m", "tests.conformance.daemon", "serve", "--tun", self.TUN,
                 "--host-addr", self.HOST_CIDR, "--addr", self.VIP,
-                "--synack-retries", str(SYNACK_RETRIES)]
+                "--synack-retries", str(SYNACK_RETRIES), "--offload", OFFLOAD]
         for kind, port in PORTS.items():
             argv += ["--app", f"{kind}:{port}"]
         self.daemon = nstools.spawn_daemon(
@@ -308,9 +341,9 @@ class TcpstackTarget(Target):
         self.ns.run("ip", "link", "set", self.TUN, "txqueuelen", TXQUEUELEN)
         self.link = Link(self.TUN, "10.88.0.3", self.VIP)
         # Not bound to one device: `tcpstack connect` brings TUNs of its own.
-        sock = self.ns.call(lambda: packet_socket(None))
+        sock = self.ns.call(lambda: packet_socket(None, vnet_hdr=True))
         self._stack.callback(sock.close)
-        self.wire = PacketWire(sock, target_transmits=False)
+        self.wire = PacketWire(sock, target_transmits=False, vnet_hdr=True)
 
     def active_link(self) -> Link:
         """`tcpstack connect` brings its own stack and TUN: a fresh /24 per client."""
@@ -323,7 +356,7 @@ class TcpstackTarget(Target):
         n = link.target_ip.split(".")[2]
         argv = [*tcpstack_argv(), "connect", link.peer_ip, str(port), "--tun", link.ifname,
                 "--host-addr", f"10.88.{n}.1/24", "--addr", link.target_ip,
-                "--syn-retries", str(SYN_RETRIES)]
+                "--syn-retries", str(SYN_RETRIES), "--offload", OFFLOAD]
         proc = self.ns.popen(*argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, cwd=nstools.REPO_ROOT, env=daemon_env(),
                              start_new_session=True)

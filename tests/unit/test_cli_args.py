@@ -174,3 +174,11 @@ def test_app_limits_reach_the_handlers() -> None:
     defaults = settings(["serve"]).app_options
     assert defaults.http == HttpLimits(60, 60, 75, 60, 16384, 1 << 30)  # nginx's
     assert defaults.idle_timeout is None
+
+
+@pytest.mark.parametrize(("argv", "offload"), [
+    (["serve"], True), (["serve", "--offload", "off"], False),
+    (["connect", "10.0.0.1", "80", "--offload", "on"], True),
+])
+def test_offload_on_by_default(argv: list[str], offload: bool) -> None:
+    assert settings(argv).daemon.offload is offload
