@@ -35,6 +35,11 @@ log = logging.getLogger("tcpstack.conn")
 #: States in which our side has finished sending: `wait_closed()` returns.
 _SEND_DONE = frozenset({State.FIN_WAIT_2, State.TIME_WAIT}) | FINISHED
 
+#: Inbox items one connection applies per turn before the others get theirs. A
+#: reader batch can post hundreds of ACKs to a bulk flow; each may clock out
+#: segments, so an unbounded turn would hold every other connection for as long.
+TURN_ITEMS = 64
+
 
 class TimerFired:
     """Inbox item: the wheel fired this connection's timer at `at` (>= its deadline)."""
@@ -45,7 +50,36 @@ class TimerFired:
         self.at = at
 
 
-InboxItem = Segment | TimerFired | Callable[[float], None]
+class Send:
+    """Inbox item: bytes the application wrote. They count toward the write buffer
+    from the moment they are posted, not only once the TCB holds them: otherwise
+    `drain()` sees an empty send queue while the inbox fills without bound."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class Consumed:
+    """Inbox item: the application read `n` bytes (the receive window reopens)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+class Close:
+    """Inbox item: CLOSE from the application; `orphan` when nobody reads any more."""
+
+    __slots__ = ("orphan",)
+
+    def __init__(self, orphan: bool) -> None:
+        self.orphan = orphan
+
+
+InboxItem = Segment | TimerFired | Send | Consumed | Close | Callable[[float], None]
 
 
 class Connection:
@@ -67,7 +101,13 @@ class Connection:
         self.writer = StreamWriter(self, self.reader)
         self.established: asyncio.Future[None] = loop.create_future()
         self._send_done: asyncio.Future[None] = loop.create_future()
-        self._drain_waiter: asyncio.Future[None] | None = None
+        # Write flow control, as asyncio's transports: writing pauses once the
+        # write buffer exceeds the high-water mark and resumes at the low one.
+        self._posted = 0  # bytes in Send items not yet applied to the TCB
+        self.write_high = stack.config.snd_buf
+        self.write_low = self.write_high // 4
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self.task = loop.create_task(self._run(), name=f"tcb {self}")
 
     def __str__(self) -> str:
@@ -95,16 +135,19 @@ class Connection:
         self._wakeup.set()
 
     def send(self, data: bytes) -> None:
-        self.post(lambda now: self.tcb.send(data, now))
+        self._posted += len(data)
+        self.post(Send(data))
+        if self.write_buffer_size > self.write_high:
+            self._write_paused = True
 
     def close_send(self, *, orphan: bool) -> None:
-        self.post(lambda now: self.tcb.close(now, orphan=orphan))
+        self.post(Close(orphan))
 
     def abort(self) -> None:
         self.post(self.tcb.abort)
 
     def _consumed(self, n: int) -> None:
-        self.post(lambda now: self.tcb.consumed(n, now))
+        self.post(Consumed(n))
 
     def abort_now(self, cause: str) -> None:
         """Reset at once, bypassing the inbox (stack shutdown, TIME-WAIT reopened by
@@ -124,17 +167,16 @@ class Connection:
         tcb = self.tcb
         try:
             while tcb.state not in FINISHED:
-                await self._wakeup.wait()
+                if inbox:
+                    await asyncio.sleep(0)  # the last turn was full: the others go first
+                else:
+                    await self._wakeup.wait()
                 self._wakeup.clear()
                 now = self._loop.time()
-                while inbox and tcb.state not in FINISHED:
-                    item = inbox.popleft()
-                    if isinstance(item, Segment):
-                        tcb.receive(item, now)
-                    elif isinstance(item, TimerFired):
-                        tcb.on_timer(max(now, item.at))
-                    else:
-                        item(now)
+                for _ in range(min(len(inbox), TURN_ITEMS)):
+                    if tcb.state in FINISHED:
+                        break
+                    self._apply(inbox.popleft(), now)
                 self.flush()
         except Exception:  # a bug must not take the whole stack down: reset this one
             log.exception("connection %s failed; resetting it", self)
@@ -142,6 +184,22 @@ class Connection:
             if tcb.state not in FINISHED:
                 tcb.abort(self._loop.time())
                 self.flush()
+
+    def _apply(self, item: InboxItem, now: float) -> None:
+        tcb = self.tcb
+        if isinstance(item, Segment):
+            tcb.receive(item, now)
+        elif isinstance(item, Send):
+            self._posted -= len(item.data)
+            tcb.send(item.data, now)
+        elif isinstance(item, Consumed):
+            tcb.consumed(item.n, now)
+        elif isinstance(item, TimerFired):
+            tcb.on_timer(max(now, item.at))
+        elif isinstance(item, Close):
+            tcb.close(now, orphan=item.orphan)
+        else:
+            item(now)
 
     def flush(self, *, cause: str | None = None) -> None:
         """Hand the TCB's output to the stack and its events to the application;
@@ -191,24 +249,55 @@ class Connection:
 
     # -- for the streams -------------------------------------------------------
 
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes written and not yet acknowledged: still in the inbox or in the
+        TCB's send queue. This is what --snd-buf bounds, as SO_SNDBUF does."""
+        return self._posted + self.tcb.send_queue
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """asyncio.WriteTransport.set_write_buffer_limits: the defaults are
+        --snd-buf and a quarter of it (asyncio's ratio), so a writer resumes with
+        three quarters of the buffer still queued and the pipe never runs dry."""
+        if high is None:
+            high = self.stack.config.snd_buf if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self.write_high, self.write_low = high, low
+        if self.write_buffer_size > high:
+            self._write_paused = True
+        self._wake_drain()
+
     async def drain(self) -> None:
+        """Return at once unless writing is paused (the buffer went above the
+        high-water mark); then wait until it is down to the low-water mark."""
         while True:
             if self.error is not None:
                 raise self.error
             if self.finished:
                 raise ConnectionResetError("connection closed")
-            if self.tcb.send_queue <= self.stack.config.snd_buf:
+            if not self._write_paused:
                 return
-            self._drain_waiter = self._loop.create_future()
-            await self._drain_waiter
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._drain_waiters:
+                    self._drain_waiters.remove(waiter)
+                raise
 
     def _wake_drain(self) -> None:
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done() and (
-            self.finished or self.tcb.send_queue <= self.stack.config.snd_buf
-        ):
-            self._drain_waiter = None
-            waiter.set_result(None)
+        """Resume writing once the buffer is down to the low-water mark or the
+        connection is gone (the waiters then raise)."""
+        if self._write_paused and (self.finished or self.write_buffer_size <= self.write_low):
+            self._write_paused = False
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._send_done)

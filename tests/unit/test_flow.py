@@ -1,0 +1,135 @@
+"""Write flow control through the stack: `drain()` holds a writer back while the
+peer does not acknowledge, with asyncio's high/low-water semantics; and one
+connection's work is cut into bounded turns."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tcpstack.config import TcpConfig
+from tcpstack.seq import seq_add, seq_diff
+from tcpstack.stack import Stack
+from tests.unit.test_stack import ACK, SYN, VIP, Wire, feed, packet
+
+BLOCK = 65536
+TOTAL = 100 << 20
+SND_BUF = 262144
+
+
+class Writer:
+    """A handler that writes TOTAL bytes in BLOCK pieces, draining after each."""
+
+    def __init__(self) -> None:
+        self.accepted = 0  # bytes written whose drain() has returned
+        self.transport = None
+
+    async def __call__(self, reader, writer) -> None:
+        self.transport = writer.transport
+        block = b"z" * BLOCK
+        while self.accepted < TOTAL:
+            writer.write(block)
+            await writer.drain()
+            self.accepted += BLOCK
+
+
+class Peer:
+    """The wire's end of one connection to port 80: it acknowledges only when told."""
+
+    def __init__(self, stack: Stack, wire: Wire) -> None:
+        self.stack, self.wire = stack, wire
+        self.iss1 = 0
+        self.sent = 0  # highest offset of our data seen on the wire
+
+    async def open(self, handler) -> None:
+        await self.stack.start_server(handler, 80)
+        feed(self.stack, packet(SYN, 1000))
+        [synack] = self.wire.segments()
+        self.iss1 = seq_add(synack.seq, 1)
+        feed(self.stack, packet(ACK, 1001, self.iss1))
+        await settle()
+
+    def seen(self) -> int:
+        """Data bytes sent so far (the peer's window bounds them)."""
+        for seg in self.wire.segments():
+            self.sent = max(self.sent, seq_diff(seg.seq, self.iss1) + len(seg.payload))
+        return self.sent
+
+    async def ack(self, n: int) -> None:
+        """Acknowledge the first `n` data bytes; acknowledge the rest that was sent
+        before them first, window by window, as far as it takes."""
+        for _ in range(100):
+            if self.seen() >= n:
+                break
+            feed(self.stack, packet(ACK, 1001, seq_add(self.iss1, self.sent)))
+            await settle()
+        assert self.seen() >= n, "the stack stopped sending"
+        feed(self.stack, packet(ACK, 1001, seq_add(self.iss1, n)))
+        await settle()
+
+
+async def settle() -> None:
+    """Let every ready task run (a bounded number of loop turns, no wall-clock wait)."""
+    for _ in range(200):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def peer() -> Peer:
+    wire = Wire()
+    stack = Stack(VIP, wire.output, TcpConfig(snd_buf=SND_BUF))
+    yield Peer(stack, wire)
+    await stack.close()
+
+
+async def test_drain_holds_a_writer_back_while_nothing_is_acknowledged(peer) -> None:
+    """Issue 8, finding 0: with a peer that acknowledges nothing, a writer draining
+    after every block stops at the high-water mark (--snd-buf) plus one block."""
+    handler = Writer()
+    await peer.open(handler)
+    [conn] = peer.stack.conns.values()
+    assert handler.accepted <= SND_BUF + BLOCK
+    assert handler.transport.get_write_buffer_limits() == (SND_BUF // 4, SND_BUF)
+    # Everything written is counted, posted or in the TCB: none was acknowledged.
+    size = handler.transport.get_write_buffer_size()
+    assert size == handler.accepted + BLOCK > SND_BUF
+    assert conn.tcb.send_queue + sum(len(i.data) for i in conn._inbox) == size
+    assert 0 < peer.seen() <= 65535  # within the peer's window (and cwnd)
+
+
+async def test_drain_resumes_at_the_low_water_mark(peer) -> None:
+    handler = Writer()
+    await peer.open(handler)
+    held = handler.accepted
+    size = handler.transport.get_write_buffer_size()
+    # Acknowledge window after window: the writer stays paused while the buffer
+    # holds more than a quarter of --snd-buf, and resumes once it does not.
+    while size - peer.seen() > SND_BUF // 4:
+        await peer.ack(peer.seen())
+        assert handler.transport.get_write_buffer_size() == size - peer.sent
+        assert handler.accepted == held
+    await peer.ack(peer.seen())
+    assert handler.accepted > held  # resumed, and refilled to the high-water mark:
+    assert SND_BUF < handler.transport.get_write_buffer_size() <= SND_BUF + BLOCK
+
+
+async def test_set_write_buffer_limits_moves_the_marks(peer) -> None:
+    steps: list[str] = []
+
+    async def handler(reader, writer) -> None:
+        writer.transport.set_write_buffer_limits(high=60_000)
+        steps.append(f"limits {writer.transport.get_write_buffer_limits()}")
+        writer.write(b"a" * 50_000)
+        await writer.drain()  # below high: at once
+        steps.append("below high")
+        writer.write(b"b" * 50_000)
+        await writer.drain()  # 100,000 > high: waits for low (15,000)
+        steps.append("drained")
+
+    await peer.open(handler)
+    assert steps == ["limits (15000, 60000)", "below high"]
+    await peer.ack(100_000 - 20_000)  # 20,000 left: above low
+    assert steps[-1] == "below high"
+    await peer.ack(100_000 - 15_000)  # at low: drain returns
+    assert steps[-1] == "drained"
