@@ -58,52 +58,53 @@ time.sleep(60)  # read nothing: the test kills this peer when done
     client.proc.kill()
 
 
+DOWNLOADER = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], 80), timeout=30)
+s.sendall(b"GET /bytes/2000000000 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+total = 0
+while data := s.recv(1 << 20):
+    total += len(data)
+    print(total, flush=True)
+"""
+
+
 def test_echo_round_trips_beside_a_bulk_download(make_stack, netns) -> None:
-    """Finding 9 of issue 8: one bulk flow must not starve another connection. An echo
-    ping-pong runs while GET /bytes/2000000000 streams at full speed on another."""
+    """Finding 9 of issue 8: one bulk flow must not starve another connection. Echo
+    ping-pongs run for two seconds from before a GET /bytes/2000000000 starts on
+    another connection until well into it. Before, queueing the response stalled
+    every connection for seconds (781 ms per 200 MB), and the echo's p95 beside a
+    running download was 240-500 ms on a loaded 2-core machine (15-60 ms now)."""
     stack = make_stack()
     cp = netns.python(f"""
-import socket, threading, time
-vip = {stack.vip!r}
-got = 0
-stop = threading.Event()
-
-def download():
-    global got
-    s = socket.create_connection((vip, {HTTP_PORT}), timeout=20)
-    s.sendall(b"GET /bytes/2000000000 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
-    while not stop.is_set():
-        data = s.recv(1 << 20)
-        if not data:
-            break
-        got += len(data)
-    s.close()
-
-t = threading.Thread(target=download)
-t.start()
-deadline = time.monotonic() + 20
-while got < 4 << 20 and time.monotonic() < deadline:
-    time.sleep(0.01)
-assert got >= 4 << 20, got
-e = socket.create_connection((vip, {ECHO_PORT}), timeout=20)
+import socket, subprocess, sys, time
+e = socket.create_connection(({stack.vip!r}, {ECHO_PORT}), timeout=20)
 e.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-rtts = []
-before = got
-for i in range(50):
+
+def ping():
     t0 = time.monotonic()
     e.sendall(b"x")
     assert e.recv(1) == b"x"
-    rtts.append(time.monotonic() - t0)
+    return time.monotonic() - t0
+
+for _ in range(5):
+    ping()
+bulk = subprocess.Popen([sys.executable, "-c", {DOWNLOADER!r}, {stack.vip!r}],
+                        stdout=subprocess.PIPE, text=True)
+rtts = []
+end = time.monotonic() + 2
+while time.monotonic() < end:
+    rtts.append(ping())
     time.sleep(0.01)
-during = got - before
-stop.set()
-t.join(30)
+bulk.kill()
+got = ([0] + bulk.communicate(timeout=10)[0].split())[-1]
 rtts.sort()
-print(rtts[49], rtts[25], during)
+print(len(rtts), rtts[len(rtts) * 95 // 100], rtts[-1], got)
 """, timeout=90)
     assert cp.returncode == 0, cp.stderr
-    worst, median, during = cp.stdout.split()
-    assert int(during) > 0, "the download must run while the echoes do"
-    # p99 of 50 samples is the 50th; 100 ms is generous for a loaded CI machine but
-    # far below the stalls of a whole bulk turn (hundreds of ms before).
-    assert float(worst) < 0.1, f"echo p99 {float(worst) * 1000:.1f} ms (median {median})"
+    print("echo rtt beside a download: samples, p95 s, max s, bytes:", cp.stdout)
+    n, p95, worst, got = cp.stdout.split()
+    # Generous for a loaded CI machine, far below the stalls of before.
+    assert float(p95) < 0.15 and float(worst) < 1.5, \
+        f"echo p95 {float(p95) * 1000:.1f} ms, max {float(worst) * 1000:.1f} ms of {n}"
+    assert int(got) >= 1 << 20, "the download must run while the echoes do"

@@ -5,13 +5,17 @@ connection's work is cut into bounded turns."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
+from tcpstack import codec
 from tcpstack.config import TcpConfig
+from tcpstack.connection import TURN_SEGMENTS
+from tcpstack.segment import Options, Segment
 from tcpstack.seq import seq_add, seq_diff
 from tcpstack.stack import Stack
-from tests.unit.test_stack import ACK, SYN, VIP, Wire, feed, packet
+from tests.unit.test_stack import ACK, PEER, PSH, SYN, VIP, VIP_B, Wire, echo, feed, packet
 
 BLOCK = 65536
 TOTAL = 100 << 20
@@ -94,7 +98,7 @@ async def test_drain_holds_a_writer_back_while_nothing_is_acknowledged(peer) -> 
     # Everything written is counted, posted or in the TCB: none was acknowledged.
     size = handler.transport.get_write_buffer_size()
     assert size == handler.accepted + BLOCK > SND_BUF
-    assert conn.tcb.send_queue + sum(len(i.data) for i in conn._inbox) == size
+    assert conn.tcb.send_queue + sum(len(i.data) for i in conn._writes) == size
     assert 0 < peer.seen() <= 65535  # within the peer's window (and cwnd)
 
 
@@ -133,3 +137,76 @@ async def test_set_write_buffer_limits_moves_the_marks(peer) -> None:
     assert steps[-1] == "below high"
     await peer.ack(100_000 - 15_000)  # at low: drain returns
     assert steps[-1] == "drained"
+
+
+# -- fairness: bounded turns -------------------------------------------------------------
+
+def syn_scaled(sport: int, dport: int) -> bytes:
+    """A SYN offering window scaling (shift 7): the peer's window can reach 8 MiB."""
+    return codec.encode(Segment(PEER, VIP_B, sport, dport, 1000, 0, SYN, 65535,
+                                Options(mss=1460, wscale=7)))
+
+
+async def test_a_bulk_flow_takes_bounded_turns_and_an_echo_gets_through() -> None:
+    """Issue 8, finding 9: a bulk sender with wide windows and a large congestion
+    window sends at most a bounded number of segments per loop iteration, so an
+    echo on another connection is answered after a few turns, not after the
+    whole window."""
+    wire = Wire()
+    # No retransmission timeout however slow the machine: a timeout would shrink
+    # the congestion window this test needs to be wide.
+    stack = Stack(VIP, wire.output, TcpConfig(rto_initial=30.0, rto_min=30.0))
+    try:
+        await stack.start_server(Writer(), 80)
+        await stack.start_server(echo, 7)
+        feed(stack, packet(SYN, 1000, sport=40001, dport=7))
+        [synack] = wire.segments()
+        echo_iss1 = seq_add(synack.seq, 1)
+        feed(stack, packet(ACK, 1001, echo_iss1, sport=40001, dport=7))
+        feed(stack, syn_scaled(40000, 80))
+        [synack] = wire.segments()
+        iss1 = seq_add(synack.seq, 1)
+
+        def ack(end: int) -> None:
+            feed(stack, packet(ACK, 1001, seq_add(iss1, end)))
+
+        def every_other(segments: list[Segment]) -> list[int]:
+            """ACK points as a receiver sends them: every second segment, and the last."""
+            ends = [seq_diff(s.seq, iss1) + len(s.payload) for s in segments
+                    if s.dport == 40000 and s.payload]
+            return ends[1::2] + ends[-1:] if len(ends) % 2 else ends[1::2]
+
+        ack(0)
+        sent = 0
+        for _ in range(100):  # slow start: the congestion window grows each round
+            await settle()
+            points = every_other(wire.segments())
+            sent = max(points, default=sent)
+            for end in points:
+                ack(end)
+            if sent >= 4 << 20:
+                break
+        assert sent >= 4 << 20
+
+        # One reader batch: the ACKs of everything in flight, and an echo request.
+        marks: list[int] = []
+
+        async def ticker() -> None:
+            while True:
+                marks.append(len(wire.sent))
+                await asyncio.sleep(0)
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        for end in every_other(wire.segments()):
+            ack(end)
+        feed(stack, packet(ACK | PSH, 1001, echo_iss1, sport=40001, dport=7, payload=b"x"))
+        await settle()
+        tick.cancel()
+        out = [codec.decode(p) for p in wire.sent]
+        reply = next(i for i, s in enumerate(out) if s.dport == 40001 and s.payload == b"x")
+        per_iteration = max(b - a for a, b in itertools.pairwise(marks))
+        assert per_iteration <= 2 * TURN_SEGMENTS + 2
+        assert reply <= 8 * TURN_SEGMENTS  # a few turns of the bulk flow, not its window
+    finally:
+        await stack.close()
