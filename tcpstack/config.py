@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+
+
+def default_mem_limit() -> int:
+    """The stack-wide cap on buffered bytes: 1/16 of physical memory (Linux's
+    tcp_mem[2] is about a tenth; a Python byte costs more than a kernel one),
+    at least 64 MiB."""
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        ram = 1 << 30
+    return max(64 << 20, ram // 16)
 
 
 @dataclass(slots=True, frozen=True)
@@ -15,6 +27,10 @@ class TcpConfig:
     scaling, SACK and timestamps on, Nagle on, at most one challenge ACK per 500 ms per
     connection like tcp_invalid_ratelimit, keepalive off but 7200 s idle, 75 s
     interval and 9 probes when on).
+
+    `mem_limit` caps the bytes buffered by all connections together (send and
+    receive), like Linux's tcp_mem: above two thirds of it (Linux's pressure to
+    maximum ratio) windows and writers shrink, above it new data is dropped.
 
     `split_synack` answers a SYN with the seed's four-segment handshake (a bare
     ACK, then a SYN without ACK) instead of one SYN+ACK; off, as on every real stack.
@@ -44,6 +60,7 @@ class TcpConfig:
     keepalive_interval: float = 75.0
     keepalive_probes: int = 9
     split_synack: bool = False
+    mem_limit: int = field(default_factory=default_mem_limit)
 
     @property
     def mss(self) -> int:

@@ -11,6 +11,7 @@ of received segments is acknowledged by one ACK.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
+from tcpstack.config import TcpConfig
 from tcpstack.events import ConnectionLost, DataReceived, EofReceived, Established, StateChanged
 from tcpstack.segment import Segment
 from tcpstack.seq import seq_diff
@@ -47,6 +49,14 @@ TURN_ITEMS = 16
 #: 60-100 ms per turn; 16 keeps an echo at 15-50 ms under heavy load, for the
 #: same CPU per byte as 32 (the loop's cost per turn is small next to a segment's).
 TURN_SEGMENTS = 16
+
+
+@functools.cache
+def _pressed(config: TcpConfig) -> TcpConfig:
+    """The settings a TCB runs with under memory pressure: a quarter of the
+    receive buffer, so the windows it offers for new data shrink (Linux clamps
+    windows under tcp_memory_pressure); the right edge never moves left."""
+    return replace(config, rcv_buf=max(config.rcv_buf // 4, config.mss))
 
 
 class TimerFired:
@@ -124,6 +134,7 @@ class Connection:
         self.write_low = self.write_high // 4
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._charged = 0  # bytes of ours in stack.buffered (--mem-limit)
         self.task = loop.create_task(self._run(), name=f"tcb {self}")
 
     def __str__(self) -> str:
@@ -146,17 +157,28 @@ class Connection:
     # -- inputs ----------------------------------------------------------------
 
     def post(self, item: InboxItem) -> None:
-        """Queue an input for the connection's task."""
-        if len(self._inbox) >= self._inbox_max and isinstance(item, Segment):
-            self.stack.stats["InboxDrops"] += 1
-            return
+        """Queue an input for the connection's task. Segments are dropped (and
+        counted) when the inbox is full, and those with data when the stack holds
+        --mem-limit bytes (Linux drops at tcp_mem[2]): ACKs still get through, so
+        send buffers drain; the peer retransmits the data later."""
+        if isinstance(item, Segment):
+            if len(self._inbox) >= self._inbox_max:
+                self.stack.stats["InboxDrops"] += 1
+                return
+            if item.payload and self.stack.buffered >= self.stack.config.mem_limit:
+                self.stack.stats["MemoryDrops"] += 1
+                return
         self._inbox.append(item)
         self._wakeup.set()
 
     def send(self, data: bytes) -> None:
+        """Queue written bytes; pause writing above the high-water mark, or above
+        the low one while the stack is under memory pressure."""
         self._posted += len(data)
         self._write(Send(data))
-        if self.write_buffer_size > self.write_high:
+        self._account()
+        high = self.write_low if self._under_pressure() else self.write_high
+        if self.write_buffer_size > high:
             self._write_paused = True
 
     def close_send(self, *, orphan: bool) -> None:
@@ -200,6 +222,8 @@ class Connection:
                     await self._wakeup.wait()
                 self._wakeup.clear()
                 now = self._loop.time()
+                tcb.config = _pressed(self.stack.config) if self._under_pressure() \
+                    else self.stack.config
                 for _ in range(min(len(inbox), TURN_ITEMS)):
                     if tcb.state in FINISHED:
                         break
@@ -267,6 +291,7 @@ class Connection:
             if cause is not None and isinstance(event, StateChanged):
                 event = replace(event, cause=cause)
             self._dispatch(event)
+        self._account()
         if tcb.state in FINISHED:
             self.stack.forget(self)
         else:
@@ -303,6 +328,19 @@ class Connection:
             self._send_done.set_result(None)
 
     # -- for the streams -------------------------------------------------------
+
+    # -- memory ----------------------------------------------------------------
+
+    def _account(self) -> None:
+        """Charge what this connection buffers (written and not acknowledged,
+        received and not read) to the stack-wide total that --mem-limit caps."""
+        held = 0 if self.finished else self.write_buffer_size + self.reader.unread
+        self.stack.buffered += held - self._charged
+        self._charged = held
+
+    def _under_pressure(self) -> bool:
+        """Above two thirds of --mem-limit (Linux's tcp_mem[1] to tcp_mem[2])."""
+        return 3 * self.stack.buffered > 2 * self.stack.config.mem_limit
 
     @property
     def write_buffer_size(self) -> int:

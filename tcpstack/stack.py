@@ -57,6 +57,8 @@ class Stack:
         self.receive: Callable[[bytes, float], None] = self.handle_packet
         self.config = config or TcpConfig()
         self.stats: Counter[str] = Counter()
+        #: Bytes all connections buffer, send and receive (Connection._account).
+        self.buffered = 0
         self.conns: dict[ConnKey, Connection] = {}
         self.listeners: dict[int, Listener] = {}
         self.isn = IsnGenerator()

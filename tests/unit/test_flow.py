@@ -210,3 +210,60 @@ async def test_a_bulk_flow_takes_bounded_turns_and_an_echo_gets_through() -> Non
         assert reply <= 8 * TURN_SEGMENTS  # a few turns of the bulk flow, not its window
     finally:
         await stack.close()
+
+
+# -- the stack-wide cap on buffered bytes (--mem-limit) ----------------------------------
+
+async def test_memory_pressure_holds_writers_at_the_low_water_mark() -> None:
+    """Above two thirds of --mem-limit a writer pauses at its low-water mark, not
+    its high one: the buffers shrink toward a quarter of --snd-buf."""
+    wire = Wire()
+    limit = 3 * SND_BUF // 4  # pressure from 131,072 buffered bytes
+    peer = Peer(Stack(VIP, wire.output, TcpConfig(snd_buf=SND_BUF, mem_limit=limit)), wire)
+    try:
+        handler = Writer()
+        await peer.open(handler)
+        size = handler.transport.get_write_buffer_size()
+        assert 2 * limit // 3 < size <= 2 * limit // 3 + BLOCK < SND_BUF
+        assert peer.stack.buffered == size
+    finally:
+        await peer.stack.close()
+    assert peer.stack.buffered == 0  # every connection's charge is returned
+
+
+async def test_under_pressure_windows_shrink_and_at_the_limit_data_is_dropped() -> None:
+    """Received data nobody reads is charged too. Under pressure a connection
+    offers windows from a quarter of its receive buffer; at --mem-limit new data
+    is dropped and counted, while ACKs still pass."""
+    wire = Wire()
+    config = TcpConfig(snd_buf=SND_BUF, rcv_buf=60_000, mem_limit=140_000)
+    peer = Peer(Stack(VIP, wire.output, config), wire)
+    stack = peer.stack
+    try:
+        await peer.open(Writer())  # two blocks: 131,072 bytes; pressure from 93,334
+        assert stack.buffered == 2 * BLOCK
+
+        async def sink(reader, writer) -> None:
+            await asyncio.Event().wait()  # never reads
+
+        await stack.start_server(sink, 81)
+        peer.seen()  # the writer's segments, off the wire
+        feed(stack, packet(SYN, 1000, dport=81))
+        [synack] = wire.segments()
+        iss1 = seq_add(synack.seq, 1)
+        feed(stack, packet(ACK, 1001, iss1, dport=81))
+        feed(stack, packet(ACK | PSH, 1001, iss1, dport=81, payload=b"d" * 5000))
+        await settle()
+        ack = await wire.wait_for(lambda s: s.sport == 81 and s.ack == 6001)  # delayed
+        assert ack.window == 60_000 // 4 - 5000  # not 55,000
+        feed(stack, packet(ACK | PSH, 6001, iss1, dport=81, payload=b"d" * 10_000))
+        await settle()
+        assert stack.buffered == 2 * BLOCK + 15_000 >= config.mem_limit
+        feed(stack, packet(ACK | PSH, 16001, iss1, dport=81, payload=b"d" * 100))
+        await settle()
+        assert stack.stats["MemoryDrops"] == 1 and stack.buffered == 2 * BLOCK + 15_000
+        [bulk] = [c for c in stack.conns.values() if c.key[0] == 80]
+        await peer.ack(BLOCK)  # ACKs still get through
+        assert bulk.tcb.snd_una == seq_add(peer.iss1, BLOCK)
+    finally:
+        await stack.close()
