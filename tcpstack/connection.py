@@ -1,11 +1,13 @@
 """The asyncio shell around one TCB: its inbox, its task and its streams.
 
 Every input for a connection (segments from the TUN reader, timer expiries
-from the wheel, calls from the application) goes through the inbox and is
-applied by the connection's own task, so the TCB has a single writer. After
-each batch the task flushes what the TCB produced: segments to the TUN,
-events to the streams, and its next deadline to the timer wheel. One batch
-of received segments is acknowledged by one ACK.
+from the wheel, calls from the application) goes through the inbox, and what
+the application writes through the write queue; both are applied by the
+connection's own task, so the TCB has a single writer. A turn of the task is
+bounded (TURN_ITEMS, TURN_SEGMENTS), so a bulk transfer cannot stall the other
+connections. After each turn the task flushes what the TCB produced: segments
+to the TUN, events to the streams, and its next deadline to the timer wheel.
+One turn's received segments are acknowledged by one ACK.
 """
 
 from __future__ import annotations
@@ -327,8 +329,6 @@ class Connection:
         if not self._send_done.done():
             self._send_done.set_result(None)
 
-    # -- for the streams -------------------------------------------------------
-
     # -- memory ----------------------------------------------------------------
 
     def _account(self) -> None:
@@ -342,10 +342,12 @@ class Connection:
         """Above two thirds of --mem-limit (Linux's tcp_mem[1] to tcp_mem[2])."""
         return 3 * self.stack.buffered > 2 * self.stack.config.mem_limit
 
+    # -- for the streams -------------------------------------------------------
+
     @property
     def write_buffer_size(self) -> int:
-        """Bytes written and not yet acknowledged: still in the inbox or in the
-        TCB's send queue. This is what --snd-buf bounds, as SO_SNDBUF does."""
+        """Bytes written and not yet acknowledged: still in the write queue or in
+        the TCB's send queue. This is what --snd-buf bounds, as SO_SNDBUF does."""
         return self._posted + self.tcb.send_queue
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
