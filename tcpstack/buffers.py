@@ -2,36 +2,95 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
+#: Writes shorter than this are gathered into one bytearray block, so a stream of
+#: tiny writes (an interactive echo) does not cost one block per byte.
+GATHER_BELOW = 512
+#: A gathering block is closed once it holds this much.
+GATHER_MAX = 65536
+
 
 class SendBuffer:
-    """A byte queue with cheap removal at the front.
+    """A byte queue that keeps what the application wrote without copying it.
 
-    Deleting the head of a bytearray moves the rest of it; with an ACK every
-    other segment that would copy the whole buffer each time. Instead the head
-    advances an offset, and the storage is compacted once the dead prefix is
-    larger than the live part.
+    A bytearray that every write is appended to copies each byte in, and again
+    whenever its acknowledged head is cut off. Here each write stays the `bytes`
+    object the application handed over (immutable, so sharing it is safe): the
+    only copy is the segment's payload, cut from one block (joined at a block
+    boundary). Acknowledged blocks are dropped whole. The blocks' stream offsets
+    are kept sorted, so finding the block for a (re)transmission is a bisection,
+    O(log n) per segment.
     """
 
-    __slots__ = ("_data", "_head")
+    __slots__ = ("_blocks", "_end", "_first", "_gathering", "_head", "_starts")
 
     def __init__(self) -> None:
-        self._data = bytearray()
-        self._head = 0
+        self._blocks: list[bytes | bytearray] = []
+        self._starts: list[int] = []  # stream offset of each block's first octet
+        self._first = 0  # index of the block holding the head
+        self._head = 0  # stream offset of the first octet still held
+        self._end = 0  # stream offset just past the last octet
+        self._gathering = False  # the last block is our own bytearray, still growing
 
     def __len__(self) -> int:
-        return len(self._data) - self._head
+        return self._end - self._head
 
     def append(self, data: bytes) -> None:
-        self._data += data
+        """Queue `data`; it must not change afterwards (bytes, or a copy of it)."""
+        n = len(data)
+        if not n:
+            return
+        if n < GATHER_BELOW:
+            if self._gathering and len(self._blocks[-1]) + n <= GATHER_MAX:
+                self._blocks[-1] += data
+            else:
+                self._add(bytearray(data))
+                self._gathering = True
+            self._end += n
+            return
+        self._add(data)
+        self._gathering = False
+        self._end += n
+
+    def _add(self, block: bytes | bytearray) -> None:
+        self._blocks.append(block)
+        self._starts.append(self._end)
 
     def peek(self, offset: int, size: int) -> bytes:
         """Up to `size` bytes starting `offset` bytes after the head."""
         start = self._head + offset
-        return bytes(self._data[start : start + size])
+        stop = min(start + size, self._end)
+        if start >= stop:
+            return b""
+        i = bisect_right(self._starts, start, self._first) - 1
+        blocks, starts = self._blocks, self._starts
+        at = start - starts[i]
+        if stop - starts[i] <= len(blocks[i]):  # the usual case: within one block
+            return bytes(blocks[i][at : stop - starts[i]])
+        parts = []
+        while start < stop:
+            block = blocks[i]
+            piece = block[at : min(len(block), stop - starts[i])]
+            parts.append(piece)
+            start += len(piece)
+            i, at = i + 1, 0
+        return b"".join(parts)
 
     def consume(self, size: int) -> None:
         """Drop `size` bytes from the head (they were acknowledged)."""
-        self._head += size
-        if self._head > len(self._data) - self._head:
-            del self._data[: self._head]
-            self._head = 0
+        self._head = min(self._head + size, self._end)
+        blocks, starts = self._blocks, self._starts
+        first = self._first
+        while first < len(blocks) and starts[first] + len(blocks[first]) <= self._head:
+            blocks[first] = b""  # release the memory now, the slot later
+            first += 1
+        if first == len(blocks):
+            blocks.clear()
+            starts.clear()
+            first = 0
+            self._gathering = False
+        elif first > 64 and 2 * first > len(blocks):
+            del blocks[:first], starts[:first]  # amortised: each slot is moved once
+            first = 0
+        self._first = first

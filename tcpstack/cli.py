@@ -168,6 +168,9 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
                      help="receive buffer per connection: the window we offer (default 1 MiB)")
     tcp.add_argument("--snd-buf", type=int, default=262144, metavar="BYTES",
                      help="queued, unacknowledged bytes before drain() waits (default 256 KiB)")
+    tcp.add_argument("--mem-limit", type=int, default=None, metavar="BYTES",
+                     help="bytes all connections may buffer together; windows and "
+                          "writers shrink above 2/3 of it (default 1/16 of RAM)")
     tcp.add_argument("--rto-min", type=float, default=0.2, metavar="SECONDS",
                      help="minimum retransmission timeout (default 0.2)")
     tcp.add_argument("--rto-max", type=float, default=60.0, metavar="SECONDS",
@@ -287,6 +290,8 @@ def _tuning(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--snd-buf: {args.snd_buf} is below 1024")
     if args.max_conns < 1:
         raise UsageError(f"--max-conns: {args.max_conns} is below 1")
+    if args.mem_limit is not None and args.mem_limit < 65536:
+        raise UsageError(f"--mem-limit: {args.mem_limit} is below 65536")
     if not (math.isfinite(args.rto_min) and 0 < args.rto_min <= args.rto_max
             and math.isfinite(args.rto_max)):
         raise UsageError(f"--rto-min/--rto-max: need 0 < {args.rto_min:g} <= {args.rto_max:g}")
@@ -306,6 +311,8 @@ def _tuning(args: argparse.Namespace) -> dict[str, Any]:
                               "challenge_ack_interval": args.challenge_ack_interval,
                               "min_snd_mss": args.min_mss,
                               "max_tw_buckets": args.max_tw}
+    if args.mem_limit is not None:
+        tuning["mem_limit"] = args.mem_limit
     if args.keepalive is not None:
         tuning.update(_parse_keepalive(args.keepalive))
     return tuning

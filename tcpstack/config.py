@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Literal
 
 from tcpstack.ranges import MAX_OFO_RUNS
+
+
+def default_mem_limit() -> int:
+    """The stack-wide cap on buffered bytes: 1/16 of physical memory (Linux's
+    tcp_mem[2] is about a tenth; a Python byte costs more than a kernel one),
+    at least 64 MiB."""
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        ram = 1 << 30
+    return max(64 << 20, ram // 16)
 
 
 @dataclass(slots=True, frozen=True)
@@ -32,6 +44,10 @@ class TcpConfig:
 
     `max_tw_buckets` caps the TIME-WAIT records (Linux's tcp_max_tw_buckets, its
     default on a machine with enough memory); beyond it a connection skips TIME-WAIT.
+
+    `mem_limit` caps the bytes buffered by all connections together (send and
+    receive), like Linux's tcp_mem: above two thirds of it (Linux's pressure to
+    maximum ratio) windows and writers shrink, above it new data is dropped.
 
     `split_synack` answers a SYN with the seed's four-segment handshake (a bare
     ACK, then a SYN without ACK) instead of one SYN+ACK; off, as on every real stack.
@@ -77,6 +93,7 @@ class TcpConfig:
     max_ofo_runs: int = MAX_OFO_RUNS
     max_tw_buckets: int = 262144
     offload: bool = False
+    mem_limit: int = field(default_factory=default_mem_limit)
 
     @property
     def mss(self) -> int:

@@ -121,7 +121,7 @@ def connection_info(conn: Connection, now: float) -> dict[str, Any]:
         "rto": t.rto,
         "retransmits": t.total_retransmits,
         "backoff": t.retransmits,
-        "send_queue": t.send_queue,
+        "send_queue": conn.write_buffer_size,  # written, not yet acknowledged (Send-Q)
         "unread": conn.reader.unread,
         "timers": {name: round(when - now, 6) for name, when in sorted(
             t.timers().items(), key=lambda item: item[1])},

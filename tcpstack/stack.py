@@ -64,6 +64,8 @@ class Stack:
         #: Packets in and out carry a virtio-net header (`tcpstack.vnet`).
         self.vnet = self.config.offload
         self.stats: Counter[str] = Counter()
+        #: Bytes all connections buffer, send and receive (Connection._account).
+        self.buffered = 0
         self.conns: dict[ConnKey, Connection] = {}
         #: 4-tuples in TIME-WAIT, as small records (tcpstack.timewait), at most
         #: `config.max_tw_buckets` of them.

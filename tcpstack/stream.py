@@ -234,12 +234,26 @@ class StreamWriter:
         await self._conn.wait_closed()
 
     async def drain(self) -> None:
-        """Wait until the send queue is below the high-water mark; raise if the
-        connection was reset."""
+        """Return at once below the high-water mark; above it, wait until the
+        write buffer is down to the low-water mark. Raise if the connection was
+        reset."""
         await self._conn.drain()
 
+    # -- the transport's flow control (asyncio.WriteTransport) ------------------
+
     def get_write_buffer_size(self) -> int:
-        return self._conn.tcb.send_queue
+        """Bytes written and not yet acknowledged by the peer (asyncio counts
+        those not yet handed to the kernel; here the TCB is the kernel, and its
+        unacknowledged bytes are what --snd-buf bounds)."""
+        return self._conn.write_buffer_size
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """When `drain()` waits (above `high`) and until when (down to `low`)."""
+        self._conn.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        """(low, high), in asyncio's order."""
+        return self._conn.write_low, self._conn.write_high
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """'peername' and 'sockname' as (host, port) tuples, like a socket's."""

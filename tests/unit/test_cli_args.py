@@ -68,6 +68,7 @@ def settings(argv: list[str]) -> cli.ServeSettings | cli.ConnectSettings:
         (["serve", "--cc", "bbr"], "invalid choice: 'bbr'"),
         (["serve", "--rcv-buf", "100"], "--rcv-buf: 100 is outside"),
         (["serve", "--snd-buf", "10"], "--snd-buf: 10 is below 1024"),
+        (["serve", "--mem-limit", "1000"], "--mem-limit: 1000 is below 65536"),
         (["serve", "--rto-min", "2", "--rto-max", "1"], "--rto-min/--rto-max"),
         (["serve", "--rto-min", "0"], "--rto-min/--rto-max"),
         (["serve", "--keepalive", "a,b"], "--keepalive: expected IDLE"),
@@ -129,6 +130,11 @@ def test_tcp_tuning_reaches_the_config() -> None:
                                                                    0.05, 10.0)
     assert (c.keepalive, c.keepalive_idle, c.keepalive_interval, c.keepalive_probes) == (
         True, 30.0, 5.0, 9)
+
+
+def test_mem_limit_reaches_the_config_and_defaults_to_a_share_of_ram() -> None:
+    assert settings(["serve", "--mem-limit", "1000000"]).daemon.config.mem_limit == 1_000_000
+    assert settings(["serve"]).daemon.config.mem_limit >= 64 << 20
 
 
 def test_tcp_tuning_defaults_are_linux_like() -> None:

@@ -198,3 +198,30 @@ async def test_reopen_answered_by_syn_cookie_drops_time_wait() -> None:
         assert stack.stats["SyncookiesRecv"] == 2
     finally:
         await stack.close()
+
+
+async def test_time_wait_releases_the_memory_charge() -> None:
+    """Bytes the application never read stop counting toward --mem-limit once the
+    task is gone (TIME-WAIT): nothing would ever take the charge back."""
+    stop = asyncio.Event()
+
+    async def half_close_unread(reader, writer) -> None:
+        writer.write_eof()
+        await stop.wait()
+
+    wire = Wire()
+    stack = Stack(VIP, wire.output, TcpConfig())
+    await stack.start_server(half_close_unread, 80)
+    try:
+        feed(stack, packet(SYN, 1000))
+        y = (await wire.wait_for(lambda s: bool(s.flags & SYN))).seq
+        feed(stack, packet(ACK, 1001, y + 1))
+        await wire.wait_for(lambda s: bool(s.flags & FIN))
+        feed(stack, packet(ACK, 1001, y + 2, payload=b"abc"))
+        await asyncio.wait_for(_until(lambda: stack.buffered == 3), 2)
+        feed(stack, packet(ACK | FIN, 1004, y + 2))
+        await asyncio.wait_for(_until(lambda: KEY in stack.time_wait), 2)
+        assert stack.buffered == 0
+    finally:
+        stop.set()
+        await stack.close()

@@ -1,0 +1,58 @@
+"""The send buffer: the same bytes as a plain bytearray queue, without copying writes."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tcpstack.buffers import GATHER_BELOW, SendBuffer
+
+# An operation: ("w", size) appends `size` fresh bytes, ("a", size) acknowledges.
+ops = st.lists(st.tuples(st.sampled_from("wa"), st.integers(0, 3 * GATHER_BELOW)), max_size=60)
+
+
+@given(ops, st.integers(0, 2000), st.integers(0, 2000))
+def test_matches_a_bytearray_queue(script, offset, size) -> None:
+    buf, model, counter = SendBuffer(), bytearray(), 0
+    for op, n in script:
+        if op == "w":
+            data = bytes((counter + i) % 251 for i in range(n))
+            counter += n
+            buf.append(data)
+            model += data
+        else:
+            n = min(n, len(model))
+            buf.consume(n)
+            del model[:n]
+        assert len(buf) == len(model)
+        assert buf.peek(offset, size) == bytes(model[offset : offset + size])
+    assert buf.peek(0, len(model)) == bytes(model)
+
+
+def test_a_large_write_is_kept_not_copied() -> None:
+    block = bytes(range(256)) * 256
+    buf = SendBuffer()
+    buf.append(block)
+    buf.append(block)
+    assert buf.peek(0, len(block)) is block  # a whole block comes back as itself
+    assert buf.peek(len(block) - 10, 20) == block[-10:] + block[:10]  # across a boundary
+    buf.consume(len(block) + 5)
+    assert len(buf) == len(block) - 5 and buf.peek(0, 3) == block[5:8]
+
+
+def test_tiny_writes_share_one_block() -> None:
+    buf = SendBuffer()
+    for i in range(10_000):
+        buf.append(bytes([i % 256]))
+    assert len(buf._blocks) == 1  # gathered: not one block per byte
+    assert buf.peek(9_998, 5) == bytes([9_998 % 256, 9_999 % 256])
+
+
+def test_acknowledged_blocks_are_released() -> None:
+    buf = SendBuffer()
+    for _ in range(1000):
+        buf.append(b"x" * 1000)
+    buf.consume(999_000)
+    assert [len(b) for b in buf._blocks] == [1000]  # freed, and the slots compacted
+    buf.consume(1000)
+    assert len(buf) == 0 and buf._blocks == []
