@@ -190,7 +190,8 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
                      "limit (default 1000; each connection also sends at most one per "
                      "--challenge-ack-interval)")
     tcp.add_argument("--challenge-ack-interval", type=float, default=0.5, metavar="SECONDS",
-                     help="least time between two challenge ACKs of one connection "
+                     help="least time between two challenge ACKs of one connection, "
+                     "or ACKs to its out-of-window or PAWS-rejected pure segments "
                      "(default 0.5, Linux's tcp_invalid_ratelimit)")
     tcp.add_argument("--min-mss", type=int, default=48, metavar="BYTES",
                      help="floor for the peer's MSS, before option space (default 48, "

@@ -37,7 +37,9 @@ class TcpConfig:
     connection table (docs/hardening.md, "SYN floods").
 
     `challenge_ack_limit` caps the challenge ACKs of the whole stack per second
-    (RFC 5961 7; 0: no cap), on top of `challenge_ack_interval` per connection.
+    (RFC 5961 7; 0: no cap), on top of `challenge_ack_interval` per connection,
+    which also spaces the ACKs a connection sends to out-of-window or
+    PAWS-rejected segments without text (Linux tcp_oow_rate_limited).
     `min_snd_mss` is the smallest MSS we send with whatever the peer announces
     (Linux tcp_min_snd_mss): a tiny MSS would cost a segment per few octets, and
     one below the timestamp option's 12 octets would leave no room for data.

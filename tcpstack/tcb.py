@@ -43,6 +43,9 @@ TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3.2)
 #: Payload of the largest TSO super-segment: an IPv4 packet of 65535 octets
 #: less its header and the longest TCP header (docs/offload.md).
 TSO_MAX = 65535 - 20 - 60
+# The fastest TSval clock Linux expects of a peer (tcp_tsval_replay): RFC 7323 5.4
+# allows 1 ms to 1 s per tick, and some stacks (old Linux among them) tick at 1200 Hz.
+TS_REPLAY_HZ = 1200
 
 ACK = Flags.ACK
 SYN = Flags.SYN
@@ -124,7 +127,10 @@ class Tcb:
         self._reasm = Reassembly(config.max_ofo_runs, stats)
         self._delack_deadline: float | None = None
         self._delayed_segs = 0  # in-order segments not yet acknowledged
-        self._last_challenge = float("-inf")
+        # When this connection last sent an ACK that a blind sender can draw (a challenge
+        # ACK, or the answer to an out-of-window or PAWS-rejected segment): one per
+        # challenge_ack_interval for all of them, as Linux's tp->last_oow_ack_time.
+        self._last_oow_ack = float("-inf")
         self._challenge_limiter = challenge_limiter  # shared by the stack's TCBs
 
         # Retransmission (RFC 6298).
@@ -498,21 +504,59 @@ class Tcb:
         self._ka_sent = 0
         ts = seg.options.timestamp if self.ts_ok else None
         self._ts_echo = ts[1] if ts else None
-        if ts and self.state is not State.SYN_SENT and not self._paws_check(seg, ts[0]):
+        if ts and self.state is not State.SYN_SENT and not self._paws_check(seg, ts[0], now):
             return
         if self.state is State.SYN_SENT:
             self._receive_syn_sent(seg, now)
         elif self.state not in FINISHED:
             self._receive_synchronized(seg, now)
 
-    def _paws_check(self, seg: Segment, tsval: int) -> bool:
+    def _paws_check(self, seg: Segment, tsval: int, now: float) -> bool:
         """RFC 7323 5.3 R1 (PAWS): reject an old duplicate whose TSval is older than
-        TS.Recent (with an ACK, unless it is an RST)."""
-        if seq_lt(tsval, self.ts_recent) and not seg.flags & RST:
-            self.stats["PAWSRejected"] += 1
-            self._emit(ACK)
+        TS.Recent, with an ACK (rate-limited, `_answer_unacceptable`), unless it is
+        an RST.
+
+        Two kinds of segment with an old TSval are no old duplicates from an earlier
+        incarnation, only overtaken on the way (pure ACKs often are: a receiver's
+        ACKs leave on other queues than its data, or get reordered by the path), and
+        Linux 6.14+ treats them apart (tcp_validate_incoming with
+        tcp_disordered_ack_check): a disordered ACK (`_disordered_ack`) is processed
+        as if PAWS had passed; a pure ACK left of RCV.NXT is dropped without an
+        answer (drop reason TCP_RFC7323_PAWS_ACK, counter PAWSOldAck), since its
+        information is stale and answering it would only draw more of them.
+        """
+        if not seq_lt(tsval, self.ts_recent) or seg.flags & RST or self._disordered_ack(
+                seg, tsval):
+            return True
+        if seg.flags & ACK and not seg.seg_len and seq_lt(seg.seq, self.rcv_nxt):
+            self.stats["PAWSOldAck"] += 1
             return False
-        return True
+        self.stats["PAWSRejected"] += 1
+        self._answer_unacceptable(seg, now, "PAWS")
+        return False
+
+    def _disordered_ack(self, seg: Segment, tsval: int) -> bool:
+        """Linux tcp_disordered_ack_check: a pure ACK at RCV.NXT that repeats SND.UNA,
+        would not update the window by Linux's rule (tcp_may_update_window: it is not
+        from a later SND.WL1, nor offers more window or a zero one at the same
+        SND.WL1), and whose TSval lies within about one RTO of TS.Recent (the replay
+        window, counted in the fastest ticks a peer may use). Such a segment tells
+        nothing that a newer one has not, and whatever an attacker replays of it is
+        harmless: dropping and answering it (as RFC 7323 5.3 R1 says) only costs an
+        ACK each time the peer's duplicate ACKs pass one another.
+
+        An ACK that acknowledges new data but carries an older TSval stays rejected,
+        as in RFC 7323 and Linux: a peer's TSval and its ACK both only grow, so a
+        later-sent segment acknowledges at least as much, and the data it covers is
+        acknowledged by the newer segment that set TS.Recent.
+        """
+        wnd = seg.window << self.snd_wscale
+        return bool(
+            seg.flags & ACK and not seg.seg_len and seg.seq == self.rcv_nxt
+            and seg.ack == self.snd_una
+            and not (seq_lt(self.snd_wl1, seg.seq)
+                     or (seg.seq == self.snd_wl1 and (wnd > self.snd_wnd or wnd == 0)))
+            and seq_diff(self.ts_recent, tsval) <= self.rto * TS_REPLAY_HZ)
 
     def _update_ts_recent(self, seg: Segment) -> None:
         """RFC 7323 5.3 R3: TS.Recent from a segment that starts at or before what we
@@ -554,7 +598,10 @@ class Tcb:
         if (self.state is State.SYN_RCVD and flags & (SYN | ACK | RST) == SYN
                 and seg.seq == self.irs):
             # The peer retransmitted its SYN: our SYN+ACK was lost. Like Linux
-            # (tcp_check_req), answer it with the SYN+ACK again at once.
+            # (tcp_check_req), answer it with the SYN+ACK again at once, but like
+            # any answer a blind sender can draw, at most once per interval.
+            if self._oow_limited(now, "TCPACKSkippedSynRecv"):
+                return
             self.stats["RetransSegs"] += 1
             self.stats["SynAckRetrans"] += 1
             self._send_syn(now)
@@ -571,7 +618,7 @@ class Tcb:
         # First: sequence number acceptability.
         if not self._acceptable(seg):
             if not flags & RST:
-                self._emit(ACK)
+                self._answer_unacceptable(seg, now, "Seq")
             return
         self._trim_to_window(seg)
 
@@ -1142,13 +1189,57 @@ class Tcb:
         `challenge_ack_interval` on this connection (tcp_invalid_ratelimit), and
         within the stack-wide budget per second (tcp_challenge_ack_limit)."""
         limiter = self._challenge_limiter
-        if (now - self._last_challenge < self.config.challenge_ack_interval
-                or (limiter is not None and not limiter.allow(now))):
+        if self._oow_limited(now, "ChallengeAcksSuppressed"):
+            return
+        if limiter is not None and not limiter.allow(now):
             self.stats["ChallengeAcksSuppressed"] += 1
             return
-        self._last_challenge = now
         self.stats["ChallengeAcks"] += 1
         self._emit(ACK)
+
+    def _answer_unacceptable(self, seg: Segment, now: float, check: str) -> None:
+        """The ACK owed to a segment dropped by the sequence test (3.10.7.4, first;
+        `check` "Seq") or by PAWS (RFC 7323 5.3 R1; "PAWS").
+
+        Forged segments cost a blind attacker nothing, so answering each one would
+        make us an amplifier. Like Linux (tcp_oow_rate_limited), a segment with
+        neither text nor FIN, or with SYN, is answered at most once per
+        `challenge_ack_interval` on this connection, sharing the interval with the
+        challenge ACKs; the ones held back are counted under Linux's names, by
+        where Linux would have dropped them (its request, TIME-WAIT and orphaned
+        FIN-WAIT-2 mini-sockets, else the sequence or PAWS check). Text and FIN are
+        always answered: the sender's loss recovery, and a peer that retransmits its
+        FIN to our TIME-WAIT, need the ACK. A SYN in a synchronized state draws a
+        challenge ACK wherever it lies (RFC 5961 4.2; Linux syn_challenge), except
+        where Linux answers from a mini-socket.
+        """
+        flags = seg.flags
+        if self.state is State.SYN_RCVD and self.passive:
+            kind = "SynRecv"
+        elif self.state is State.TIME_WAIT:
+            kind = "TimeWait"
+        elif self.state is State.FIN_WAIT_2 and self._orphaned:
+            kind = "FinWait2"
+        elif flags & SYN:
+            self._challenge_ack(now)
+            return
+        else:
+            kind = check
+        if (flags & SYN or not (seg.payload or flags & FIN)) and self._oow_limited(
+                now, f"TCPACKSkipped{kind}"):
+            return
+        self._emit(ACK)
+
+    def _oow_limited(self, now: float, counter: str) -> bool:
+        """Whether this connection sent an ACK that a blind sender can draw less than
+        `challenge_ack_interval` ago (Linux __tcp_oow_rate_limited with
+        tcp_invalid_ratelimit): if so, count `counter` and send nothing; if not,
+        note the time, as the caller sends one now."""
+        if now - self._last_oow_ack < self.config.challenge_ack_interval:
+            self.stats[counter] += 1
+            return True
+        self._last_oow_ack = now
+        return False
 
 
 def _wscale_for(buffer: int) -> int:

@@ -53,7 +53,7 @@ class TimeWait:
     __slots__ = (
         "deadline",
         "key",
-        "last_challenge",
+        "last_oow_ack",
         "local_ip",
         "rcv_nxt",
         "snd_nxt",
@@ -79,7 +79,7 @@ class TimeWait:
         self.ts_recent = ts_recent or 0  # TS.Recent
         self.ts_offset = ts_offset  # our TSval clock's offset, so TSval keeps increasing
         self.deadline = deadline  # 2*MSL after the last FIN (re)acknowledged
-        self.last_challenge = float("-inf")
+        self.last_oow_ack = float("-inf")  # RFC 5961 7, Linux tw_last_oow_ack_time
         self.timer: Timer[TimeWait] | None = None  # the stack's timer-wheel entry
         self.timer_deadline = 0.0
 
@@ -118,7 +118,7 @@ class TimeWait:
         if older and not flags & RST:
             # RFC 7323 5.3 R1 (PAWS): an old duplicate, even a SYN (RFC 6191 2).
             stats["PAWSRejected"] += 1
-            return [self._ack(now)], Fate.STAY
+            return self._answer_unacceptable(seg, now, config, stats), Fate.STAY
         if listening and flags & (SYN | ACK | RST) == SYN and self._may_reopen(seg, ts):
             return [], Fate.REOPEN
         if ts and not older and not seq_lt(self.rcv_nxt, seg.seq):
@@ -131,7 +131,7 @@ class TimeWait:
                 return [], Fate.STAY
             if flags & FIN:
                 self.deadline = now + 2 * config.msl
-            return [self._ack(now)], Fate.STAY
+            return self._answer_unacceptable(seg, now, config, stats), Fate.STAY
         if flags & RST:
             # Second step with RFC 5961 3.2: exactly at RCV.NXT it closes (RFC 9293
             # keeps RFC 793's rule, not RFC 1337's); elsewhere a challenge ACK.
@@ -188,11 +188,24 @@ class TimeWait:
     def _challenge_ack(self, now: float, config: TcpConfig, stats: Counter[str]
                        ) -> list[Segment]:
         """RFC 5961 3.2/4.2, throttled as the TCB's (RFC 5961 7)."""
-        if now - self.last_challenge < config.challenge_ack_interval:
+        if now - self.last_oow_ack < config.challenge_ack_interval:
             stats["ChallengeAcksSuppressed"] += 1
             return []
-        self.last_challenge = now
+        self.last_oow_ack = now
         stats["ChallengeAcks"] += 1
+        return [self._ack(now)]
+
+    def _answer_unacceptable(self, seg: Segment, now: float, config: TcpConfig,
+                             stats: Counter[str]) -> list[Segment]:
+        """The ACK owed to a segment the sequence test or PAWS dropped, rate-limited
+        as the TCB's `_answer_unacceptable` (Linux tcp_timewait_state_process with
+        tcp_oow_rate_limited): one without text or FIN, or with SYN, at most once
+        per `challenge_ack_interval`; a retransmitted FIN is always answered."""
+        if seg.flags & SYN or not (seg.payload or seg.flags & FIN):
+            if now - self.last_oow_ack < config.challenge_ack_interval:
+                stats["TCPACKSkippedTimeWait"] += 1
+                return []
+            self.last_oow_ack = now
         return [self._ack(now)]
 
     # ---------------------------------------------------------------------- timer

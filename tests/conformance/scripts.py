@@ -9,12 +9,17 @@ so scheduling jitter does not matter but a wrong backoff does.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Awaitable, Callable
 
-from tests.conformance.apps import CLOSER, ECHO
+import dpkt
+
+from tests.conformance.apps import CLOSER, ECHO, HOLD
 from tests.conformance.harness import (
     ACK,
     FIN,
+    OPT_NOP,
+    OPT_TS,
     PSH,
     RST,
     SYN,
@@ -29,7 +34,15 @@ from tests.conformance.harness import (
     seq_add,
     seq_diff,
 )
-from tests.conformance.matrix import ANSWER_TIMEOUT, MSS, SETTLE, handshake, probe, reach
+from tests.conformance.matrix import (
+    ANSWER_TIMEOUT,
+    DATA,
+    MSS,
+    SETTLE,
+    handshake,
+    probe,
+    reach,
+)
 from tests.conformance.runner import Env, Facts, Script
 from tests.conformance.targets import SYN_RETRIES, SYNACK_RETRIES
 
@@ -37,6 +50,7 @@ from tests.conformance.targets import SYN_RETRIES, SYNACK_RETRIES
 HANDSHAKE_GIVE_UP = sum(2.0**i for i in range(SYNACK_RETRIES + 1))  # 7 s for 2 retries
 TIMER_SLACK = 0.6
 JITTER = 0.3
+ACK_S_R = "ACK seq=S ack=R"
 
 
 def timeline(times: list[float], t0: float) -> str:
@@ -208,6 +222,111 @@ def _injection(flags: int, ack_offset: int) -> Callable[[Env], Awaitable[Facts]]
         echoed = b"".join(s.payload for s in segs).decode(errors="replace")
         return {"reply": frame.render_all(segs), "echo": echoed + await _echoed(peer)}
     return run
+
+
+# -- PAWS and the rate limit on answers to unacceptable segments --------------------
+
+#: Our TSval in the SYN; the ACK that completes the handshake carries TS0+1, which
+#: becomes the target's TS.Recent. Stimuli count back from it.
+TS0 = 1_000_000
+#: Older than any replay window (Linux: RTO in 1200 Hz ticks, a few hundred).
+TS_ANCIENT = 100_000
+
+
+def ts_option(tsval: int, tsecr: int) -> bytes:
+    """NOP, NOP, Timestamps (RFC 7323 3.2)."""
+    return struct.pack(">BBBBII", OPT_NOP, OPT_NOP, OPT_TS, 10, tsval, tsecr)
+
+
+def _tsval(seg: Seg) -> int:
+    """The target's TSval, for our TSecr."""
+    for kind, value in dpkt.tcp.parse_opts(seg.opts):
+        if kind == OPT_TS:
+            return int(struct.unpack(">II", value)[0])
+    raise ScriptError(f"no timestamp option in {seg.flags:#x} from the target")
+
+
+def _counted(frame: Frame, segs: list[Seg]) -> str:
+    """``1: ACK seq=S ack=R``: how many segments came (normalizing would fold repeated
+    ACKs into one), then what they said."""
+    return f"{len(segs)}: {frame.render_all(segs)}"
+
+
+async def _ts_established(env: Env, port: int = HOLD) -> tuple[Peer, Frame, int]:
+    """Handshake offering MSS and timestamps (so both targets use them) to an app
+    that neither reads nor writes; returns the target's TSval to echo."""
+    peer = env.peer(port)
+    peer.send(SYN, opts=mss_option(MSS) + ts_option(TS0, 0))
+    synack = await peer.expect(SYN | ACK, ANSWER_TIMEOUT, what="for our SYN")
+    echo = _tsval(synack)
+    peer.send(ACK, opts=ts_option(TS0 + 1, echo))
+    return peer, _after_handshake(peer), echo
+
+
+def _paws_ack(age: int) -> Callable[[Env], Awaitable[Facts]]:
+    """A duplicate ACK at RCV.NXT (same ACK, same window) whose TSval is ``age``
+    ticks older than TS.Recent: a disordered ACK when within the replay window."""
+    async def run(env: Env) -> Facts:
+        peer, frame, echo = await _ts_established(env)
+        peer.send(ACK, opts=ts_option(TS0 + 1 - age, echo), advance=False)
+        return {"reply": frame.render_all(await peer.collect(SETTLE))}
+    return run
+
+
+async def paws_old_ack_left(env: Env) -> Facts:
+    """After 4 octets of data (TSval TS0+10), a pure ACK left of RCV.NXT with the
+    older TSval of the handshake's ACK: Linux 6.14+ drops it without an answer.
+    (Linux's PAWS lets a TSval one tick old pass, TCP_PAWS_WINDOW: hence 9.)"""
+    peer, frame, echo = await _ts_established(env)
+    old = peer.snd_nxt
+    peer.send(ACK | PSH, payload=DATA, opts=ts_option(TS0 + 10, echo))
+    ack = await peer.expect(ACK, ANSWER_TIMEOUT, what="for our data")
+    peer.send(ACK, seq=old, opts=ts_option(TS0 + 1, _tsval(ack)), advance=False)
+    frame = Frame(frame.snd_nxt, peer.snd_nxt, peer.y)
+    return {"reply": frame.render_all(await peer.collect(SETTLE))}
+
+
+async def paws_burst(env: Env) -> Facts:
+    """Three old pure ACKs back to back, then one more after the 0.5 s interval:
+    one ACK each time (Linux tcp_oow_rate_limited, TCPACKSkippedPAWS)."""
+    peer, frame, echo = await _ts_established(env)
+    return await _burst(peer, frame, 3, lambda: peer.send(
+        ACK, opts=ts_option(TS0 + 1 - TS_ANCIENT, echo), advance=False))
+
+
+def _oow_burst(stimulus: Callable[[Peer, Frame], None], n: int
+               ) -> Callable[[Env], Awaitable[Facts]]:
+    """``n`` copies of an unacceptable segment back to back on a connection without
+    timestamps, then one more after the interval."""
+    async def run(env: Env) -> Facts:
+        peer = env.peer(HOLD)
+        await handshake(peer)
+        peer.send(ACK)
+        frame = _after_handshake(peer)
+        return await _burst(peer, frame, n, lambda: stimulus(peer, frame))
+    return run
+
+
+async def _burst(peer: Peer, frame: Frame, n: int, send: Callable[[], None]) -> Facts:
+    for _ in range(n):
+        send()
+    burst = _counted(frame, await peer.collect(SETTLE))  # SETTLE > the 0.5 s interval
+    send()
+    return {"burst": burst, "later": _counted(frame, await peer.collect(SETTLE))}
+
+
+def _old_ack(peer: Peer, frame: Frame) -> None:
+    peer.send(ACK, seq=seq_add(frame.rcv_nxt, -1), advance=False)
+
+
+def _old_data(peer: Peer, frame: Frame) -> None:
+    peer.send(ACK | PSH, seq=seq_add(frame.rcv_nxt, -2 * len(DATA)), payload=DATA,
+              advance=False)
+
+
+def _challenge_then_old_ack(peer: Peer, frame: Frame) -> None:
+    peer.send(RST, seq=seq_add(frame.rcv_nxt, 1), advance=False)  # in the window: challenge ACK
+    _old_ack(peer, frame)
 
 
 # -- active open ------------------------------------------------------------------
@@ -419,6 +538,31 @@ SCRIPTS = [
            {"reply": "ACK seq=S ack=R", "echo": "good"},
            "RFC 9293 3.10.7.4 fifth, RFC 5961 5.2: an ACK of unsent data drops the segment, "
            "with an ACK"),
+    Script("paws/disordered-dupack", _paws_ack(10),
+           {"reply": "-"},
+           "Linux tcp_disordered_ack_check: a duplicate ACK overtaken by a newer one "
+           "(TSval within the replay window) passes PAWS, and needs no answer"),
+    Script("paws/old-dupack", _paws_ack(TS_ANCIENT),
+           {"reply": ACK_S_R},
+           "RFC 7323 5.3 R1: beyond the replay window it is an old duplicate: dropped, "
+           "with an ACK"),
+    Script("paws/old-ack-left", paws_old_ack_left,
+           {"reply": "-"},
+           "Linux 6.14+ (TCP_RFC7323_PAWS_ACK): an old pure ACK left of RCV.NXT is dropped "
+           "without an answer"),
+    Script("paws/burst", paws_burst,
+           {"burst": f"1: {ACK_S_R}", "later": f"1: {ACK_S_R}"},
+           "Linux tcp_oow_rate_limited: at most one ACK per 500 ms for PAWS drops"),
+    Script("oow/ack-burst", _oow_burst(_old_ack, 3),
+           {"burst": f"1: {ACK_S_R}", "later": f"1: {ACK_S_R}"},
+           "Linux tcp_oow_rate_limited: at most one ACK per 500 ms for unacceptable pure "
+           "ACKs (RFC 9293 3.10.7.4 first answers each)"),
+    Script("oow/data-burst", _oow_burst(_old_data, 2),
+           {"burst": f"2: {ACK_S_R}", "later": f"1: {ACK_S_R}"},
+           "Linux tcp_oow_rate_limited: unacceptable text is always answered"),
+    Script("oow/after-challenge", _oow_burst(_challenge_then_old_ack, 1),
+           {"burst": f"1: {ACK_S_R}", "later": f"1: {ACK_S_R}"},
+           "Linux: challenge ACKs and ACKs to unacceptable segments share one interval"),
     Script("active/open", active_open,
            {"syn": "SYN seq=ISS <mss=1460,sack,ts,ws>", "ack": "ACK seq=S ack=R",
             "close": "FIN|ACK seq=S ack=R+6", "client": "closed", "stdout": "ping"},

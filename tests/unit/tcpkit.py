@@ -150,3 +150,23 @@ def tcb_time_wait(config: TcpConfig | None = None, *, now: float = 0.0) -> Tcb:
     tcb = tcb_fin_wait_2(config, now=now)
     tcb.receive(seg(FIN | ACK, X + 1, Y + 2), now)
     return _clean(tcb, State.TIME_WAIT)
+
+
+def ts_seg(flags: Flags, seq: int, ack: int, payload: bytes = b"", *, tsval: int, tsecr: int,
+           window: int = WND) -> Segment:
+    """A segment from the peer with the Timestamps option (RFC 7323 3.2)."""
+    s = seg(flags, seq, ack, payload, window)
+    s.options.timestamp = (tsval, tsecr)
+    return s
+
+
+def tcb_with_timestamps(config: TcpConfig | None = None) -> Tcb:
+    """ESTABLISHED at 0.0 with timestamps: the SYN's TSval 777, the ACK's 778, so
+    TS.Recent = 778; RTO = rto_min (the handshake's RTT sample is 0)."""
+    syn = peer_syn()
+    syn.options.timestamp = (777, 0)
+    tcb = Tcb.open_passive(config or TcpConfig(), syn, Y, 0.0, Counter())
+    [synack] = tcb.take_segments()
+    assert synack.options.timestamp == (Y, 777)  # TSecr echoes the SYN's TSval
+    tcb.receive(ts_seg(ACK, X + 1, Y + 1, tsval=778, tsecr=Y), 0.0)
+    return _clean(tcb, State.ESTABLISHED)

@@ -352,8 +352,9 @@ def test_established_acceptability_zero_len_open_window():
     tcb = tcb_established()
     tcb.receive(seg(ACK, X + WND, Y + 1), 1.0)  # RCV.NXT + RCV.WND - 1: last acceptable
     expect(tcb, [])
-    for seq in (X + 1 + WND, X):  # just beyond, just before
-        tcb.receive(seg(ACK, seq, Y + 1), 1.0)
+    # Just beyond, just before; a second apart, beyond the rate limit of these ACKs.
+    for at, seq in ((1.0, X + 1 + WND), (2.0, X)):
+        tcb.receive(seg(ACK, seq, Y + 1), at)
         expect(tcb, [(ACK, Y + 1, X + 1, 0)])
 
 

@@ -52,6 +52,8 @@ from tests.unit.tcpkit import (
     tcb_established,
     tcb_syn_rcvd,
     tcb_syn_sent,
+    tcb_with_timestamps,
+    ts_seg,
 )
 
 OUR_WSCALE = 4  # the smallest shift for the default 1 MiB receive buffer
@@ -772,23 +774,6 @@ def test_established_ack_after_zero_window_probe_stays_inside_peer_window():
 
 
 # ================================================ timestamps (RFC 7323 3-5)
-
-
-def ts_seg(flags, seq, ack, payload=b"", *, tsval, tsecr) -> Segment:
-    s = seg(flags, seq, ack, payload)
-    s.options.timestamp = (tsval, tsecr)
-    return s
-
-
-def tcb_with_timestamps() -> Tcb:
-    syn = peer_syn()
-    syn.options.timestamp = (777, 0)
-    tcb = Tcb.open_passive(TcpConfig(), syn, Y, 0.0, Counter())
-    [synack] = tcb.take_segments()
-    assert synack.options.timestamp == (Y, 777)  # TSecr echoes the SYN's TSval
-    tcb.receive(ts_seg(ACK, X + 1, Y + 1, tsval=778, tsecr=Y), 0.0)
-    tcb.take_events()
-    return tcb
 
 
 def test_syn_rcvd_no_timestamps_unless_the_peer_offers_them():

@@ -233,3 +233,17 @@ def test_time_wait_ts_old_rst_still_counts():
     tw = ts_record()
     assert send(tw, with_ts(seg(RST, X + 2), TS_RECENT - 1), 10.0) == ([], Fate.RESET)
     assert tw.ts_recent == TS_RECENT
+
+
+def test_time_wait_retransmitted_fin_always_acknowledged_pure_acks_rate_limited():
+    """Linux tcp_timewait_state_process with tcp_oow_rate_limited: a FIN is never
+    held back (it is no pure ACK) nor does it start the interval; pure
+    out-of-window ACKs draw at most one ACK per challenge_ack_interval."""
+    tw, stats = record(), Counter()
+    for at in (1.0, 1.1):
+        assert send(tw, seg(FIN | ACK, X + 1, Y + 2), at, stats=stats) == (ACK_IT, Fate.STAY)
+    assert tw.deadline == 1.1 + 2 * CONFIG.msl
+    for at, answered in ((1.2, True), (1.3, False), (1.7, True)):
+        assert send(tw, seg(ACK, X, Y + 2), at, stats=stats) == (
+            ACK_IT if answered else [], Fate.STAY)
+    assert stats["TCPACKSkippedTimeWait"] == 1
