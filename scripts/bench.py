@@ -365,17 +365,13 @@ class Lab:
             "--control", control_path, "--log-level", "warning", *options))
 
         def counters() -> dict[str, int]:
-            try:
-                stats = control.request(control_path, "stats")
-            except control.ControlError as e:
-                raise BenchError(f"tcpstack stats: {e}") from None
-            return {"stack_retrans": stats["RetransSegs"],
+            return {"stack_retrans": stack_stats(control_path)["RetransSegs"],
                     "kernel_retrans": self.kernel_retrans(self.client),
                     **self.drops(self.client, STACK_TUN)}
 
         try:
             proc.wait_line("tcpstack ready:")
-            yield Target(vip, proc.popen.pid, counters)
+            yield Target(vip, proc.popen.pid, counters, control_path)
         finally:
             self.finish(proc)
 
@@ -426,6 +422,16 @@ class Target:
     addr: str
     pid: int
     counters: Callable[[], dict[str, int]]
+    control: str | None = None  # the stack's control socket (`tcpstack stats`)
+
+
+def stack_stats(path: str) -> dict[str, int]:
+    """`tcpstack stats --json` of the daemon at control socket `path`."""
+    try:
+        stats: dict[str, int] = control.request(path, "stats")
+    except control.ControlError as e:
+        raise BenchError(f"tcpstack stats: {e}") from None
+    return stats
 
 
 def stack_argv(*args: str) -> list[str]:
@@ -813,7 +819,7 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tcpstack-bench-") as tmp:
         # SIGTERM becomes KeyboardInterrupt, so the namespaces are deleted either way.
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, raise_interrupt)
         try:
             results, errors = run_bench(args, stack_variants, Path(tmp))
         except KeyboardInterrupt:
@@ -850,7 +856,7 @@ def main(argv: list[str]) -> int:
     return 1 if errors else 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 

@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""`make profile WORKLOAD=get|post|conn|rtt`: where the daemon's CPU time goes.
+
+Run as root. The lab is `make bench`'s (scripts/bench.py: the same namespaces,
+the same `tcpstack serve`, the same clients), with one stack and no kernel
+server: py-spy attaches to the daemon's pid and samples it for `--seconds`
+while the chosen workload runs over and over against it:
+
+    get   curl GET /bytes/SIZE        (the stack sends: data out, ACKs in)
+    post  curl POST /sha256 of SIZE   (the stack receives: data in, ACKs out)
+    conn  ab -c C -n N, no keep-alive (handshake, one request, close, TIME-WAIT)
+    rtt   1-byte echo ping-pongs over one connection (the per-segment latency path)
+
+py-spy samples only while the daemon runs Python (time asleep in epoll is not
+counted), so the samples are its CPU time. They are written once, as collapsed
+stacks (`--format raw --function`: one line per distinct stack, frames per
+function), and everything else is derived from that file here: the flame graph
+(SVG; hover for the counts), and the text summary: own time by part of the
+stack (codec, TCB, the asyncio shell of tasks and streams, the event loop, the
+apps), the same per segment (CPU µs per segment the daemon received or sent,
+from `tcpstack stats`), and the top functions by own and by total time.
+Files: bench-results/profile-<workload>-<date>.{svg,txt,folded}.
+
+The file is not called profile.py: run as a script, its folder comes first
+on sys.path, and it would shadow the standard library's `profile` module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from html import escape
+from pathlib import Path
+
+import bench
+
+Stacks = Counter[tuple[str, ...]]  # root-first frames -> samples
+
+#: Parts of the stack, by the file of the function that was running (first match
+#: wins); new modules of tcpstack fall into "shell" until they are named here.
+PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("codec", ("tcpstack/codec.py", "tcpstack/segment.py", "dpkt/")),
+    ("TCB", ("tcpstack/tcb.py", "tcpstack/seq.py", "tcpstack/states.py", "tcpstack/cc/",
+             "tcpstack/reassembly.py", "tcpstack/scoreboard.py", "tcpstack/buffers.py",
+             "tcpstack/timerwheel.py", "tcpstack/isn.py", "tcpstack/syncookies.py",
+             "tcpstack/resets.py", "tcpstack/ratelimit.py")),
+    ("apps", ("tcpstack/apps/",)),
+    ("TUN write", ("tcpstack/tun.py",)),
+    ("shell", ("tcpstack/",)),
+    ("enum", ("enum.py",)),
+    ("event loop", ("asyncio/", "uvloop/")),
+)
+PART_NOTES = {
+    "codec": "decode/encode, checksums (codec.py, segment.py, dpkt)",
+    "TCB": "RFC 9293 state machine, buffers, timers, congestion control",
+    "TUN write": "the write syscall (reads are inline in Stack.run_reader: shell)",
+    "shell": "TUN reader, dispatch, connection tasks, streams, listener",
+    "enum": "IntFlag/Enum arithmetic (segment flags, states) in enum.py",
+    "event loop": "asyncio/uvloop: callbacks, task steps, futures, queues",
+    "apps": "the HTTP and echo handlers (hashing included)",
+    "other": "everything else (standard library, start-up)",
+}
+COLORS = {"codec": "#e8a33d", "TCB": "#d9534f", "TUN write": "#45b5aa", "shell": "#5b9bd5",
+          "enum": "#f1c232", "event loop": "#8e7cc3", "apps": "#6aa84f", "other": "#b0b0b0"}
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation of py-spy's collapsed stacks (pure: tested in tests/unit/test_profile_stack.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_collapsed(text: str) -> Stacks:
+    """py-spy's raw format ("frame;frame;frame COUNT" per line, root first)."""
+    stacks: Stacks = Counter()
+    for line in text.splitlines():
+        frames, _, count = line.rpartition(" ")
+        if frames and count.isdigit():
+            stacks[tuple(frames.split(";"))] += int(count)
+    return stacks
+
+
+def frame_parts(frame: str) -> tuple[str, str]:
+    """("function", "file") of "function (file:line)"; a frame of another shape is
+    all function."""
+    m = _FRAME.match(frame)
+    return (m["func"], m["file"]) if m else (frame, "")
+
+
+def part(frame: str) -> str:
+    """Which part of the stack a frame belongs to (PARTS), else "other"."""
+    file = "/" + frame_parts(frame)[1]
+    for name, prefixes in PARTS:
+        if any(f"/{prefix}" in file for prefix in prefixes):
+            return name
+    return "other"
+
+
+def short(frame: str) -> str:
+    """ "function (file)": the line number says nothing once aggregated by function."""
+    func, file = frame_parts(frame)
+    return f"{func} ({file})" if file else func
+
+
+def own_time(stacks: Stacks) -> Counter[str]:
+    """Samples in which each function itself was running (the leaf frame)."""
+    own: Counter[str] = Counter()
+    for frames, n in stacks.items():
+        own[short(frames[-1])] += n
+    return own
+
+
+def total_time(stacks: Stacks) -> Counter[str]:
+    """Samples in which each function was on the stack (once per sample, also when
+    it recursed), without the trunk: functions on every sample (the interpreter's
+    start-up, `main`, the event loop's run) say nothing about where time goes."""
+    total: Counter[str] = Counter()
+    for frames, n in stacks.items():
+        for name in {short(f) for f in frames}:
+            total[name] += n
+    samples = sum(stacks.values())
+    return Counter({name: c for name, c in total.items() if c < samples})
+
+
+def part_time(stacks: Stacks) -> Counter[str]:
+    """Own time summed by part of the stack."""
+    parts: Counter[str] = Counter()
+    for frames, n in stacks.items():
+        parts[part(frames[-1])] += n
+    return parts
+
+
+def summary(stacks: Stacks, head: Iterable[str], *, rate: float, segments: int,
+            top: int) -> str:
+    """The text report: `head`, own time by part (with CPU µs per segment when
+    `segments` is known), and the `top` functions by own and by total time."""
+    n = sum(stacks.values()) or 1
+    lines = [*head, "", f"Own time by part of the stack ({n:,} samples at {rate:g} Hz"
+             + (f"; {segments:,} segments in+out" if segments else "") + "):"]
+    for name, count in part_time(stacks).most_common():
+        per = f"{count / rate / segments * 1e6:8.1f} us/segment" if segments else ""
+        lines.append(f"  {name:<10} {100 * count / n:5.1f} % {per}  {PART_NOTES[name]}")
+    for title, counts in (("own", own_time(stacks)), ("total", total_time(stacks))):
+        lines += ["", f"Top {top} functions by {title} time:",
+                  f"  {'%':>5}  {'samples':>7}  function (file)"]
+        lines += [f"  {100 * c / n:5.1f}  {c:>7,}  {name}" for name, c in counts.most_common(top)]
+    return "\n".join(lines) + "\n"
+
+
+class _Node:
+    __slots__ = ("count", "kids")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.kids: dict[str, _Node] = {}
+
+
+def flame_svg(stacks: Stacks, title: str, width: int = 1200) -> str:
+    """A static flame graph (root at the bottom, width = samples, colour = part
+    of the stack); each box's tooltip gives the function, its samples and share."""
+    root = _Node()
+    for frames, n in stacks.items():
+        root.count += n
+        node = root
+        for f in frames:
+            node = node.kids.setdefault(f, _Node())
+            node.count += n
+    depth = max((len(f) for f in stacks), default=0) + 1
+    row, pad, top = 17, 10, 50
+    height = top + depth * row + pad
+    scale = (width - 2 * pad) / (root.count or 1)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="monospace" font-size="11">',
+           '<rect width="100%" height="100%" fill="#fdfdf8"/>',
+           f'<text x="{pad}" y="20" font-size="14">{escape(title)}</text>']
+    x = pad
+    for name in COLORS:
+        out.append(f'<rect x="{x}" y="30" width="12" height="12" fill="{COLORS[name]}"/>'
+                   f'<text x="{x + 16}" y="40">{escape(name)}</text>')
+        x += 24 + 7 * len(name)
+
+    def box(name: str, node: _Node, x: float, level: int) -> None:
+        w = node.count * scale
+        if w < 0.5:
+            return
+        y = height - pad - (level + 1) * row
+        pct = 100 * node.count / (root.count or 1)
+        fill = COLORS["other"] if level == 0 else COLORS[part(name)]
+        label = short(name) if level else name
+        fits = int((w - 4) / 6.6)
+        text = label if len(label) <= fits else label[:fits - 2] + ".." if fits > 3 else ""
+        out.append(f'<g><title>{escape(label)}: {node.count:,} samples, {pct:.1f} %</title>'
+                   f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 1}" '
+                   f'fill="{fill}" stroke="#fff" stroke-width="0.5"/>'
+                   + (f'<text x="{x + 2:.1f}" y="{y + row - 5}">{escape(text)}</text>'
+                      if text else "") + "</g>")
+        for kid_name, kid in sorted(node.kids.items()):
+            box(kid_name, kid, x, level + 1)
+            x += kid.count * scale
+
+    box("all", root, pad, 0)
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+def workload(args: argparse.Namespace, lab: bench.Lab, addr: str,
+             log_dir: Path) -> tuple[str, Callable[[], float], str]:
+    """(description, one bounded run returning its figure, the figure's unit)."""
+    if args.workload == "get":
+        return (f"curl GET /bytes/{args.size}", lambda: bench.download(lab, addr, args.size),
+                "MB/s")
+    if args.workload == "post":
+        body = log_dir / "upload.bin"
+        digest = bench.make_body(body, args.size)
+        return (f"curl POST /sha256 of {args.size} bytes",
+                lambda: bench.upload(lab, addr, body, digest), "MB/s")
+    if args.workload == "conn":
+        return (f"ab -n {args.conns} -c {args.concurrency}", lambda: bench.connections_per_second(
+            lab, addr, args.conns, args.concurrency)["rate"], "conn/s")
+    return (f"{args.pings} 1-byte echo round trips per connection",
+            lambda: bench.echo_rtt(lab, addr, args.pings)["p50_us"], "us p50")
+
+
+def py_spy() -> str:
+    """py-spy from this virtualenv (the test extra), else from PATH."""
+    local = Path(sys.executable).parent / "py-spy"
+    found = str(local) if local.exists() else shutil.which("py-spy")
+    if found is None:
+        raise bench.BenchError("py-spy not found (make install puts it in .venv)")
+    return found
+
+
+def run(args: argparse.Namespace, log_dir: Path) -> tuple[str, list[float], str, str, int]:
+    """Profile the daemon under the workload: (collapsed stacks, the workload's
+    figures, its description, the figures' unit, segments in+out while profiled)."""
+    raw = log_dir / "profile.folded"
+    with bench.Lab(log_dir) as lab, lab.stack(args.mtu, args.stack_args) as target:
+        what, once, unit = workload(args, lab, target.addr, log_dir)
+        assert target.control is not None
+        before = bench.stack_stats(target.control)
+        spy = lab.start(lab.client, "py-spy", py_spy(), "record", "--pid", str(target.pid),
+                        "--format", "raw", "--function", "--rate", str(args.rate),
+                        "--duration", str(args.seconds), "--output", str(raw))
+        figures: list[float] = []
+        deadline = time.monotonic() + args.seconds + 120
+        print(f"profile: {what}, {args.seconds} s under py-spy ...", file=sys.stderr,
+              flush=True)
+        while spy.popen.poll() is None:  # py-spy stops itself after --duration
+            if time.monotonic() > deadline:
+                raise bench.BenchError("py-spy did not stop after its --duration")
+            figures.append(once())
+        after = bench.stack_stats(target.control)
+        if spy.popen.returncode != 0 or not raw.exists():
+            raise bench.BenchError(f"py-spy failed (status {spy.popen.returncode}): "
+                                   f"{spy.stderr_path.read_text('utf-8', 'replace')[-1500:]}")
+        lab.finish(spy)
+    segments = sum(after[k] - before[k] for k in ("InSegs", "OutSegs"))
+    return raw.read_text(), figures, what, unit, segments
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Profile `tcpstack serve` with py-spy under one workload (root; the "
+        "namespaces of scripts/bench.py): a flame graph and a text summary under "
+        "bench-results/.")
+    p.add_argument("workload", choices=("get", "post", "conn", "rtt"))
+    p.add_argument("--seconds", type=int, default=20, help="sampling time (default 20)")
+    p.add_argument("--rate", type=int, default=100, help="samples per second (default 100)")
+    p.add_argument("--size", type=int, default=10_000_000,
+                   help="bytes per get/post run (default 10000000)")
+    p.add_argument("--conns", type=int, default=1000, help="connections per ab run (conn)")
+    p.add_argument("--concurrency", type=int, default=64, help="ab concurrency (conn)")
+    p.add_argument("--pings", type=int, default=2000, help="round trips per echo run (rtt)")
+    p.add_argument("--mtu", type=int, default=1500)
+    p.add_argument("--top", type=int, default=15, help="functions listed (default 15)")
+    p.add_argument("--stack-args", default="", metavar="'OPTIONS'",
+                   help="more `tcpstack serve` options, one shell-quoted string, "
+                   "e.g. '--offload off'")
+    p.add_argument("--out", type=Path, default=bench.REPO / "bench-results")
+    args = p.parse_args(argv)
+    if not (0 < args.seconds <= 600 and 1 <= args.rate <= 1000):
+        p.error("--seconds must be within (0, 600], --rate within 1..1000")
+    args.stack_args = shlex.split(args.stack_args)
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("profile: needs root (network namespaces, TUN devices, ptrace)", file=sys.stderr)
+        return 2
+    from proofkit import machine
+
+    signal.signal(signal.SIGTERM, bench.raise_interrupt)  # the namespaces go either way
+    with tempfile.TemporaryDirectory(prefix="tcpstack-profile-") as tmp:
+        try:
+            folded, figures, what, unit, segments = run(args, Path(tmp))
+        except KeyboardInterrupt:
+            print("profile: interrupted; namespaces removed", file=sys.stderr)
+            return 130
+        except (bench.BenchError, subprocess.TimeoutExpired) as e:
+            print(f"profile: {e}", file=sys.stderr)
+            return 1
+    stacks = parse_collapsed(folded)
+    m = machine()
+    now = datetime.now()
+    title = (f"tcpstack profile: {args.workload}, {now:%Y-%m-%d %H:%M}, "
+             f"{sum(stacks.values()):,} samples")
+    head = [title,
+            f"machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, "
+            f"Python {m['python']}",
+            f"daemon: tcpstack serve --mtu {args.mtu} {' '.join(args.stack_args)}".rstrip(),
+            f"workload: {what}: {len(figures)} runs, median "
+            f"{statistics.median(figures) if figures else 0:,.1f} {unit} (under the profiler)"]
+    text = summary(stacks, head, rate=args.rate, segments=segments, top=args.top)
+    args.out.mkdir(parents=True, exist_ok=True)
+    base = args.out / f"profile-{args.workload}-{now:%Y%m%d-%H%M%S}"
+    base.with_suffix(".folded").write_text(folded)
+    base.with_suffix(".txt").write_text(text)
+    base.with_suffix(".svg").write_text(flame_svg(stacks, title))
+    print(text)
+    shown = base.relative_to(bench.REPO) if base.is_relative_to(bench.REPO) else base
+    print(f"wrote {shown}.svg (flame graph), {shown}.txt (this summary), "
+          f"{shown}.folded (py-spy's collapsed stacks)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
