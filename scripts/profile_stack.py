@@ -37,9 +37,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 from pathlib import Path
@@ -140,6 +142,16 @@ def part_time(stacks: Stacks) -> Counter[str]:
     for frames, n in stacks.items():
         parts[part(frames[-1])] += n
     return parts
+
+
+def cpu_note(sampled: float, cpu: float) -> list[str]:
+    """A warning when py-spy counted much more running time than the daemon used:
+    it then took waits for work (its idle test is a heuristic), and they sit in
+    the event loop's own time (Runner.run: uvloop's C code, epoll included)."""
+    if sampled <= 1.2 * cpu:
+        return []
+    return [f"note: {sampled - cpu:.1f} s of the samples are waits, not CPU: read "
+            "'event loop' and 'TUN write' as upper bounds, or run with --gil"]
 
 
 def summary(stacks: Stacks, head: Iterable[str], *, rate: float, segments: int,
@@ -247,32 +259,71 @@ def py_spy() -> str:
     return found
 
 
-def run(args: argparse.Namespace, log_dir: Path) -> tuple[str, list[float], str, str, int]:
-    """Profile the daemon under the workload: (collapsed stacks, the workload's
-    figures, its description, the figures' unit, segments in+out while profiled)."""
+@dataclass
+class Profiled:
+    """What one profiling run gives: py-spy's collapsed stacks, the workload's
+    figures, and the daemon's segments and CPU time over the sampling window."""
+
+    folded: str
+    what: str
+    unit: str
+    figures: list[float]
+    seconds: float  # the window's wall time
+    segments: int  # InSegs + OutSegs
+    cpu: tuple[float, float]  # user, system seconds
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of process `pid` (/proc/<pid>/stat, proc(5))."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def run(args: argparse.Namespace, log_dir: Path) -> Profiled:
+    """Profile the daemon while the workload runs over and over in a thread; the
+    counters are read when py-spy stops, not when the last run ends."""
     raw = log_dir / "profile.folded"
     with bench.Lab(log_dir) as lab, lab.stack(args.mtu, args.stack_args) as target:
         what, once, unit = workload(args, lab, target.addr, log_dir)
         assert target.control is not None
-        before = bench.stack_stats(target.control)
+        figures: list[float] = []
+        failures: list[BaseException] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            try:
+                while not stop.is_set():
+                    figures.append(once())
+            except Exception as e:  # reported by the main thread
+                failures.append(e)
+
+        stats0, cpu0 = bench.stack_stats(target.control), cpu_times(target.pid)
+        t0 = time.monotonic()
         spy = lab.start(lab.client, "py-spy", py_spy(), "record", "--pid", str(target.pid),
                         "--format", "raw", "--function", "--rate", str(args.rate),
-                        "--duration", str(args.seconds), "--output", str(raw))
-        figures: list[float] = []
-        deadline = time.monotonic() + args.seconds + 120
+                        "--duration", str(args.seconds), "--output", str(raw),
+                        *(["--gil"] if args.gil else []))
         print(f"profile: {what}, {args.seconds} s under py-spy ...", file=sys.stderr,
               flush=True)
-        while spy.popen.poll() is None:  # py-spy stops itself after --duration
-            if time.monotonic() > deadline:
-                raise bench.BenchError("py-spy did not stop after its --duration")
-            figures.append(once())
-        after = bench.stack_stats(target.control)
-        if spy.popen.returncode != 0 or not raw.exists():
-            raise bench.BenchError(f"py-spy failed (status {spy.popen.returncode}): "
+        loader = threading.Thread(target=load, name="workload")
+        loader.start()
+        try:
+            status = spy.popen.wait(args.seconds + 60)  # py-spy stops after --duration
+            t1 = time.monotonic()
+            stats1, cpu1 = bench.stack_stats(target.control), cpu_times(target.pid)
+        finally:
+            stop.set()
+            loader.join(bench.CURL_TIMEOUT + 60)  # every run of the workload is bounded
+        if failures:
+            raise failures[0]
+        if status != 0 or not raw.exists():
+            raise bench.BenchError(f"py-spy failed (status {status}): "
                                    f"{spy.stderr_path.read_text('utf-8', 'replace')[-1500:]}")
         lab.finish(spy)
-    segments = sum(after[k] - before[k] for k in ("InSegs", "OutSegs"))
-    return raw.read_text(), figures, what, unit, segments
+    return Profiled(raw.read_text(), what, unit, figures, t1 - t0,
+                    sum(stats1[k] - stats0[k] for k in ("InSegs", "OutSegs")),
+                    (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -289,6 +340,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=64, help="ab concurrency (conn)")
     p.add_argument("--pings", type=int, default=2000, help="round trips per echo run (rtt)")
     p.add_argument("--mtu", type=int, default=1500)
+    p.add_argument("--gil", action="store_true",
+                   help="only samples holding the GIL: Python's own time, without the "
+                   "system calls (TUN writes) and without waits that py-spy takes for work")
     p.add_argument("--top", type=int, default=15, help="functions listed (default 15)")
     p.add_argument("--stack-args", default="", metavar="'OPTIONS'",
                    help="more `tcpstack serve` options, one shell-quoted string, "
@@ -311,28 +365,34 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, bench.raise_interrupt)  # the namespaces go either way
     with tempfile.TemporaryDirectory(prefix="tcpstack-profile-") as tmp:
         try:
-            folded, figures, what, unit, segments = run(args, Path(tmp))
+            r = run(args, Path(tmp))
         except KeyboardInterrupt:
             print("profile: interrupted; namespaces removed", file=sys.stderr)
             return 130
         except (bench.BenchError, subprocess.TimeoutExpired) as e:
             print(f"profile: {e}", file=sys.stderr)
             return 1
-    stacks = parse_collapsed(folded)
+    stacks = parse_collapsed(r.folded)
     m = machine()
     now = datetime.now()
-    title = (f"tcpstack profile: {args.workload}, {now:%Y-%m-%d %H:%M}, "
-             f"{sum(stacks.values()):,} samples")
+    samples = sum(stacks.values())
+    title = (f"tcpstack profile: {args.workload}, {now:%Y-%m-%d %H:%M}, {samples:,} samples"
+             + (" (GIL only)" if args.gil else ""))
+    user, system = r.cpu
     head = [title,
             f"machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, "
             f"Python {m['python']}",
             f"daemon: tcpstack serve --mtu {args.mtu} {' '.join(args.stack_args)}".rstrip(),
-            f"workload: {what}: {len(figures)} runs, median "
-            f"{statistics.median(figures) if figures else 0:,.1f} {unit} (under the profiler)"]
-    text = summary(stacks, head, rate=args.rate, segments=segments, top=args.top)
+            f"workload: {r.what}: {len(r.figures)} runs, median "
+            f"{statistics.median(r.figures) if r.figures else 0:,.1f} {r.unit} "
+            "(under the profiler)",
+            f"daemon CPU while sampled: {user:.1f} s user + {system:.1f} s system in "
+            f"{r.seconds:.1f} s; py-spy counted {samples / args.rate:.1f} s as running",
+            *cpu_note(samples / args.rate, user + system)]
+    text = summary(stacks, head, rate=args.rate, segments=r.segments, top=args.top)
     args.out.mkdir(parents=True, exist_ok=True)
     base = args.out / f"profile-{args.workload}-{now:%Y%m%d-%H%M%S}"
-    base.with_suffix(".folded").write_text(folded)
+    base.with_suffix(".folded").write_text(r.folded)
     base.with_suffix(".txt").write_text(text)
     base.with_suffix(".svg").write_text(flame_svg(stacks, title))
     print(text)

@@ -87,3 +87,10 @@ def test_flame_graph_is_svg_with_a_box_per_frame_and_its_samples() -> None:
     assert float(boxes["all"].get("width", 0)) == 980.0  # width minus the margins
     assert float(boxes["decode (tcpstack/codec.py)"].get("width", 0)) == 343.0
     assert boxes["decode (tcpstack/codec.py)"].get("fill") == prof.COLORS["codec"]
+
+
+def test_cpu_note_flags_samples_that_were_waits() -> None:
+    # py-spy counts a thread that is runnable but not running (or in a wait it
+    # takes for work) as active: more sampled time than CPU time is the sign.
+    assert prof.cpu_note(sampled=7.7, cpu=2.8)[0].startswith("note: 4.9 s of the samples")
+    assert prof.cpu_note(sampled=10.0, cpu=9.5) == []
