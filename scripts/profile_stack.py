@@ -18,7 +18,11 @@ function), and everything else is derived from that file here: the flame graph
 (SVG; hover for the counts), and the text summary: own time by part of the
 stack (codec, TCB, the asyncio shell of tasks and streams, the event loop, the
 apps), the same per segment (CPU µs per segment the daemon received or sent,
-from `tcpstack stats`), and the top functions by own and by total time.
+from `tcpstack stats`, and the daemon's CPU time from /proc/<pid>/stat), and
+the top functions by own and by total time. py-spy counts a thread that is
+runnable but waiting for a CPU as running: on a busy machine the summary says
+how much of the samples were such waits (compare with the CPU time), and
+`--gil` keeps only the samples holding the GIL (Python's own work).
 Files: bench-results/profile-<workload>-<date>.{svg,txt,folded}.
 
 The file is not called profile.py: run as a script, its folder comes first
@@ -146,23 +150,27 @@ def part_time(stacks: Stacks) -> Counter[str]:
 
 def cpu_note(sampled: float, cpu: float) -> list[str]:
     """A warning when py-spy counted much more running time than the daemon used:
-    it then took waits for work (its idle test is a heuristic), and they sit in
-    the event loop's own time (Runner.run: uvloop's C code, epoll included)."""
+    it counts a thread that is runnable but waiting for a CPU as running, and on
+    a busy machine the daemon waits most right after it woke another process
+    (a TUN write that wakes curl, epoll returning)."""
     if sampled <= 1.2 * cpu:
         return []
-    return [f"note: {sampled - cpu:.1f} s of the samples are waits, not CPU: read "
-            "'event loop' and 'TUN write' as upper bounds, or run with --gil"]
+    return [f"note: {sampled - cpu:.1f} s of the samples are waits, not CPU (a busy "
+            "machine: runnable, not running), mostly where the daemon wakes another "
+            "process: read 'TUN write' and 'event loop' as upper bounds, or run with --gil"]
 
 
-def summary(stacks: Stacks, head: Iterable[str], *, rate: float, segments: int,
+def summary(stacks: Stacks, head: Iterable[str], *, us_per_segment: float | None,
             top: int) -> str:
-    """The text report: `head`, own time by part (with CPU µs per segment when
-    `segments` is known), and the `top` functions by own and by total time."""
+    """The text report: `head`, own time by part, with its share of the daemon's
+    CPU time per segment when that is known, and the `top` functions by own and
+    by total time."""
     n = sum(stacks.values()) or 1
-    lines = [*head, "", f"Own time by part of the stack ({n:,} samples at {rate:g} Hz"
-             + (f"; {segments:,} segments in+out" if segments else "") + "):"]
+    lines = [*head, "", f"Own time by part of the stack ({n:,} samples"
+             + (f"; of {us_per_segment:.1f} us CPU per segment" if us_per_segment else "")
+             + "):"]
     for name, count in part_time(stacks).most_common():
-        per = f"{count / rate / segments * 1e6:8.1f} us/segment" if segments else ""
+        per = f"{count / n * us_per_segment:8.1f} us/segment" if us_per_segment else ""
         lines.append(f"  {name:<10} {100 * count / n:5.1f} % {per}  {PART_NOTES[name]}")
     for title, counts in (("own", own_time(stacks)), ("total", total_time(stacks))):
         lines += ["", f"Top {top} functions by {title} time:",
@@ -387,9 +395,11 @@ def main(argv: list[str]) -> int:
             f"{statistics.median(r.figures) if r.figures else 0:,.1f} {r.unit} "
             "(under the profiler)",
             f"daemon CPU while sampled: {user:.1f} s user + {system:.1f} s system in "
-            f"{r.seconds:.1f} s; py-spy counted {samples / args.rate:.1f} s as running",
+            f"{r.seconds:.1f} s, {r.segments:,} segments in+out; py-spy counted "
+            f"{samples / args.rate:.1f} s as running ({args.rate} Hz)",
             *cpu_note(samples / args.rate, user + system)]
-    text = summary(stacks, head, rate=args.rate, segments=r.segments, top=args.top)
+    per_segment = (user + system) / r.segments * 1e6 if r.segments else None
+    text = summary(stacks, head, us_per_segment=per_segment, top=args.top)
     args.out.mkdir(parents=True, exist_ok=True)
     base = args.out / f"profile-{args.workload}-{now:%Y%m%d-%H%M%S}"
     base.with_suffix(".folded").write_text(r.folded)

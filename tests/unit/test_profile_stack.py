@@ -59,9 +59,8 @@ def test_own_time_is_the_leaf_and_total_time_leaves_out_the_trunk() -> None:
 
 
 def test_summary_gives_cpu_microseconds_per_segment() -> None:
-    # 100 samples at 100 Hz = 1 s of CPU; over 1,000 segments, codec's 35 % is 350 µs each.
-    text = prof.summary(prof.parse_collapsed(RAW), ["head line"], rate=100, segments=1000,
-                        top=3)
+    # 1,000 µs of CPU per segment: codec's 35 % of the samples is 350 µs of it.
+    text = prof.summary(prof.parse_collapsed(RAW), ["head line"], us_per_segment=1000, top=3)
     lines = text.splitlines()
     assert lines[0] == "head line"
     codec = next(line for line in lines if line.strip().startswith("codec"))
