@@ -528,9 +528,8 @@ def packet_loop(lab: Lab, kind: str, seconds: float) -> dict[str, float]:
 
 
 #: The counters read before and after each measurement, and what a non-zero delta means.
-COUNTERS = {"stack_retrans": "retransmissions by the stack",
-            "kernel_retrans": "retransmissions by the kernel",
-            "tx_drops": "device TX drops", "rx_drops": "device RX drops"}
+COUNTERS = {"stack_retrans": "stack RetransSegs", "kernel_retrans": "kernel TcpRetransSegs",
+            "tx_drops": "device tx_dropped", "rx_drops": "device rx_dropped"}
 
 
 @dataclass
@@ -571,7 +570,7 @@ class Row:
             if counters is None:
                 out.append(f"{side} run: counters not read")
                 continue
-            out += [f"{side} run: {n:,} {COUNTERS[k]}" for k, n in counters.items() if n]
+            out += [f"{side} run: {COUNTERS[k]} +{n:,}" for k, n in counters.items() if n]
         if self.failed:
             out.append(f"{self.failed:,} failed requests")
         return out

@@ -33,13 +33,13 @@ def test_clean_runs_give_a_trusted_ratio() -> None:
 def test_a_stack_retransmission_or_a_tun_drop_makes_the_ratio_untrusted() -> None:
     r = row(stack={**CLEAN, "stack_retrans": 5473, "tx_drops": 7247})
     assert r.trust == "NO"
-    assert r.doubts() == ["stack run: 5,473 retransmissions by the stack",
-                          "stack run: 7,247 device TX drops"]
+    assert r.doubts() == ["stack run: stack RetransSegs +5,473",
+                          "stack run: device tx_dropped +7,247"]
 
 
 def test_the_kernel_run_counts_too() -> None:
     assert row(kernel={**CLEAN_KERNEL, "kernel_retrans": 3}).doubts() == [
-        "kernel run: 3 retransmissions by the kernel"]
+        "kernel run: kernel TcpRetransSegs +3"]
 
 
 def test_counters_not_read_failed_requests_and_a_missing_figure_are_doubts() -> None:
