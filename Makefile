@@ -8,7 +8,7 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install system-deps run test lint bench fuzz flood soak clean
+.PHONY: install system-deps run test lint bench profile fuzz flood soak clean
 
 install: $(STAMP)
 
@@ -41,6 +41,15 @@ test: install system-deps
 # (e.g. ARGS='--size 10000000 --conns 2000') or BENCH_* variables; see --help.
 bench: install system-deps
 	$(VENV)/bin/python scripts/bench.py $(ARGS)
+
+# Where the daemon's CPU time goes (root; py-spy on `tcpstack serve` in bench's
+# namespaces) while WORKLOAD (get, post, conn or rtt) runs: a flame graph and a
+# text summary in bench-results/profile-<workload>-<date>.{svg,txt}. More via
+# ARGS (e.g. ARGS='--seconds 30 --stack-args "--offload off"'); see
+# docs/benchmarks.md.
+WORKLOAD ?= get
+profile: install system-deps
+	$(VENV)/bin/python scripts/profile_stack.py $(WORKLOAD) $(ARGS)
 
 # The proof of issue 8's hardening (root; own namespaces; a table, PASS/FAIL per
 # check, JSON under bench-results/; exit 1 when a check fails). See

@@ -30,6 +30,18 @@ gives each figure for both and the ratio tcpstack/kernel (throughput and rates:
 higher is better; times: lower is better). Results are also written as JSON to
 bench-results/bench-<date>.json.
 
+Each row also says whether its ratio can be trusted: the stack's RetransSegs
+(from its control socket), the kernel's TcpRetransSegs (nstat in each
+namespace) and the drop counters of the TUN device (stack runs) or the veth
+pair (kernel runs) are read before and after every measurement; on a local
+link any retransmission or drop means a queue overflowed or a timer fired,
+and the figure then measures loss recovery, not the data path. The header
+gives the machine (CPU model, cores, kernel, Python), the commit and the raw
+TUN loop's figure, the calibration number to compare runs on a busy machine
+with. `--offload on|off|both` runs the stack once per mode (when this
+checkout's `tcpstack serve` has `--offload`), `--stack-args` adds daemon
+options to every stack run; see docs/benchmarks.md.
+
 The script re-invokes itself inside the namespaces for its helper roles
 (`_kernel_server`, `_echo_client`, `_tun_loop`, `_udp_loop`, `_flood`).
 """
@@ -39,13 +51,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
-import platform
 import re
 import secrets
 import selectors
+import shlex
 import shutil
 import signal
 import socket
@@ -54,17 +67,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import IO, Any
 
+from tcpstack import control
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve()
 
 STACK_NET = "10.211.1"   # client ns <-> tcpstack over TUN
+STACK_TUN = "bt-stack"
 VETH_NET = "10.211.2"    # client ns <-> server ns (kernel TCP)
 RAW_NET = "10.211.3"     # client ns <-> raw TUN packet loop
 HTTP_PORT, ECHO_PORT, FLOOD_PORT, FLOOD_SOURCE_PORT = 80, 7, 9, 10009
@@ -340,32 +356,93 @@ class Lab:
         self.procs.remove(proc)
 
     @contextlib.contextmanager
-    def stack(self, mtu: int, offload: str = "on") -> Iterator[str]:
-        """`tcpstack serve` at `mtu` in the client namespace; yields its VIP."""
-        vip = f"{STACK_NET}.2"
-        proc = self.start(self.client, f"tcpstack-mtu{mtu}-offload-{offload}", sys.executable,
-                          "-m", "tcpstack", "serve", "--tun", "bt-stack", "--host-addr",
-                          f"{STACK_NET}.1/24", "--addr", vip, "--mtu", str(mtu),
-                          "--offload", offload, "--app", f"http:{HTTP_PORT}",
-                          "--app", f"echo:{ECHO_PORT}", "--log-level", "warning")
+    def stack(self, mtu: int, options: Sequence[str] = ()) -> Iterator[Target]:
+        """`tcpstack serve` at `mtu` (plus `options`) in the client namespace."""
+        vip, control_path = f"{STACK_NET}.2", str(self.log_dir / "stack.sock")
+        proc = self.start(self.client, f"tcpstack-mtu{mtu}", *stack_argv(
+            "serve", "--tun", STACK_TUN, "--host-addr", f"{STACK_NET}.1/24", "--addr", vip,
+            "--mtu", str(mtu), "--app", f"http:{HTTP_PORT}", "--app", f"echo:{ECHO_PORT}",
+            "--control", control_path, "--log-level", "warning", *options))
+
+        def counters() -> dict[str, int]:
+            return {"stack_retrans": stack_stats(control_path)["RetransSegs"],
+                    "kernel_retrans": self.kernel_retrans(self.client),
+                    **self.drops(self.client, STACK_TUN)}
+
         try:
             proc.wait_line("tcpstack ready:")
-            yield vip
+            yield Target(vip, proc.popen.pid, counters, control_path)
         finally:
             self.finish(proc)
 
     @contextlib.contextmanager
-    def kernel(self, mtu: int) -> Iterator[str]:
-        """The kernel-TCP server across the veth at `mtu`; yields its address."""
+    def kernel(self, mtu: int) -> Iterator[Target]:
+        """The kernel-TCP server across the veth at `mtu`."""
         for ns, dev in ((self.client, "bv-c"), (self.server, "bv-s")):
             self.run(ns, "ip", "link", "set", dev, "mtu", str(mtu))
         addr = f"{VETH_NET}.2"
         proc = self.role(self.server, f"kernel-mtu{mtu}", "_kernel_server", addr)
+
+        def counters() -> dict[str, int]:
+            client, server = self.drops(self.client, "bv-c"), self.drops(self.server, "bv-s")
+            return {"kernel_retrans": self.kernel_retrans(self.client, self.server),
+                    **{k: client[k] + server[k] for k in client}}
+
         try:
             proc.wait_line("ready")
-            yield addr
+            yield Target(addr, proc.popen.pid, counters)
         finally:
             self.finish(proc)
+
+    def kernel_retrans(self, *namespaces: str) -> int:
+        """The kernel's TcpRetransSegs, summed over `namespaces` (nstat -a: absolute,
+        -s: leaving nstat's history file alone)."""
+        total = 0
+        for ns in namespaces:
+            out = self.run(ns, "nstat", "-asz", "TcpRetransSegs")
+            found = re.search(r"^TcpRetransSegs\s+(\d+)", out, re.MULTILINE)
+            if found is None:
+                raise BenchError(f"nstat in {ns}: no TcpRetransSegs in {out!r}")
+            total += int(found.group(1))
+        return total
+
+    def drops(self, ns: str, dev: str) -> dict[str, int]:
+        """A device's drop counters: tx is what the kernel sent towards the device's
+        far end (for the TUN: the stack) and lost because the queue was full."""
+        stats = json.loads(self.run(ns, "ip", "-j", "-s", "link", "show", "dev", dev))[0]
+        return {"tx_drops": stats["stats64"]["tx"]["dropped"],
+                "rx_drops": stats["stats64"]["rx"]["dropped"]}
+
+
+@dataclass
+class Target:
+    """A server under test: its address, its pid (for the profiler) and how to
+    read the counters that say whether a figure measured against it is clean."""
+
+    addr: str
+    pid: int
+    counters: Callable[[], dict[str, int]]
+    control: str | None = None  # the stack's control socket (`tcpstack stats`)
+
+
+def stack_stats(path: str) -> dict[str, int]:
+    """`tcpstack stats --json` of the daemon at control socket `path`."""
+    try:
+        stats: dict[str, int] = control.request(path, "stats")
+    except control.ControlError as e:
+        raise BenchError(f"tcpstack stats: {e}") from None
+    return stats
+
+
+def stack_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tcpstack", *args]
+
+
+def offload_supported() -> bool:
+    """Whether this checkout's `tcpstack serve` has `--offload` (issue 9 adds it)."""
+    out = subprocess.run(stack_argv("serve", "--help"), capture_output=True, text=True,
+                         timeout=60, cwd=REPO).stdout
+    return "--offload" in out
 
 
 def sh(*argv: str, timeout: float = 60) -> str:
@@ -450,13 +527,28 @@ def packet_loop(lab: Lab, kind: str, seconds: float) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 
 
+#: The counters read before and after each measurement, and what a non-zero delta means.
+COUNTERS = {"stack_retrans": "stack RetransSegs", "kernel_retrans": "kernel TcpRetransSegs",
+            "tx_drops": "device tx_dropped", "rx_drops": "device rx_dropped"}
+
+
 @dataclass
 class Row:
+    """One line of the table: a figure of the stack (run as `variant`) beside the
+    kernel's, and what the counters said during each of the two runs."""
+
     metric: str
     unit: str
+    variant: str
     tcpstack: float | None
     kernel: float | None
     higher_is_better: bool = True
+    #: The raw packet loop: a machine figure, not a comparison of TCPs, and its
+    #: flood overruns the queues on purpose, so drops say nothing about it.
+    calibration: bool = False
+    #: Counter deltas over each side's run ("stack", "kernel"); None: not read.
+    counters: dict[str, dict[str, int] | None] = field(default_factory=dict)
+    failed: int = 0  # requests that failed, both runs together (ab)
     notes: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -465,6 +557,29 @@ class Row:
             return None
         return self.tcpstack / self.kernel
 
+    def doubts(self) -> list[str]:
+        """Why this ratio may not compare the two TCP implementations. A local link
+        loses nothing, so any retransmission or device drop in either run means
+        a queue overflowed or a timer fired: the figure then measures recovery
+        (an RTO is 200 ms or more), not the data path."""
+        if self.calibration:
+            return []
+        out = [] if self.ratio is not None else ["no ratio: a run failed"]
+        for side in ("stack", "kernel"):
+            counters = self.counters.get(side)
+            if counters is None:
+                out.append(f"{side} run: counters not read")
+                continue
+            out += [f"{side} run: {COUNTERS[k]} +{n:,}" for k, n in counters.items() if n]
+        if self.failed:
+            out.append(f"{self.failed:,} failed requests")
+        return out
+
+    @property
+    def trust(self) -> str:
+        """The table's verdict: "calib" for the calibration row, else yes/NO."""
+        return "calib" if self.calibration else "NO" if self.doubts() else "yes"
+
 
 def median_of(n: int, fn: Callable[[], float]) -> dict[str, Any]:
     """Run `fn` n times: throughput varies run to run, the median is the figure."""
@@ -472,94 +587,171 @@ def median_of(n: int, fn: Callable[[], float]) -> dict[str, Any]:
     return {"median": statistics.median(samples), "samples": samples}
 
 
-def measure(label: str, fn: Callable[[], Any], errors: list[str]) -> Any:
-    """Run one measurement; a failure is recorded and reported, not fatal."""
+def measure(label: str, target: Target | None, fn: Callable[[], dict[str, Any]],
+            errors: list[str]) -> dict[str, Any] | None:
+    """Run one measurement and add the target's counter deltas over it
+    (`counters`); a failure is recorded and reported, not fatal."""
     print(f"  {label} ...", file=sys.stderr, flush=True)
     try:
-        return fn()
+        before = target.counters() if target else {}
+        result = fn()
+        if target:
+            after = target.counters()
+            result["counters"] = {k: after[k] - before[k] for k in after}
+        return result
     except (BenchError, subprocess.TimeoutExpired, ValueError) as e:
         errors.append(f"{label}: {e}")
         print(f"  {label} FAILED: {e}", file=sys.stderr, flush=True)
         return None
 
 
-def run_bench(args: argparse.Namespace, log_dir: Path) -> tuple[list[Row], list[str]]:
-    errors: list[str] = []
-    body = log_dir / "upload.bin"
+def make_body(path: Path, size: int) -> str:
+    """Write `size` random bytes to `path` for the uploads; their SHA-256."""
     h = hashlib.sha256()
-    with open(body, "wb") as f:
-        left = args.size
+    with open(path, "wb") as f:
+        left = size
         while left:
             chunk = os.urandom(min(left, 1 << 20))
             h.update(chunk)
             f.write(chunk)
             left -= len(chunk)
-    digest = h.hexdigest()
-    rows: list[Row] = []
-    results: dict[str, dict[str, Any]] = {"stack": {}, "kernel": {}}
+    return h.hexdigest()
+
+
+Variant = tuple[str, list[str]]  # a label for the table, `tcpstack serve` options
+
+
+def variants(offload: str, supported: bool, extra: list[str]) -> tuple[list[Variant], str]:
+    """The stack configurations to run (`--offload on|off|both|default`, plus the
+    `--stack-args` options for every run) and a line for the header saying
+    what was run and, when the daemon lacks `--offload`, why not that."""
+    modes = {"both": ["on", "off"], "on": ["on"], "off": ["off"], "default": []}[offload]
+    note = f"; every run with {' '.join(extra)}" if extra else ""
+    if modes and not supported:
+        return [("default", extra)], ("tcpstack serve has no --offload option at this "
+                                      "commit: default rows only" + note)
+    if not modes:
+        return [("default", extra)], "tcpstack serve with its defaults" + note
+    return ([(f"offload {m}", ["--offload", m, *extra]) for m in modes],
+            f"tcpstack serve --offload {'|'.join(modes)}" + note)
+
+
+def run_bench(args: argparse.Namespace, stack_variants: list[Variant],
+              log_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every workload against every stack variant, then against the kernel, then
+    the raw packet loops; the results by side and workload, and the errors."""
+    errors: list[str] = []
+    body = log_dir / "upload.bin"
+    digest = make_body(body, args.size)
+    results: dict[str, dict[str, Any]] = {}
 
     with Lab(log_dir) as lab:
-        for side, server in (("stack", lab.stack), ("kernel", lab.kernel)):
-            r = results[side]
+        sides: list[tuple[str, Callable[[int], contextlib.AbstractContextManager[Target]]]] = [
+            (label, functools.partial(lab.stack, options=options))
+            for label, options in stack_variants]
+        sides.append(("kernel", lab.kernel))
+        for side, server in sides:
+            r = results[side] = {}
             for mtu in args.mtu:
                 print(f"{side}, MTU {mtu}:", file=sys.stderr, flush=True)
-                with server(mtu) as addr:
+                with server(mtu) as t:
                     if mtu == args.mtu[0]:
-                        r["echo"] = measure("echo rtt", lambda a=addr: echo_rtt(
-                            lab, a, args.pings), errors)
-                    r[f"down{mtu}"] = measure("download", lambda a=addr: median_of(
-                        args.repeat, lambda: download(lab, a, args.size)), errors)
-                    r[f"up{mtu}"] = measure("upload", lambda a=addr: median_of(
-                        args.repeat, lambda: upload(lab, a, body, digest)), errors)
+                        r["echo"] = measure("echo rtt", t, lambda t=t: echo_rtt(
+                            lab, t.addr, args.pings), errors)
+                    r[f"down{mtu}"] = measure("download", t, lambda t=t: median_of(
+                        args.repeat, lambda: download(lab, t.addr, args.size)), errors)
+                    r[f"up{mtu}"] = measure("upload", t, lambda t=t: median_of(
+                        args.repeat, lambda: upload(lab, t.addr, body, digest)), errors)
                     if mtu == args.mtu[0]:
-                        r["ab"] = measure("connections/s", lambda a=addr: connections_per_second(
-                            lab, a, args.conns, args.concurrency), errors)
-            r["raw"] = measure(f"raw packet loop ({side})", lambda s=side: packet_loop(
-                lab, s, args.raw_seconds), errors)
-        if args.offload_off:  # docs/offload.md: the same transfers without offloads
-            mtu, r = args.mtu[0], results["stack"]
-            print(f"stack, MTU {mtu}, --offload off:", file=sys.stderr, flush=True)
-            with lab.stack(mtu, "off") as addr:
-                r[f"down{mtu}off"] = measure("download", lambda a=addr: median_of(
-                    args.repeat, lambda: download(lab, a, args.size)), errors)
-                r[f"up{mtu}off"] = measure("upload", lambda a=addr: median_of(
-                    args.repeat, lambda: upload(lab, a, body, digest)), errors)
+                        r["ab"] = measure("connections/s", t, lambda t=t: connections_per_second(
+                            lab, t.addr, args.conns, args.concurrency), errors)
+        results["raw"] = {side: measure(f"raw packet loop ({side})", None, lambda s=side:
+                                        packet_loop(lab, s, args.raw_seconds), errors)
+                          for side in ("stack", "kernel")}
+    return results, errors
 
-    s, k = results["stack"], results["kernel"]
-    variants = [(mtu, "") for mtu in args.mtu]
-    if args.offload_off:
-        variants.append((args.mtu[0], "off"))
-    for mtu, off in variants:
-        for key, name in ((f"down{mtu}", "download"), (f"up{mtu}", "upload")):
-            label = f"{name} MTU {mtu}{' --offload off' if off else ''} (median of {args.repeat})"
-            rows.append(Row(label, "MB/s", (s.get(key + off) or {}).get("median"),
-                            (k.get(key) or {}).get("median"),
-                            notes={"stack": s.get(key + off), "kernel": k.get(key)}))
-    rows.append(Row(f"connections/s (ab -c {args.concurrency})", "conn/s",
-                    (s.get("ab") or {}).get("rate"), (k.get("ab") or {}).get("rate"),
-                    notes={"stack": s.get("ab"), "kernel": k.get("ab")}))
-    for pct in ("p50", "p99"):
-        rows.append(Row(f"echo RTT {pct} (MTU {args.mtu[0]})", "us",
-                        (s.get("echo") or {}).get(f"{pct}_us"),
-                        (k.get("echo") or {}).get(f"{pct}_us"), higher_is_better=False))
-    rows.append(Row("raw packet loop (TUN vs UDP socket)", "pkt/s",
-                    (s.get("raw") or {}).get("pps"), (k.get("raw") or {}).get("pps"),
-                    notes={"stack": s.get("raw"), "kernel": k.get("raw")}))
-    return rows, errors
+
+def build_rows(args: argparse.Namespace, labels: list[str],
+               results: dict[str, dict[str, Any]]) -> list[Row]:
+    """The table: each workload for each stack variant beside the kernel's figure,
+    then the calibration row."""
+    k = results["kernel"]
+
+    def row(metric: str, unit: str, variant: str, key: str, value: str,
+            **kw: Any) -> Row:
+        stack, kernel = results[variant].get(key) or {}, k.get(key) or {}
+        return Row(metric, unit, variant, stack.get(value), kernel.get(value),
+                   counters={"stack": stack.get("counters"), "kernel": kernel.get("counters")},
+                   failed=stack.get("failed", 0) + kernel.get("failed", 0),
+                   notes={"stack": stack or None, "kernel": kernel or None}, **kw)
+
+    rows: list[Row] = []
+    for v in labels:
+        for mtu in args.mtu:
+            rows.append(row(f"download MTU {mtu} (median of {args.repeat})", "MB/s", v,
+                            f"down{mtu}", "median"))
+            rows.append(row(f"upload MTU {mtu} (median of {args.repeat})", "MB/s", v,
+                            f"up{mtu}", "median"))
+        rows.append(row(f"connections/s (ab -c {args.concurrency})", "conn/s", v, "ab", "rate"))
+        for pct in ("p50", "p99"):
+            rows.append(row(f"echo RTT {pct} (MTU {args.mtu[0]})", "us", v, "echo",
+                            f"{pct}_us", higher_is_better=False))
+    raw = results["raw"]
+    rows.append(Row("raw packet loop (TUN vs UDP socket)", "pkt/s", "-",
+                    (raw["stack"] or {}).get("pps"), (raw["kernel"] or {}).get("pps"),
+                    calibration=True, notes=raw))
+    return rows
 
 
 def render(rows: list[Row]) -> str:
+    """The table, then one line per row whose ratio is not to be trusted, saying why."""
     def num(v: float | None, digits: int = 1) -> str:
         return "-" if v is None else f"{v:,.{digits}f}"
 
-    head = f"{'metric':<46} {'unit':>6} {'tcpstack':>12} {'kernel':>12} {'tcpstack/kernel':>16}"
+    def pair(c: dict[str, int] | None, a: str, b: str) -> str:
+        return "-" if c is None else f"{c.get(a, 0)}/{c.get(b, 0)}"
+
+    def one(c: dict[str, int] | None, a: str) -> str:
+        return "-" if c is None else str(c.get(a, 0))
+
+    head = (f"{'metric':<36} {'stack':<11} {'unit':>6} {'tcpstack':>10} {'kernel':>10} "
+            f"{'ratio':>8} {'trust':>5} | {'stack rtx/peer':>14} {'TUN drop tx/rx':>14} | "
+            f"{'kernel rtx':>10} {'veth drop':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        better = "" if r.ratio is None else ("  (higher=better)" if r.higher_is_better
-                                             else "  (lower=better)")
-        lines.append(f"{r.metric:<46} {r.unit:>6} {num(r.tcpstack):>12} {num(r.kernel):>12} "
-                     f"{num(r.ratio, 3):>16}{better}")
+        s, k = r.counters.get("stack"), r.counters.get("kernel")
+        lines.append(
+            f"{r.metric:<36} {r.variant:<11} {r.unit:>6} {num(r.tcpstack):>10} "
+            f"{num(r.kernel):>10} {num(r.ratio, 3):>8} {r.trust:>5} | "
+            f"{pair(s, 'stack_retrans', 'kernel_retrans'):>14} "
+            f"{pair(s, 'tx_drops', 'rx_drops'):>14} | {one(k, 'kernel_retrans'):>10} "
+            f"{pair(k, 'tx_drops', 'rx_drops'):>9}")
+    lines.append("ratio = tcpstack/kernel: higher is better, except for the echo RTT rows "
+                 "(lower is better); trust: yes = no retransmission, device drop or failure "
+                 "in either run.")
+    for r in rows:
+        if doubts := r.doubts():
+            lines.append(f"  NO: {r.metric} [{r.variant}]: {'; '.join(doubts)}")
     return "\n".join(lines)
+
+
+def header(args: argparse.Namespace, stacks: str, raw: dict[str, Any],
+           m: dict[str, Any]) -> list[str]:
+    """Where and what was measured: the date, the machine `m`, the commit, the
+    stack's options, and the calibration figure (the raw TUN loop) that tells how
+    fast this machine moves packets through Python at the moment."""
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True, timeout=30).stdout.strip()
+    tun, udp = ((raw.get(side) or {}).get("pps") for side in ("stack", "kernel"))
+    return [f"tcpstack bench, {datetime.now():%Y-%m-%d %H:%M}, commit {commit or '?'}",
+            f"machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, "
+            f"Python {m['python']}",
+            f"calibration: raw TUN packet loop {'-' if tun is None else f'{tun:,.0f}'} pkt/s "
+            f"(the same loop on a UDP socket {'-' if udp is None else f'{udp:,.0f}'} pkt/s)",
+            f"stack: {stacks}",
+            f"sizes: {args.size:,} bytes x {args.repeat}, ab -n {args.conns} "
+            f"-c {args.concurrency}, {args.pings} pings, MTU {','.join(map(str, args.mtu))}",
+            ""]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -583,8 +775,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mtu", type=int, action="append",
                    help="MTU for the throughput runs, repeatable (BENCH_MTUS, default "
                    "1500,65535); RTT and connections/s use the first")
-    p.add_argument("--no-offload-off", dest="offload_off", action="store_false",
-                   help="skip the download and upload rows of the stack with --offload off")
+    p.add_argument("--offload", choices=("on", "off", "both", "default"),
+                   default=os.environ.get("BENCH_OFFLOAD", "both"),
+                   help="run the stack with --offload on, off, both (two sets of rows) or "
+                   "its defaults (BENCH_OFFLOAD, default both; a daemon without --offload "
+                   "runs its defaults, and the header says so)")
+    p.add_argument("--stack-args", default=os.environ.get("BENCH_STACK_ARGS", ""),
+                   metavar="'OPTIONS'",
+                   help="more `tcpstack serve` options for every stack run, one shell-quoted "
+                   "string, e.g. '--txqueuelen 500' (BENCH_STACK_ARGS)")
     p.add_argument("--out", type=Path, default=REPO / "bench-results",
                    help="directory for the JSON result (default bench-results/)")
     args = p.parse_args(argv)
@@ -595,6 +794,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error(f"--{name} must be at least 1")
     if not all(68 <= m <= 65535 for m in args.mtu):
         p.error("--mtu must be within 68..65535")
+    try:
+        args.stack_args = shlex.split(args.stack_args)
+    except ValueError as e:
+        p.error(f"--stack-args: {e}")
     return args
 
 
@@ -606,16 +809,18 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("bench: needs root (network namespaces, TUN devices)", file=sys.stderr)
         return 2
-    missing = [t for t in ("ip", "curl", "ab") if shutil.which(t) is None]
+    missing = [t for t in ("ip", "curl", "ab", "nstat") if shutil.which(t) is None]
     if missing:
         print(f"bench: missing tools: {', '.join(missing)} (make system-deps)", file=sys.stderr)
         return 2
+    stack_variants, stacks = variants(args.offload, offload_supported(), args.stack_args)
+    print(f"bench: {stacks}", file=sys.stderr, flush=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tcpstack-bench-") as tmp:
         # SIGTERM becomes KeyboardInterrupt, so the namespaces are deleted either way.
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, raise_interrupt)
         try:
-            rows, errors = run_bench(args, Path(tmp))
+            results, errors = run_bench(args, stack_variants, Path(tmp))
         except KeyboardInterrupt:
             print("bench: interrupted; namespaces removed", file=sys.stderr)
             return 130
@@ -623,8 +828,12 @@ def main(argv: list[str]) -> int:
             print(f"bench: {e}", file=sys.stderr)
             return 1
     elapsed = time.monotonic() - started
-    table = render(rows)
-    print(table)
+    rows = build_rows(args, [label for label, _ in stack_variants], results)
+    from proofkit import machine  # here: it costs the helper roles 0.3 s to import
+
+    host = machine()
+    head = header(args, stacks, results["raw"], host)
+    print("\n".join([*head, render(rows)]))
     for e in errors:
         print(f"error: {e}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -633,10 +842,12 @@ def main(argv: list[str]) -> int:
     path.write_text(json.dumps({
         "date": now.isoformat(timespec="seconds"),
         "seconds": round(elapsed, 1),
-        "host": {"kernel": platform.release(), "python": platform.python_version(),
-                 "cpus": os.cpu_count(), "machine": platform.machine()},
+        "header": head[:-1],
+        "host": host,
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "results": [{**asdict(r), "ratio": r.ratio} for r in rows],
+        "stacks": stacks,
+        "results": [{**asdict(r), "ratio": r.ratio, "trust": r.trust, "doubts": r.doubts()}
+                    for r in rows],
         "errors": errors,
     }, indent=2) + "\n")
     shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
@@ -644,7 +855,7 @@ def main(argv: list[str]) -> int:
     return 1 if errors else 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
