@@ -267,15 +267,17 @@ class StackLab:
         return result
 
     def sample(self) -> dict[str, int]:
-        """RSS (KiB), open fds and connections of the daemon, now; connections
-        -1 when the control socket does not answer in time (a daemon too busy
-        to answer is a finding, not an error of the script)."""
+        """RSS (KiB), open fds, connections (TIME-WAIT records included) and
+        connection tasks (the `ConnTasks` gauge) of the daemon, now; the last two
+        -1 when the control socket does not answer in time (a daemon too busy to
+        answer is a finding, not an error of the script)."""
         pid = self.daemon.pid
         try:
             conns = len(control.request(self.control_path, "ss", timeout=5)["connections"])
+            tasks = control.request(self.control_path, "stats", timeout=5)["ConnTasks"]
         except control.ControlError:
-            conns = -1
-        return {"rss_kb": rss_kb(pid), "fds": open_fds(pid), "conns": conns}
+            conns = tasks = -1
+        return {"rss_kb": rss_kb(pid), "fds": open_fds(pid), "conns": conns, "tasks": tasks}
 
     def problems(self) -> list[str]:
         """Signs that an exception escaped: a dead daemon, a traceback, InternalErrors."""

@@ -14,8 +14,8 @@ seconds at once:
 * slowloris: connections that send one header byte every 10 s (`_slowloris`).
 
 Every `--interval` seconds the daemon's RSS, open fds and connections (its
-`ss`) are sampled. The stack exposes no task count; each connection is one
-task, so the connection count stands for it. After the load, the script waits
+`ss`) and connection tasks (the `ConnTasks` gauge of `tcpstack stats`) are
+sampled. After the load, the script waits
 (bounded by `--settle`) for the connections to drain and TIME-WAIT to end,
 then checks that connections and fds are back at the baseline exactly and
 RSS within `--rss-slack` MiB. Should the daemon's RSS pass `--rss-limit`
@@ -226,7 +226,8 @@ def soak(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
 
         def settled() -> bool:
             now = sample()
-            return 0 <= now["conns"] <= base["conns"] and now["fds"] <= base["fds"]
+            return (0 <= now["conns"] <= base["conns"] and now["fds"] <= base["fds"]
+                    and 0 <= now["tasks"] <= base["tasks"])
 
         try:
             while time.monotonic() - t0 < args.duration and lab.daemon.alive():
@@ -253,12 +254,14 @@ def soak(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
                           f"{peak:,.0f} MiB at {e.args[0]} s (baseline "
                           f"{base['rss_kb'] / 1024:.0f})", f"<= {args.rss_limit} MiB")], {
                 "baseline": base, "samples": samples, "aborted_at": e.args[0]}
-        end = lab.sample() if lab.daemon.alive() else {"rss_kb": 0, "fds": 0, "conns": -1}
+        end = lab.sample() if lab.daemon.alive() else {
+            "rss_kb": 0, "fds": 0, "conns": -1, "tasks": -1}
         problems = lab.problems()
         stats: dict[str, int] = {}
         with contextlib.suppress(control.ControlError):
             stats = lab.stats()
-    peak = {k: max((s[k] for s in samples), default=0) for k in ("rss_kb", "fds", "conns")}
+    peak = {k: max((s[k] for s in samples), default=0)
+            for k in ("rss_kb", "fds", "conns", "tasks")}
     unanswered = sum(1 for s in samples if s["conns"] < 0)
     slack = args.rss_slack * 1024
     mixed = load.get("mixed", {})
@@ -266,6 +269,8 @@ def soak(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
     checks = [
         Check("connections back to baseline", end["conns"] == base["conns"],
               f"{base['conns']} -> peak {peak['conns']} -> {end['conns']}", "== baseline"),
+        Check("connection tasks back to baseline", end["tasks"] == base["tasks"],
+              f"{base['tasks']} -> peak {peak['tasks']} -> {end['tasks']}", "== baseline"),
         Check("fds back to baseline", end["fds"] == base["fds"],
               f"{base['fds']} -> peak {peak['fds']} -> {end['fds']}", "== baseline"),
         Check("RSS back to baseline", end["rss_kb"] - base["rss_kb"] <= slack,
@@ -281,8 +286,7 @@ def soak(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
               f"{unanswered} of {len(samples)} samples unanswered in 5 s", "every sample"),
     ]
     return checks, {"baseline": base, "end": end, "peak": peak, "load": load,
-                    "samples": samples, "stats": stats,
-                    "note": "tasks: one per connection; the stack exposes no task count"}
+                    "samples": samples, "stats": stats}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
