@@ -672,7 +672,10 @@ class Tcb:
             seq_lt(self.snd_wl1, seg.seq)
             or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, seg.ack))
         ):
+            closed = self.snd_wnd == 0
             self._update_window(seg)
+            if closed and self.snd_wnd and seg.ack == self.snd_una:
+                self._window_reopened()
         if self.snd_wnd == 0 and seg.ack == self.snd_una and self._sndbuf:
             # 3.8.6.1 (MUST-36): while the peer answers our zero-window probes the
             # connection stays open, so an answered probe is not a failed retransmission.
@@ -813,8 +816,32 @@ class Tcb:
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
             self.srtt = 0.875 * self.srtt + 0.125 * r
+        self.rto = self._measured_rto()
+
+    def _measured_rto(self) -> float:
+        """RFC 6298 2.3 from SRTT and RTTVAR, without backoff (the initial RTO
+        before the first sample)."""
+        if self.srtt is None:
+            return self.config.rto_initial
         rto = self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar)
-        self.rto = min(max(rto, self.config.rto_min), self.config.rto_max)
+        return min(max(rto, self.config.rto_min), self.config.rto_max)
+
+    def _window_reopened(self) -> None:
+        """The peer's window opened again without acknowledging SND.UNA (3.8.6.1).
+
+        Whatever lies beyond SND.UNA was sent into a closed window (the probe
+        octet, which the peer answered with a zero window) or was dropped by the
+        receiver (a Linux receiver out of buffer memory drops in-window data and
+        then shows a zero window): sending resumes at SND.UNA at once, skipping
+        what the peer SACKed, instead of waiting for a retransmission timeout the
+        probes have backed off to tens of seconds. The persist backoff ends here
+        too, as in Linux (tcp_ack_probe clears icsk_backoff)."""
+        if seq_lt(self.snd_una, self.snd_nxt):
+            self.snd_nxt = self.snd_una
+            self._rtt_probe = None  # Karn: what follows is a retransmission
+        self.rto = self._measured_rto()
+        self.retransmits = 0
+        self._rtx_deadline = None
 
     def _after_ack(self, now: float) -> bool:
         """State changes that an ACK of our FIN causes (3.10.7.4, fifth).

@@ -429,3 +429,23 @@ def test_established_timers_are_named_for_ss():
     assert tcb.timers() == {}
     tcb.send(b"x", 1.0)
     assert set(tcb.timers()) == {"retransmit"}
+
+
+def test_established_window_reopened_resends_refused_probe_at_once():
+    """3.8.6.1: probes answered with a zero window back the persist timer off
+    (0.2, 0.4, 0.8, 1.6 s ...). When the window opens without SND.UNA moving, the
+    refused probe octet and the rest go out at once from SND.UNA, and the next
+    timeout is the measured RTO again, not the backed-off one (Linux tcp_ack_probe)."""
+    tcb = tcb_established(window=0)
+    tcb.send(b"abc", 0.0)
+    t = 0.0
+    for _ in range(5):
+        t = tcb.next_deadline()
+        tcb.on_timer(t)
+        expect(tcb, [(ACK, Y + 1, X + 1, 1)])
+        tcb.receive(seg(ACK, X + 1, Y + 1, window=0), t + 0.01)  # refused: window still 0
+    assert tcb.next_deadline() - (t + 0.01) > 3  # backed off
+    tcb.receive(seg(ACK, X + 1, Y + 1, window=100), t + 0.5)  # the window opens
+    expect(tcb, [(ACK | PSH, Y + 1, X + 1, 3)])
+    assert tcb.next_deadline() == pytest.approx(t + 0.5 + tcb.rto)
+    assert tcb.rto < 1.0
