@@ -29,6 +29,7 @@ from tcpstack.looptimer import EarliestTimer
 from tcpstack.ratelimit import ChallengeAckLimiter
 from tcpstack.resets import reset_for
 from tcpstack.segment import Flags, Segment
+from tcpstack.seq import seq_add
 from tcpstack.states import State
 from tcpstack.stream import StreamReader, StreamWriter
 from tcpstack.syncookies import SynCookies
@@ -140,7 +141,8 @@ class Stack:
         key = (item.dport, item.src, item.sport)
         conn = self.conns.get(key)
         if conn is not None:
-            conn.post(item)
+            if conn.listener is None or not self._cookie_supersedes(conn, item, now):
+                conn.post(item)
             return
         tw = self.time_wait.get(key)
         if tw is not None:
@@ -167,10 +169,8 @@ class Stack:
             syn = None if flags & Flags.SYN else listener.cookie_syn(seg, now)
             if syn is None:
                 self._refuse(seg)
-            elif listener.admits_cookie():
-                tcb = Tcb.open_from_cookie(self.config, syn, seg, now, self.stats,
-                                           challenge_limiter=self.challenge_acks)
-                self._add_conn(Connection(self, tcb, listener))
+            else:
+                self._open_from_cookie(listener, syn, seg, now)
             return None
         if not flags & Flags.SYN or flags & Flags.FIN:
             return None  # nothing else is meaningful here; SYN+FIN is dropped, as by Linux
@@ -186,6 +186,42 @@ class Stack:
         listener.half_open.add(conn)
         self._add_conn(conn)
         return verdict
+
+    def _open_from_cookie(self, listener: Listener, syn: Segment, ack: Segment,
+                          now: float) -> None:
+        """A valid cookie came back in `ack`: the connection opens in ESTABLISHED."""
+        if listener.admits_cookie():
+            tcb = Tcb.open_from_cookie(self.config, syn, ack, now, self.stats,
+                                       challenge_limiter=self.challenge_acks)
+            self._add_conn(Connection(self, tcb, listener))
+
+    def _cookie_supersedes(self, conn: Connection, seg: Segment, now: float) -> bool:
+        """Whether `seg`, for a half-open connection of a listener, returns a SYN
+        cookie instead: then the cookie's connection replaces the half-open one.
+
+        A SYN answered with a cookie while the half-open set was full, and its
+        retransmission queued once a slot was free (a burst: the client's SYN
+        timer fires before the stack reads the first copy), leave the peer
+        ESTABLISHED on the cookie while we wait in SYN-RECEIVED on another ISS.
+        The TCB would answer the peer's ACK with <SEQ=SEG.ACK><CTL=RST>
+        (3.10.7.4), which resets the peer's connection. Linux (tcp_check_req)
+        hands an ACK that does not acknowledge the request's SYN+ACK to the
+        listener, whose cookie check opens the connection. Only such ACKs are
+        checked, so the common path costs one set lookup."""
+        listener = conn.listener
+        if (listener is None or conn not in listener.half_open
+                or seg.flags & (Flags.SYN | Flags.RST | Flags.ACK) != Flags.ACK
+                or seg.ack == seq_add(conn.tcb.iss, 1)):
+            return False
+        syn = listener.cookie_syn(seg, now)
+        if syn is None:
+            return False
+        # Its SYN+ACK went to a peer that took the cookie's: the reset this sends
+        # (SEQ = the half-open ISS + 1) is outside the peer's window, dropped there.
+        conn.abort_now("superseded by the connection of a returned SYN cookie")
+        self.forget(conn)
+        self._open_from_cookie(listener, syn, seg, now)
+        return True
 
     def _add_conn(self, conn: Connection) -> None:
         """Enter a new connection in the table and send what its TCB produced."""
