@@ -45,6 +45,9 @@ READ_BATCH = 512  # packets per wake-up before other tasks get a turn
 READ_SIZE = 65536 + vnet.HEADER_LEN  # the largest IPv4 packet and a virtio-net header
 
 ConnKey = tuple[int, bytes, int]  # (local port, remote address, remote port)
+# The control bits as plain ints: IntFlag's `&` builds an enum member per test,
+# a quarter of the cost of answering a SYN with a cookie.
+_SYN, _ACK, _RST, _FIN = (int(f) for f in (Flags.SYN, Flags.ACK, Flags.RST, Flags.FIN))
 
 
 class Stack:
@@ -162,17 +165,17 @@ class Stack:
 
         An ACK may return a SYN cookie (RFC 4987 3.6): a valid one opens the
         connection straight into ESTABLISHED and the accept queue."""
-        flags = seg.flags
-        if flags & Flags.RST:
+        flags = int(seg.flags)
+        if flags & _RST:
             return None
-        if flags & Flags.ACK:
-            syn = None if flags & Flags.SYN else listener.cookie_syn(seg, now)
+        if flags & _ACK:
+            syn = None if flags & _SYN else listener.cookie_syn(seg, now)
             if syn is None:
                 self._refuse(seg)
             else:
                 self._open_from_cookie(listener, syn, seg, now)
             return None
-        if not flags & Flags.SYN or flags & Flags.FIN:
+        if not flags & _SYN or flags & _FIN:
             return None  # nothing else is meaningful here; SYN+FIN is dropped, as by Linux
         verdict = listener.on_syn(now)
         if verdict is SynVerdict.COOKIE:
@@ -210,7 +213,7 @@ class Stack:
         checked, so the common path costs one set lookup."""
         listener = conn.listener
         if (listener is None or conn not in listener.half_open
-                or seg.flags & (Flags.SYN | Flags.RST | Flags.ACK) != Flags.ACK
+                or int(seg.flags) & (_SYN | _RST | _ACK) != _ACK
                 or seg.ack == seq_add(conn.tcb.iss, 1)):
             return False
         syn = listener.cookie_syn(seg, now)
@@ -240,7 +243,7 @@ class Stack:
         stats = self.stats
         for seg in segments:
             stats["OutSegs"] += seg.wire_segments
-            if seg.flags & Flags.RST:
+            if int(seg.flags) & _RST:
                 stats["OutRsts"] += 1
             if not self.vnet:
                 self._send(codec.encode(seg))

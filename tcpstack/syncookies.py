@@ -52,6 +52,7 @@ This module is sans-I/O, like the TCB: time is passed in.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import struct
@@ -72,6 +73,7 @@ COOKIE_MASK = (1 << COOKIE_BITS) - 1
 COUNT_MASK = 0xFF  # the 8 bits above COOKIE_BITS
 TS_BITS = 6  # low TSval bits carrying the options (Linux TSBITS)
 TS_MASK = (1 << TS_BITS) - 1
+SYN_ACK = Flags.SYN | Flags.ACK
 _TUPLE = struct.Struct(">HHIq")  # ports, peer's ISN, counter
 WSCALE_NONE = 0xF
 SACK_BIT = 0x10
@@ -105,7 +107,7 @@ class SynCookies:
                             wscale=None if wscale is None else _wscale_for(config.rcv_buf),
                             timestamp=(_cookie_tsval(iss, now, bits), opts.timestamp[0]))
         return Segment(src=syn.dst, dst=syn.src, sport=syn.dport, dport=syn.sport,
-                       seq=iss, ack=seq_add(syn.seq, 1), flags=Flags.SYN | Flags.ACK,
+                       seq=iss, ack=seq_add(syn.seq, 1), flags=SYN_ACK,
                        window=min(config.rcv_buf, MAX_WINDOW), options=reply)
 
     def check(self, ack: Segment, now: float) -> Segment | None:
@@ -154,8 +156,7 @@ def _mss_index(mss: int | None) -> int:
     """The largest MSS_TABLE entry not above the peer's MSS (RFC 9293 3.7.1's
     536 when it sent none); below the smallest entry, the smallest, as Linux
     does (the MSS floor clamps such peers the same way)."""
-    peer = mss or DEFAULT_MSS
-    return max((i for i, m in enumerate(MSS_TABLE) if m <= peer), default=0)
+    return max(bisect.bisect_right(MSS_TABLE, mss or DEFAULT_MSS) - 1, 0)
 
 
 def _cookie_tsval(iss: int, now: float, bits: int) -> int:
