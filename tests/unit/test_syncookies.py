@@ -323,4 +323,4 @@ def test_limits_reach_the_config_and_the_device() -> None:
     assert (c.backlog, c.syncookies, c.max_conns, s.daemon.txqueuelen) == (1, "always", 10, 999)
     d = settings(["serve"])
     assert (d.daemon.config.backlog, d.daemon.config.syncookies, d.daemon.config.max_conns,
-            d.daemon.txqueuelen) == (4096, "on", 65536, 16384)
+            d.daemon.txqueuelen) == (4096, "on", 65536, 65536)
