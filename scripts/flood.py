@@ -62,6 +62,7 @@ BENCH = SCRIPT.with_name("bench.py")
 SUBNET = "10.214.0"
 VETH = "10.214.1"
 ATTEMPT_TIMEOUT = 3.0
+HPING_PACED = 20_000  # SYN/s asked of one paced hping3 at most (see hping_rates)
 BACKLOG = 4096  # the daemon's --backlog default: the half-open TCBs a flood fills
 HTTP_GET = b"GET / HTTP/1.1\r\nHost: flood\r\nConnection: close\r\n\r\n"
 
@@ -188,12 +189,17 @@ def role_result(proc: nstools.BackgroundProcess, timeout: float) -> dict[str, An
 # --------------------------------------------------------------------------
 
 
-def hping_rate(rate: int | None) -> list[str]:
-    """hping3's pacing for `rate` SYN/s (None: --flood, as fast as it can).
-    `-i uN` waits N microseconds between packets, so only rates of 10^6/N are
-    possible, and the sleep's own overhead makes the real rate lower at small
-    N: the rate reported is the one hping3 counted."""
-    return ["--flood"] if rate is None else ["-i", f"u{max(1, round(1e6 / rate))}"]
+def hping_rates(rate: int | None) -> list[list[str]]:
+    """hping3's pacing for `rate` SYN/s (None: --flood, as fast as it can), one
+    argument list per hping3 process. `-i uN` waits N microseconds between
+    packets, so only rates of 10^6/N are possible, and the sleep's own overhead
+    makes the real rate lower at small N (on the 2-core VM, asking 20,000/s of
+    one process gave 9,900/s and 40,000/s 13,800/s): above HPING_PACED, the
+    rate is split among processes. The rate reported is what they counted."""
+    if rate is None:
+        return [["--flood"]]
+    procs = -(-rate // HPING_PACED)
+    return [["-i", f"u{max(1, round(1e6 * procs / rate))}"]] * procs
 
 
 def flood(lab: StackLab, target: str, seconds: float, threads: int,
@@ -202,11 +208,11 @@ def flood(lab: StackLab, target: str, seconds: float, threads: int,
     the client loop runs; RSS sampled if asked."""
     pace = "full rate" if rate is None else f"{rate:,} SYN/s"
     print(f"  SYN flood ({pace}) against {target} for {seconds:g} s ...", flush=True)
-    hping = lab.ns.popen("timeout", "-s", "INT", str(seconds + 1), "hping3", "-S",
-                         *hping_rate(rate), "--rand-source", "-p", "80", target,
-                         stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         start_new_session=True)
+    hpings = [lab.ns.popen("timeout", "-s", "INT", str(seconds + 1), "hping3", "-S", *pacing,
+                           "--rand-source", "-p", "80", target, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           start_new_session=True)
+              for pacing in hping_rates(rate)]
     try:
         time.sleep(0.5)  # let the flood reach full rate before the first attempt
         clients = proofkit.start_role(lab.ns, SCRIPT, "_clients", target, seconds, threads)
@@ -217,13 +223,17 @@ def flood(lab: StackLab, target: str, seconds: float, threads: int,
             time.sleep(1)
         result = role_result(clients, 30)
     finally:
-        nstools.stop_process(hping, signal.SIGINT, 10)
-    out = (hping.stdout.read() + hping.stderr.read()).decode("utf-8", "replace")
-    for stream in (hping.stdout, hping.stderr):
-        stream.close()
-    m = re.search(r"(\d+) packets transmitted", out)
-    result["syn_sent"] = int(m.group(1)) if m else None
-    result["syn_rate"] = round(result["syn_sent"] / seconds) if m else None
+        for hping in hpings:
+            nstools.stop_process(hping, signal.SIGINT, 10)
+    sent = []
+    for hping in hpings:
+        out = (hping.stdout.read() + hping.stderr.read()).decode("utf-8", "replace")
+        for stream in (hping.stdout, hping.stderr):
+            stream.close()
+        sent += [int(m.group(1)) for m in re.finditer(r"(\d+) packets transmitted", out)]
+    counted = len(sent) == len(hpings)
+    result["syn_sent"] = sum(sent) if counted else None
+    result["syn_rate"] = round(sum(sent) / seconds) if counted else None
     result["syn_rate_asked"] = rate
     return result
 
@@ -319,7 +329,9 @@ def check_flood(lab: StackLab, args: argparse.Namespace, data: dict[str, Any]) -
                                 f"{r['ok']}/{r['attempts']} = {frac:.1%}, median "
                                 f"{r['median_ms'] or 0:.1f} ms, {r['syn_rate'] or 0:,} SYN/s",
                                 ">= 99 %"))
-    return [*checks, rss_check(rss, args)]
+    # A sweep serves thousands of legitimate connections at the low rates, each
+    # leaving a TIME-WAIT record for 60 s: RSS is judged on the full-rate flood.
+    return checks if args.syn_rate else [*checks, rss_check(rss, args)]
 
 
 def rss_check(rss: list[tuple[float, int]], args: argparse.Namespace) -> Check:
