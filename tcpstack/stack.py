@@ -29,6 +29,7 @@ from tcpstack.looptimer import EarliestTimer
 from tcpstack.ratelimit import ChallengeAckLimiter
 from tcpstack.resets import reset_for
 from tcpstack.segment import Flags, Segment
+from tcpstack.seq import seq_add
 from tcpstack.states import State
 from tcpstack.stream import StreamReader, StreamWriter
 from tcpstack.syncookies import SynCookies
@@ -44,6 +45,9 @@ READ_BATCH = 512  # packets per wake-up before other tasks get a turn
 READ_SIZE = 65536 + vnet.HEADER_LEN  # the largest IPv4 packet and a virtio-net header
 
 ConnKey = tuple[int, bytes, int]  # (local port, remote address, remote port)
+# The control bits as plain ints: IntFlag's `&` builds an enum member per test,
+# a quarter of the cost of answering a SYN with a cookie.
+_SYN, _ACK, _RST, _FIN = (int(f) for f in (Flags.SYN, Flags.ACK, Flags.RST, Flags.FIN))
 
 
 class Stack:
@@ -140,7 +144,8 @@ class Stack:
         key = (item.dport, item.src, item.sport)
         conn = self.conns.get(key)
         if conn is not None:
-            conn.post(item)
+            if conn.listener is None or not self._cookie_supersedes(conn, item, now):
+                conn.post(item)
             return
         tw = self.time_wait.get(key)
         if tw is not None:
@@ -160,19 +165,17 @@ class Stack:
 
         An ACK may return a SYN cookie (RFC 4987 3.6): a valid one opens the
         connection straight into ESTABLISHED and the accept queue."""
-        flags = seg.flags
-        if flags & Flags.RST:
+        flags = int(seg.flags)
+        if flags & _RST:
             return None
-        if flags & Flags.ACK:
-            syn = None if flags & Flags.SYN else listener.cookie_syn(seg, now)
+        if flags & _ACK:
+            syn = None if flags & _SYN else listener.cookie_syn(seg, now)
             if syn is None:
                 self._refuse(seg)
-            elif listener.admits_cookie():
-                tcb = Tcb.open_from_cookie(self.config, syn, seg, now, self.stats,
-                                           challenge_limiter=self.challenge_acks)
-                self._add_conn(Connection(self, tcb, listener))
+            else:
+                self._open_from_cookie(listener, syn, seg, now)
             return None
-        if not flags & Flags.SYN or flags & Flags.FIN:
+        if not flags & _SYN or flags & _FIN:
             return None  # nothing else is meaningful here; SYN+FIN is dropped, as by Linux
         verdict = listener.on_syn(now)
         if verdict is SynVerdict.COOKIE:
@@ -186,6 +189,42 @@ class Stack:
         listener.half_open.add(conn)
         self._add_conn(conn)
         return verdict
+
+    def _open_from_cookie(self, listener: Listener, syn: Segment, ack: Segment,
+                          now: float) -> None:
+        """A valid cookie came back in `ack`: the connection opens in ESTABLISHED."""
+        if listener.admits_cookie():
+            tcb = Tcb.open_from_cookie(self.config, syn, ack, now, self.stats,
+                                       challenge_limiter=self.challenge_acks)
+            self._add_conn(Connection(self, tcb, listener))
+
+    def _cookie_supersedes(self, conn: Connection, seg: Segment, now: float) -> bool:
+        """Whether `seg`, for a half-open connection of a listener, returns a SYN
+        cookie instead: then the cookie's connection replaces the half-open one.
+
+        A SYN answered with a cookie while the half-open set was full, and its
+        retransmission queued once a slot was free (a burst: the client's SYN
+        timer fires before the stack reads the first copy), leave the peer
+        ESTABLISHED on the cookie while we wait in SYN-RECEIVED on another ISS.
+        The TCB would answer the peer's ACK with <SEQ=SEG.ACK><CTL=RST>
+        (3.10.7.4), which resets the peer's connection. Linux (tcp_check_req)
+        hands an ACK that does not acknowledge the request's SYN+ACK to the
+        listener, whose cookie check opens the connection. Only such ACKs are
+        checked, so the common path costs one set lookup."""
+        listener = conn.listener
+        if (listener is None or conn not in listener.half_open
+                or int(seg.flags) & (_SYN | _RST | _ACK) != _ACK
+                or seg.ack == seq_add(conn.tcb.iss, 1)):
+            return False
+        syn = listener.cookie_syn(seg, now)
+        if syn is None:
+            return False
+        # Its SYN+ACK went to a peer that took the cookie's: the reset this sends
+        # (SEQ = the half-open ISS + 1) is outside the peer's window, dropped there.
+        conn.abort_now("superseded by the connection of a returned SYN cookie")
+        self.forget(conn)
+        self._open_from_cookie(listener, syn, seg, now)
+        return True
 
     def _add_conn(self, conn: Connection) -> None:
         """Enter a new connection in the table and send what its TCB produced."""
@@ -204,7 +243,7 @@ class Stack:
         stats = self.stats
         for seg in segments:
             stats["OutSegs"] += seg.wire_segments
-            if seg.flags & Flags.RST:
+            if int(seg.flags) & _RST:
                 stats["OutRsts"] += 1
             if not self.vnet:
                 self._send(codec.encode(seg))

@@ -5,13 +5,23 @@ its SYN+ACK carries all the connection needs in the ISS, and the connection is
 created only when the peer's ACK comes back with that ISS + 1. The design is
 Linux's (net/ipv4/syncookies.c):
 
-    ISS = H1(4-tuple) + peer's ISN + (count << 24) + ((H2(4-tuple, count) + index) mod 2^24)
+    ISS = H1 + peer's ISN + (count << 24) + ((H2 + index) mod 2^24)
+    H1, H2 = the two halves of one keyed hash of (4-tuple, peer's ISN, count)
 
 `count` ticks once a minute; the top 8 bits carry it, so the age of a cookie
 can be read back from the ACK and one older than `MAX_AGE` ticks is refused.
 `index` (3 bits) picks the largest entry of `MSS_TABLE` not above the peer's
-MSS. H1 and H2 are BLAKE2s keyed with a secret drawn from os.urandom at stack
+MSS. The hash is BLAKE2s keyed with a secret drawn from os.urandom at stack
 start, so no one who has not seen our SYN+ACK can compute a valid ACK.
+
+Unlike Linux, whose H1 and H2 leave out the ISN (it is only added), the ISN
+is hashed: otherwise the check is blind to a shift of SEG.SEQ and SEG.ACK by
+the same amount, and a later ACK of the same connection (SEQ = ISN + 2,
+ACK = ISS + 2: the peer's TIME-WAIT acknowledging our retransmitted FIN after
+the connection ended) passes it and opens a ghost connection that the peer
+never learns of, ESTABLISHED and idle forever. And one hash of 8 octets gives
+both halves: a SYN costs one BLAKE2s, an ACK one (two in the tick after the
+counter moved, to try both counts a cookie may carry).
 
 The cookie has no room for window scaling or SACK. When both sides use
 timestamps (RFC 7323) they travel in the low `TS_BITS` bits of our SYN+ACK's
@@ -21,9 +31,10 @@ stack does not do ECN). Without timestamps a cookie SYN+ACK offers only the
 MSS, as Linux's does, so both ends agree that neither is in use.
 
 Why it is safe:
-- Forgery: an ACK passes only if its 24 low bits, less the keyed hash H2,
-  give an index < 8 and its top bits a count at most `MAX_AGE` - 1 ticks old:
-  a blind guess succeeds with probability about MAX_AGE * 8 / 2^32 (4e-9);
+- Forgery: an ACK passes only if, for one of the `MAX_AGE` counts it may
+  carry, its top bits give that count and its 24 low bits, less H2, an
+  index < 8: a blind guess succeeds with probability about
+  MAX_AGE * 8 / 2^32 (4e-9);
   the 256-bit key cannot be learnt from cookies (BLAKE2s is a PRF).
 - Replay: a cookie is bound to its 4-tuple and its peer ISN, and expires
   after at most `MAX_AGE` minutes; replaying one within that time needs the
@@ -31,7 +42,7 @@ Why it is safe:
 - Prediction (RFC 6528): the ISS still depends on a secret, so it is no more
   guessable than a normal one; it lacks the 4 us clock, so it does not grow
   across incarnations of a 4-tuple (Linux's cookies have the same property).
-- Cost: checking is two BLAKE2s of 14 octets, and is only tried while the
+- Cost: checking is one or two BLAKE2s of 24 octets, and is only tried while the
   listener has sent cookies in the last `MAX_AGE` minutes (Linux
   tcp_synq_no_recent_overflow), so an ACK flood at a quiet listener costs
   nothing more than today's reset.
@@ -41,6 +52,7 @@ This module is sans-I/O, like the TCB: time is passed in.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import struct
@@ -61,6 +73,8 @@ COOKIE_MASK = (1 << COOKIE_BITS) - 1
 COUNT_MASK = 0xFF  # the 8 bits above COOKIE_BITS
 TS_BITS = 6  # low TSval bits carrying the options (Linux TSBITS)
 TS_MASK = (1 << TS_BITS) - 1
+SYN_ACK = Flags.SYN | Flags.ACK
+_TUPLE = struct.Struct(">HHIq")  # ports, peer's ISN, counter
 WSCALE_NONE = 0xF
 SACK_BIT = 0x10
 ECN_BIT = 0x20
@@ -71,16 +85,18 @@ class SynCookies:
 
     def __init__(self, config: TcpConfig, secret: bytes | None = None) -> None:
         self.config = config
-        self._key = secret if secret is not None else os.urandom(32)
+        # Keyed once: copy() skips the key block that every keyed blake2s() hashes.
+        self._keyed = hashlib.blake2s(key=secret if secret is not None else os.urandom(32),
+                                      digest_size=8)
 
     def synack(self, syn: Segment, now: float) -> Segment:
         """The SYN+ACK answering `syn`, its ISS a cookie; nothing is remembered."""
         config = self.config
         opts = syn.options
         count = _count(now)
-        iss = (self._hash(syn, b"tuple") + syn.seq + (count << COOKIE_BITS)
-               + ((self._hash(syn, b"count", count) + _mss_index(opts.mss)) & COOKIE_MASK))
-        iss &= 0xFFFFFFFF
+        h1, h2 = self._hash(syn, syn.seq, count)
+        iss = (h1 + syn.seq + (count << COOKIE_BITS)
+               + ((h2 + _mss_index(opts.mss)) & COOKIE_MASK)) & 0xFFFFFFFF
         reply = Options(mss=config.mss)
         if config.timestamps and opts.timestamp is not None:
             wscale = opts.wscale if config.window_scaling else None
@@ -91,7 +107,7 @@ class SynCookies:
                             wscale=None if wscale is None else _wscale_for(config.rcv_buf),
                             timestamp=(_cookie_tsval(iss, now, bits), opts.timestamp[0]))
         return Segment(src=syn.dst, dst=syn.src, sport=syn.dport, dport=syn.sport,
-                       seq=iss, ack=seq_add(syn.seq, 1), flags=Flags.SYN | Flags.ACK,
+                       seq=iss, ack=seq_add(syn.seq, 1), flags=SYN_ACK,
                        window=min(config.rcv_buf, MAX_WINDOW), options=reply)
 
     def check(self, ack: Segment, now: float) -> Segment | None:
@@ -100,13 +116,14 @@ class SynCookies:
         latest timestamp); None if the cookie is not ours, expired or damaged."""
         cookie = seq_add(ack.ack, -1)
         isn = seq_add(ack.seq, -1)
-        diff = (cookie - self._hash(ack, b"tuple") - isn) & 0xFFFFFFFF
         now_count = _count(now)
-        age = (now_count - (diff >> COOKIE_BITS)) & COUNT_MASK
-        if age >= MAX_AGE:
-            return None
-        index = (diff - self._hash(ack, b"count", now_count - age)) & COOKIE_MASK
-        if index >= len(MSS_TABLE):
+        for count in range(now_count, now_count - MAX_AGE, -1):
+            h1, h2 = self._hash(ack, isn, count)
+            diff = (cookie - h1 - isn) & 0xFFFFFFFF
+            index = (diff - h2) & COOKIE_MASK
+            if diff >> COOKIE_BITS == count & COUNT_MASK and index < len(MSS_TABLE):
+                break
+        else:
             return None
         options = Options(mss=MSS_TABLE[index])
         ts = ack.options.timestamp
@@ -122,13 +139,13 @@ class SynCookies:
         return Segment(src=ack.src, dst=ack.dst, sport=ack.sport, dport=ack.dport, seq=isn,
                        ack=0, flags=Flags.SYN, window=ack.window, options=options)
 
-    def _hash(self, seg: Segment, purpose: bytes, count: int | None = None) -> int:
-        """A keyed hash of the 4-tuple as the peer sends it (and of the counter)."""
-        msg = seg.src + seg.dst + struct.pack(">HH", seg.sport, seg.dport)
-        if count is not None:
-            msg += struct.pack(">q", count)
-        digest = hashlib.blake2s(msg, key=self._key, digest_size=4, person=purpose).digest()
-        return int.from_bytes(digest, "big")
+    def _hash(self, seg: Segment, isn: int, count: int) -> tuple[int, int]:
+        """H1 and H2: one keyed hash of the 4-tuple as the peer sends it, the
+        peer's ISN and the counter, cut in two 32-bit halves."""
+        h = self._keyed.copy()
+        h.update(seg.src + seg.dst + _TUPLE.pack(seg.sport, seg.dport, isn, count))
+        both = int.from_bytes(h.digest(), "big")
+        return both >> 32, both & 0xFFFFFFFF
 
 
 def _count(now: float) -> int:
@@ -139,8 +156,7 @@ def _mss_index(mss: int | None) -> int:
     """The largest MSS_TABLE entry not above the peer's MSS (RFC 9293 3.7.1's
     536 when it sent none); below the smallest entry, the smallest, as Linux
     does (the MSS floor clamps such peers the same way)."""
-    peer = mss or DEFAULT_MSS
-    return max((i for i, m in enumerate(MSS_TABLE) if m <= peer), default=0)
+    return max(bisect.bisect_right(MSS_TABLE, mss or DEFAULT_MSS) - 1, 0)
 
 
 def _cookie_tsval(iss: int, now: float, bits: int) -> int:

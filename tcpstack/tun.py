@@ -35,7 +35,7 @@ SIOCSIFTXQLEN = 0x8943  # <linux/sockios.h>: set the device's transmit queue len
 TUNSETOFFLOAD = 0x400454D0  # <linux/if_tun.h>: _IOW('T', 208, unsigned int)
 TUN_F_CSUM = 0x01  # the reader takes packets with partial checksums
 TUN_F_TSO4 = 0x02  # ... and TCP/IPv4 super-segments
-DEFAULT_TXQUEUELEN = 16384
+DEFAULT_TXQUEUELEN = 65536
 #: sysfs counters shown by `tcpstack stats`: tx is the kernel sending to the stack.
 DROP_COUNTERS = {"TunTxDropped": "tx_dropped", "TunRxDropped": "rx_dropped"}
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tcpstack.tun import DEFAULT_TXQUEUELEN
+
 ECHO_PORT = 7
 
 #: Run in the namespace: N concurrent kernel connections to the echo app, each
@@ -92,7 +94,7 @@ def test_without_cookies_a_full_backlog_drops_syns(make_stack, netns, tcpstack_c
 def test_txqueuelen_is_set_on_the_device(make_stack, netns, tcpstack_cli) -> None:
     default = make_stack(apps=[f"echo:{ECHO_PORT}"])
     custom = make_stack(apps=[f"echo:{ECHO_PORT}"], extra_args=["--txqueuelen", "12345"])
-    for stack, qlen in ((default, "16384"), (custom, "12345")):
+    for stack, qlen in ((default, str(DEFAULT_TXQUEUELEN)), (custom, "12345")):
         cp = netns.run("cat", f"/sys/class/net/{stack.tun}/tx_queue_len")
         assert cp.stdout.strip() == qlen
     cp = netns.run("ip", "-d", "link", "show", custom.tun)

@@ -385,3 +385,27 @@ async def test_challenge_acks_share_one_stack_wide_budget() -> None:
         assert stats["ChallengeAcksSuppressed"] >= 1
     finally:
         await stack.close()
+
+
+async def test_cookie_ack_to_a_half_open_of_a_retransmitted_syn_opens(rig) -> None:
+    """A SYN answered with a cookie, its retransmission queued once a slot was free:
+    the peer's ACK returns the cookie, not the queued SYN+ACK's ISS. Linux
+    (tcp_check_req hands such an ACK to the listener's cookie check) opens the
+    connection; resetting it at SEG.ACK would kill the peer's established one."""
+    stack, wire = rig  # backlog=2, SYN cookies when it is full
+    await stack.start_server(echo, 80)
+    for port in (40001, 40002, 40003):
+        feed(stack, packet(SYN, 1000, sport=port))
+    cookie = next(s for s in wire.segments() if s.dport == 40003).seq
+    feed(stack, packet(RST, 1001, sport=40001))  # a slot comes free...
+    await asyncio.wait_for(_until(lambda: len(stack.conns) == 1), 2)
+    feed(stack, packet(SYN, 1000, sport=40003))  # ...for the SYN's retransmission
+    queued = next(s for s in wire.segments() if s.dport == 40003)
+    assert queued.flags == SYN | ACK and queued.seq != cookie
+    feed(stack, packet(ACK | PSH, 1001, cookie + 1, sport=40003, payload=b"hi"))
+    seen: list[Segment] = []
+    echoed = await wire.wait_for(lambda s: seen.append(s) or bool(s.payload))
+    assert (echoed.dport, echoed.seq, echoed.payload) == (40003, cookie + 1, b"hi")
+    # The half-open one's reset is outside the peer's window; none at the cookie's.
+    assert not [s for s in seen if s.flags & RST and s.seq == cookie + 1]
+    assert stack.stats["SyncookiesRecv"] == 1

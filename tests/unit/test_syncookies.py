@@ -118,6 +118,19 @@ def test_tampered_ack_is_refused() -> None:
     assert no_sack.check(returning_ack(synack), NOW) is None  # SACK bit we never set
 
 
+@pytest.mark.parametrize("shift", [1, 2, 1000])
+def test_later_ack_of_the_same_connection_is_refused(shift) -> None:
+    """Once the cookie's connection has exchanged FINs (SEG.SEQ and SEG.ACK both
+    moved on by one), an ACK that arrives after the connection ended (the
+    peer's TIME-WAIT answering our retransmitted FIN) must not open a second,
+    ghost connection that the peer never knows of: a cookie whose check was
+    shift-invariant in (SEG.SEQ, SEG.ACK) accepted it."""
+    cookies = SynCookies(TcpConfig(), SECRET)
+    later = returning_ack(cookies.synack(ts_syn(), NOW))
+    later.seq, later.ack = add(later.seq, shift), add(later.ack, shift)
+    assert cookies.check(later, NOW) is None
+
+
 def test_blind_guesses_are_refused() -> None:
     cookies = SynCookies(TcpConfig(), SECRET)
     rng = random.Random(4987)
@@ -310,4 +323,4 @@ def test_limits_reach_the_config_and_the_device() -> None:
     assert (c.backlog, c.syncookies, c.max_conns, s.daemon.txqueuelen) == (1, "always", 10, 999)
     d = settings(["serve"])
     assert (d.daemon.config.backlog, d.daemon.config.syncookies, d.daemon.config.max_conns,
-            d.daemon.txqueuelen) == (4096, "on", 65536, 16384)
+            d.daemon.txqueuelen) == (4096, "on", 65536, 65536)
