@@ -30,8 +30,13 @@ run: install
 # processes (pytest-xdist), a whole file per worker: most integration tests
 # wait on the network, so two workers halve the wall time on two cores.
 TEST_WORKERS ?= 2
+# The conformance suite runs twice: first against a daemon with --offload off
+# (~30 s), then, in the whole suite, with offloads on (the default); the
+# offload integration tests cover transfers in both modes.
 test: install system-deps
 	@status=0; \
+	TCPSTACK_CONFORMANCE_OFFLOAD=off $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) \
+		--dist loadfile tests/conformance || status=$$?; \
 	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile || status=$$?; \
 	$(VENV)/bin/ruff check tcpstack tests scripts || status=1; \
 	exit $$status
