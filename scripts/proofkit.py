@@ -272,12 +272,15 @@ class StackLab:
         -1 when the control socket does not answer in time (a daemon too busy to
         answer is a finding, not an error of the script)."""
         pid = self.daemon.pid
+        # fds first: the control server closes its side of our requests a moment
+        # after answering, so counting after them would sometimes see one more.
+        sample = {"rss_kb": rss_kb(pid), "fds": open_fds(pid)}
         try:
             conns = len(control.request(self.control_path, "ss", timeout=5)["connections"])
             tasks = control.request(self.control_path, "stats", timeout=5)["ConnTasks"]
         except control.ControlError:
             conns = tasks = -1
-        return {"rss_kb": rss_kb(pid), "fds": open_fds(pid), "conns": conns, "tasks": tasks}
+        return {**sample, "conns": conns, "tasks": tasks}
 
     def problems(self) -> list[str]:
         """Signs that an exception escaped: a dead daemon, a traceback, InternalErrors."""

@@ -254,6 +254,11 @@ def soak(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
                           f"{peak:,.0f} MiB at {e.args[0]} s (baseline "
                           f"{base['rss_kb'] / 1024:.0f})", f"<= {args.rss_limit} MiB")], {
                 "baseline": base, "samples": samples, "aborted_at": e.args[0]}
+        # The control server closes its side of the last sample's requests a
+        # moment after answering: give that one fd a bounded moment to go.
+        with contextlib.suppress(proofkit.WaitFailed):
+            nstools.wait_until(lambda: proofkit.open_fds(lab.daemon.pid) <= base["fds"], 5,
+                               interval=0.1, message="the last control request's fd")
         end = lab.sample() if lab.daemon.alive() else {
             "rss_kb": 0, "fds": 0, "conns": -1, "tasks": -1}
         problems = lab.problems()
