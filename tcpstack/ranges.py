@@ -195,6 +195,8 @@ class RangeSet:
 
     def trim_below(self, pos: int) -> None:
         """Forget every octet below `pos`."""
+        if not self._len:
+            return  # the common case: every cumulative ACK prunes an empty scoreboard
         c = bisect_right(self._lasts, pos)  # chunks before c end by pos
         self._cut(c, bisect_right(self._his[c], pos) if c < len(self._los) else 0)
         if self._len and self._los[0][0] < pos:
