@@ -95,7 +95,7 @@ async def handle_forward(reader: Any, writer: Any, upstream: Upstream,
     except OSError as e:  # refused, unreachable, TimeoutError
         log.info("forward to %s failed (%s): resetting the client %s", upstream,
                  e.strerror or type(e).__name__, _peer(writer))
-        writer.transport.abort()
+        _reset(writer)
         return
     pipes = [asyncio.create_task(_pipe(reader, up_writer)),
              asyncio.create_task(_pipe(up_reader, writer))]
@@ -105,7 +105,7 @@ async def handle_forward(reader: Any, writer: Any, upstream: Upstream,
         for pipe in pipes:
             pipe.cancel()
         _reset(up_writer)
-        writer.transport.abort()
+        _reset(writer)
         if not isinstance(e, OSError):
             raise
         log.debug("forward %s <-> %s aborted: %r", _peer(writer), upstream, e)
@@ -123,8 +123,9 @@ async def _pipe(src: Any, dst: Any) -> None:
         dst.write_eof()
 
 
-def _reset(writer: asyncio.StreamWriter) -> None:
-    """Abort a kernel socket with an RST rather than a FIN."""
+def _reset(writer: Any) -> None:
+    """Abort with an RST: a kernel socket's (asyncio's abort alone would send a
+    FIN) or the stack's (whose writer has no socket and always resets)."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed
