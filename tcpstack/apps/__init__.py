@@ -1,8 +1,9 @@
 """The applications the stack can serve, by name.
 
 `APPS` is the registry that the command line's `--app KIND:PORT` looks up
-(`forward:PORT=HOST:PORT` also names its upstream): KIND must be one of its keys, and the value is the connection handler that
-`Stack.start_server` runs for every accepted connection on PORT. Handlers take
+(`forward:PORT=HOST:PORT` also names its upstream): KIND must be one of its
+keys, and the value is the connection handler that `Stack.start_server` runs
+for every accepted connection on PORT. Handlers take
 `(reader, writer)` with the methods of asyncio's StreamReader/StreamWriter,
 so the same code runs on this stack and on `asyncio.start_server` (which is
 how the unit tests exercise them).
