@@ -106,6 +106,7 @@ async def handle_forward(reader: Any, writer: Any, upstream: Upstream,
             pipe.cancel()
         _reset(up_writer)
         _reset(writer)
+        await asyncio.gather(*pipes, return_exceptions=True)  # the other side's error is moot
         if not isinstance(e, OSError):
             raise
         log.debug("forward %s <-> %s aborted: %r", _peer(writer), upstream, e)
