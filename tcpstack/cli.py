@@ -20,7 +20,7 @@ import math
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, NetmaskValueError
 from typing import Any, TypeVar
 
@@ -31,9 +31,12 @@ from tcpstack.apps import (
     APPS,
     AppOptions,
     AppOptionsError,
+    ForwardSpecError,
+    Upstream,
     add_app_arguments,
     app_options_from_args,
     configured,
+    parse_forward,
 )
 from tcpstack.argparsing import EXIT_USAGE, OneLineParser
 from tcpstack.cc import ALGORITHMS
@@ -82,6 +85,8 @@ class ServeSettings:
     daemon: DaemonSettings
     apps: tuple[tuple[str, int], ...]
     app_options: AppOptions
+    #: port -> where `--app forward:PORT=HOST:PORT` relays it
+    forwards: dict[int, Upstream] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_daemon_options(serve, log_level="info")
     serve.add_argument("--app", action="append", metavar="KIND:PORT",
                        help=f"serve an app ({', '.join(sorted(APPS))}); repeatable "
-                       f"(default {' '.join(DEFAULT_APPS)})")
+                       f"(default {' '.join(DEFAULT_APPS)}); forward:PORT=HOST:PORT "
+                       "relays PORT to a kernel-side service")
     serve.add_argument("--synack-retries", type=int, default=5,
                        help="SYN+ACK retransmissions before giving up (default 5)")
     serve.add_argument("--split-synack", action="store_true",
@@ -214,11 +220,15 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings | ConnectSetti
             options = app_options_from_args(args)
         except AppOptionsError as e:
             raise UsageError(str(e)) from None
-        return ServeSettings(_daemon_settings(args, synack_retries=args.synack_retries,
-                                              split_synack=args.split_synack,
-                                              backlog=args.backlog,
-                                              syncookies=args.syncookies),
-                             _parse_apps(args.app or DEFAULT_APPS), options)
+        daemon = _daemon_settings(args, synack_retries=args.synack_retries,
+                                  split_synack=args.split_synack, backlog=args.backlog,
+                                  syncookies=args.syncookies)
+        forwards: dict[int, Upstream] = {}
+        apps = _parse_apps(args.app or DEFAULT_APPS, forwards)
+        if any(up.host == daemon.addr for up in forwards.values()):
+            raise UsageError(f"--app: forward to {daemon.addr}, the stack's own address "
+                             "(--addr), would loop")
+        return ServeSettings(daemon, apps, options, forwards)
     if not 0 <= args.syn_retries <= 255:
         raise UsageError(f"--syn-retries: {args.syn_retries} is outside 0..255")
     try:
@@ -335,10 +345,19 @@ def _parse_keepalive(spec: str) -> dict[str, Any]:
             "keepalive_probes": int(probes)}
 
 
-def _parse_apps(specs: list[str] | tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+def _parse_apps(specs: list[str] | tuple[str, ...],
+                forwards: dict[int, Upstream]) -> tuple[tuple[str, int], ...]:
+    """The (kind, port) pairs; each forward rule's upstream goes into `forwards`."""
     apps: dict[int, str] = {}
     for spec in specs:
         kind, sep, port_text = spec.partition(":")
+        upstream = None
+        if kind == "forward":
+            try:
+                port, upstream = parse_forward(port_text)
+            except ForwardSpecError as e:
+                raise UsageError(f"--app: {e}") from None
+            port_text = str(port)
         if not sep or not port_text.isdigit():
             raise UsageError(f"--app: expected KIND:PORT, got {spec!r}")
         if kind not in APPS:
@@ -349,6 +368,8 @@ def _parse_apps(specs: list[str] | tuple[str, ...]) -> tuple[tuple[str, int], ..
         if port in apps:
             raise UsageError(f"--app: port {port} is taken twice ({apps[port]} and {kind})")
         apps[port] = kind
+        if upstream is not None:
+            forwards[port] = upstream
     return tuple((kind, port) for port, kind in apps.items())
 
 
@@ -431,10 +452,13 @@ def _stop(stopped: asyncio.Future[int], sig: int) -> None:
 async def serve(settings: ServeSettings) -> int:
     """Run the daemon until SIGTERM or SIGINT; then reset connections, remove the TUN."""
     async with _running_stack(settings.daemon) as daemon:
+        forwards = settings.forwards
         for kind, port in settings.apps:
-            await daemon.stack.start_server(configured(kind, settings.app_options), port)
+            await daemon.stack.start_server(
+                configured(kind, settings.app_options, forwards.get(port)), port)
         vip = settings.daemon.addr
-        apps = " ".join(f"{kind}:{port}" for kind, port in settings.apps)
+        apps = " ".join(f"{kind}:{port}" + (f"={forwards[port]}" if port in forwards else "")
+                        for kind, port in settings.apps)
         print(f"tcpstack ready: {vip} on {daemon.tun.name} (kernel side "
               f"{settings.daemon.host_addr}, mtu {settings.daemon.config.mtu}); apps: {apps}",
               flush=True)

@@ -54,7 +54,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -64,6 +63,7 @@ from typing import Any, NoReturn
 
 from tcpstack import ladder
 from tcpstack.argparsing import EXIT_USAGE, standalone_main
+from tcpstack.demo_text import TEXTS, Texts
 from tcpstack.ladder import Endpoint, Ladder, Seg, TraceEvent
 from tcpstack.segment import Flags
 from tcpstack.states import State
@@ -188,7 +188,8 @@ class Scenario:
     #: The stack's transition that ends the story; the daemon is stopped after it.
     done: tuple[State, State]
     draw: Callable[[Run], list[Part]]
-    explain: Callable[[Run, list[Part]], list[str]]  # paragraphs
+    #: The run's numbers that the story quotes; demo_text.STORIES tells it per language.
+    explain: Callable[[Run, list[Part]], dict[str, Any]]
 
 
 def run_scenario(scenario: Scenario, pcap_copy: str | None = None,
@@ -492,133 +493,55 @@ def _trace_path(run: Run) -> str:
     return " -> ".join([str(run.trace[0].old), *(str(e.new) for e in run.trace)])
 
 
-def _isns(lad: Ladder) -> str:
-    return (f"x = {lad.client_base} is the client's initial sequence number (Linux chose "
-            f"it), y = {lad.server_base} the stack's (RFC 6528: a clock plus a keyed hash "
-            "of the 4-tuple)")
+def _isns(lad: Ladder) -> dict[str, Any]:
+    return {"x": lad.client_base, "y": lad.server_base}
 
 
-def _explain_handshake(run: Run, parts: list[Part]) -> list[str]:
-    lad = parts[0].ladder
-    sent = run.report.get("sent", "")
-    return [
-        f"Here A is a Python socket at {run.client}, B the echo app at {run.server}. "
-        f"{_isns(lad)}. SYN seq=x is A's connection request; a SYN carries no data but "
-        "consumes one sequence number, so B's answer acknowledges ack=x+1, and B's own "
-        "SYN (in the same segment, with ACK set) consumes y, so B's data starts at y+1. "
-        "A's third segment, ACK seq=x+1 "
-        "ack=y+1, carries no data and consumes nothing: A's first data byte is again "
-        f"x+1 (the next arrow, len={len(sent.encode())}).",
-        f"A was ESTABLISHED (connect() returned after {run.report.get('connected', 0):.6f} s)"
-        " as soon as the SYN,ACK arrived; B only when the third segment did (the trace's "
-        "'ACK of SYN+ACK received'): until then B has committed nothing but a half-open "
-        f"entry. The line came back ({run.report.get('received', '')!r}); A closed first "
-        "(FIN-WAIT-1, FIN-WAIT-2, TIME-WAIT, which Linux holds for 60 s after the last "
-        "arrow), the echo app closed on "
-        f"end-of-file, and B's path was {_trace_path(run)}.",
-    ]
+def _explain_handshake(run: Run, parts: list[Part]) -> dict[str, Any]:
+    return {**_isns(parts[0].ladder), "client": run.client, "server": run.server,
+            "sent_len": len(run.report.get("sent", "").encode()),
+            "connected": run.report.get("connected", 0),
+            "received": run.report.get("received", ""), "path": _trace_path(run)}
 
 
-def _explain_four_segment(run: Run, parts: list[Part]) -> list[str]:
+def _explain_four_segment(run: Run, parts: list[Part]) -> dict[str, Any]:
     lad = parts[0].ladder
     both = _first(lad, lambda s: s.client_state is s.server_state is State.ESTABLISHED)
-    return [
-        "With --split-synack, B splits its SYN,ACK as the seed allows: first ACK seq=y "
-        "ack=x+1, acknowledging A's SYN, then SYN seq=y on its own. The seed says the effect "
-        f"is the same. {_isns(lad)}.",
-        "Linux does not reassemble the two. In SYN-SENT it drops a segment that has neither "
-        "SYN nor RST (RFC 9293 3.10.7.3), so the bare ACK is ignored; the lone SYN then looks "
-        "like the other side opening at the same time, a simultaneous open: A moves to "
-        "SYN-RECEIVED and sends a SYN,ACK of its own, seq=x (its SYN again) ack=y+1. B, in "
-        "SYN-RECEIVED, takes that as the ACK of its SYN (ESTABLISHED, per the trace) and "
-        "answers ACK seq=y+1 ack=x+1, which establishes A: connect() returned after "
-        f"{run.report.get('connected', 0):.6f} s. Five segments instead of four, and no "
-        f"timer: the handshake took {lad.time(lad.steps[both]) * 1000:.3f} ms. Then the line "
-        f"was echoed and closed as in `demo handshake`; B's path: {_trace_path(run)}.",
-    ]
+    return {**_isns(lad), "connected": run.report.get("connected", 0),
+            "handshake_ms": lad.time(lad.steps[both]) * 1000, "path": _trace_path(run)}
 
 
-def _explain_lost_third(run: Run, parts: list[Part]) -> list[str]:
+def _explain_lost_third(run: Run, parts: list[Part]) -> dict[str, Any]:
     lad = parts[0].ladder
     steps = lad.steps
     resent = [i for i, s in enumerate(steps) if s.retransmission]
     rst = next((i for i, s in enumerate(steps) if s.seg.has(Flags.RST)), len(steps) - 1)
-    lost = sum(s.lost for s in steps)
-    times = ", ".join(_t(lad, i) for i in resent)
-    return [
-        f"{_isns(lad)}. The rule in:drop:flags~ACK,state=SYN-RECEIVED throws away every "
-        "segment with ACK that reaches B while B is in SYN-RECEIVED, before B's TCP sees it "
-        f"(the capture sits outside the impairment, so the {lost} lost ACKs are drawn, "
-        "stopping short). A's connect() returned as soon as the SYN,ACK arrived "
-        f"({run.report.get('connected', 0):.6f} s): A is ESTABLISHED, B is not, and cannot "
-        "send data. This client stays silent (it only calls recv()), so all it sends are "
-        "those bare ACKs; data would be lost as well, since flags~ACK matches every segment "
-        "that carries an ACK: the seed's 'no matter whether the client sends data or not'.",
-        f"As the seed says, B's timer resends the same SYN,ACK seq=y ack=x+1 ({times}: with "
-        "--synack-retries 2 the interval doubles, 1 s then 2 s), and A answers each with "
-        f"another ACK, lost too. When the last timer ran out ({_t(lad, rst)}) B gave up: "
-        "RST seq=y+1, CLOSED (the trace's cause says so). A's recv() failed with "
-        f"{run.report.get('error', 'no error')} after {run.report.get('error_at', 0):.3f} s: "
-        "the client closes too. B's counters: "
-        + ", ".join(f"{k} {run.counters.get(k, 0)}" for k in
-                    ("SynAckRetrans", "HandshakeTimeouts", "ImpairRuleDropped", "OutRsts"))
-        + ". (Linux as a server would drop the half-open connection silently instead of "
-        "sending RST.)",
-    ]
+    return {**_isns(lad), "lost": sum(s.lost for s in steps),
+            "connected": run.report.get("connected", 0),
+            "times": ", ".join(_t(lad, i) for i in resent), "rst_at": _t(lad, rst),
+            "error": run.report.get("error", "no error"),
+            "error_at": run.report.get("error_at", 0),
+            "counters": ", ".join(f"{k} {run.counters.get(k, 0)}" for k in
+                                  ("SynAckRetrans", "HandshakeTimeouts", "ImpairRuleDropped",
+                                   "OutRsts"))}
 
 
-def _explain_stale_syn(run: Run, parts: list[Part]) -> list[str]:
+def _explain_stale_syn(run: Run, parts: list[Part]) -> dict[str, Any]:
     wanted, stale = parts[0].ladder, parts[1].ladder
-    y2 = stale.server_base
-    return [
-        f"The seed's stale connection request. A's first SYN (seq=x, x = "
-        f"{wanted.client_base}) was held back {STALE_DELAY:g} s by in:delay={STALE_DELAY:g}s:"
-        "flags=SYN,nth=1, as if stuck in a router. Linux resent the same SYN after "
-        f"{run.segments[1].time - run.segments[0].time:.3f} s; that one got through, the "
-        "HTTP/1.0 "
-        "request was answered, and B (the stack) closed first, "
-        f"so B held TIME-WAIT, for 2*MSL = {2 * float(SHORT_MSL):g} s with --msl {SHORT_MSL} "
-        "(ladder 1).",
-        f"Then the old SYN arrived (ladder 2), after the TIME-WAIT: nothing remembered the "
-        "connection, so B's listener took it for a new request, went to SYN-RECEIVED and "
-        f"answered SYN,ACK seq=y ack=x+1 with a fresh y = {y2} (ladder 1's y was "
-        f"{wanted.server_base}; x is the same). Without a third segment B "
-        "would now count the connection as established and wait for data that never comes, "
-        "its resources wasted. But A has no such connection (its socket closed at "
-        f"+{run.report.get('closed', 0):.3f} s), so Linux answered RST seq=x+1 (seq = the "
-        "SYN,ACK's ack, RFC 9293 3.10.7.1), and an RST at RCV.NXT in SYN-RECEIVED sends B "
-        f"straight back to LISTEN, {stale.time(stale.steps[-1]) * 1000:.3f} ms after the "
-        "stale SYN arrived. That is the seed's case for the third segment: B commits to a "
-        "connection only when A confirms it, and A does not confirm one it never asked for.",
-        "Why B closes first here: had A (Linux) closed first, A would hold TIME-WAIT, and "
-        "Linux's TIME-WAIT answers the SYN,ACK with an ACK of the old connection instead; B "
-        "answers that ACK with an RST of its own, which ends A's TIME-WAIT, and only B's "
-        "next SYN,ACK (+1 s) draws the textbook RST (README, 'The seed's scenarios').",
-    ]
+    return {"x": wanted.client_base, "delay": STALE_DELAY,
+            "resent_after": run.segments[1].time - run.segments[0].time,
+            "time_wait": 2 * float(SHORT_MSL), "msl": SHORT_MSL, "y2": stale.server_base,
+            "y": wanted.server_base, "closed": run.report.get("closed", 0),
+            "back_ms": stale.time(stale.steps[-1]) * 1000}
 
 
-def _explain_close(run: Run, parts: list[Part]) -> list[str]:
+def _explain_close(run: Run, parts: list[Part]) -> dict[str, Any]:
     lad = parts[0].ladder
     timer = next((e for e in run.trace if e.old is State.TIME_WAIT), None)
     fw2, tw = _noted(lad, "-> FIN-WAIT-2"), _noted(lad, "-> TIME-WAIT")
-    same = (" (here A's FIN,ACK did both at once: it acknowledged B's FIN and carried A's "
-            "own)" if fw2 is not None and fw2 == tw else "")
-    return [
-        "The http app answers an HTTP/1.0 request and then closes first, so B (the stack) "
-        "is the side that sends the first FIN: FIN-WAIT-1, FIN-WAIT-2 once A acknowledges "
-        f"it, and TIME-WAIT when A's own FIN arrives{same}. A, Linux, went CLOSE-WAIT -> "
-        "LAST-ACK -> CLOSED, the last when B acknowledged its FIN. A FIN consumes one "
-        "sequence number, like a SYN: the ACK of a FIN sent at seq=n is ack=n+1 (plus the "
-        "data in the FIN's segment).",
-        f"B then waits 2*MSL in TIME-WAIT ({2 * float(SHORT_MSL):g} s with --msl "
-        f"{SHORT_MSL}; 60 s by default, like Linux): long enough to resend the last ACK if "
-        "A's FIN is retransmitted, and for old duplicates of this connection to die out "
-        "before the same 4-tuple can be used again. The trace shows the timer's transition "
-        f"after the last segment ({timer.cause if timer else 'not seen'}). B's path: "
-        f"{_trace_path(run)}. On the wire the whole connection took "
-        f"{lad.time(lad.steps[-1]) * 1000:.3f} ms; its TIME-WAIT then took "
-        f"{2 * float(SHORT_MSL):g} s.",
-    ]
+    return {"same": fw2 is not None and fw2 == tw, "time_wait": 2 * float(SHORT_MSL),
+            "msl": SHORT_MSL, "timer": timer.cause if timer else "not seen",
+            "path": _trace_path(run), "total_ms": lad.time(lad.steps[-1]) * 1000}
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -657,6 +580,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-pcap", metavar="FILE",
                         help="keep the daemon's capture (tcpstack ladder FILE redraws it)")
     parser.add_argument("--ascii", action="store_true", help="ASCII instead of box drawing")
+    parser.add_argument("--lang", choices=list(TEXTS), default=next(iter(TEXTS)),
+                        help="the language of the explanation: en, or zh in the terms of "
+                        "the textbook chapter (default en)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -682,7 +608,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_scenario(scenario, args.keep_pcap, lambda line: print(line, flush=True))
         parts = scenario.draw(result)
-        _print(scenario, result, parts, args.ascii)
+        _print(scenario, result, parts, args.ascii, TEXTS[args.lang])
         if args.svg is not None:
             Path(args.svg).write_text(ladder.render_svg(parts[-1].ladder), encoding="utf-8")
     except (DemoError, ladder.LadderError, OSError) as e:
@@ -708,20 +634,16 @@ def _usage(message: str) -> int:
     return EXIT_USAGE
 
 
-def _print(scenario: Scenario, result: Run, parts: list[Part], ascii: bool) -> None:
+def _print(scenario: Scenario, result: Run, parts: list[Part], ascii: bool,
+           texts: Texts = TEXTS["en"]) -> None:
     out = [f"client said: {json.dumps(result.report)}", ""]
     for part in parts:
         if part.title:
             out += [part.title, ""]
         out += [ladder.render_text(part.ladder, width=WIDTH, ascii=ascii), ""]
-    out += ["What happened", "",
-            textwrap.fill("As in the seed, A is the client (Linux's TCP, the left lifeline) and "
-                          "B the server (tcpstack, the right one).", WIDTH,
-                          initial_indent="  ", subsequent_indent="  "), ""]
-    for paragraph in scenario.explain(result, parts):
-        out += [textwrap.fill(paragraph, WIDTH, initial_indent="  ", subsequent_indent="  ",
-                              break_on_hyphens=False),
-                ""]
+    out += [texts.heading, "", texts.fill(texts.roles, WIDTH, "  "), ""]
+    for paragraph in texts.tell(scenario.name, scenario.explain(result, parts)):
+        out += [texts.fill(paragraph, WIDTH, "  "), ""]
     sys.stdout.write("\n".join(out))
     sys.stdout.flush()
 

@@ -1,8 +1,9 @@
 """The applications the stack can serve, by name.
 
-`APPS` is the registry that the command line's `--app KIND:PORT` looks up:
-KIND must be one of its keys, and the value is the connection handler that
-`Stack.start_server` runs for every accepted connection on PORT. Handlers take
+`APPS` is the registry that the command line's `--app KIND:PORT` looks up
+(`forward:PORT=HOST:PORT` also names its upstream): KIND must be one of its
+keys, and the value is the connection handler that `Stack.start_server` runs
+for every accepted connection on PORT. Handlers take
 `(reader, writer)` with the methods of asyncio's StreamReader/StreamWriter,
 so the same code runs on this stack and on `asyncio.start_server` (which is
 how the unit tests exercise them).
@@ -24,6 +25,13 @@ from typing import Any
 
 from tcpstack.apps.discard import handle_discard
 from tcpstack.apps.echo import handle_echo
+from tcpstack.apps.forward import (
+    CONNECT_TIMEOUT,
+    ForwardSpecError,
+    Upstream,
+    handle_forward,
+    parse_forward,
+)
 from tcpstack.apps.http import DEFAULT_LIMITS, HttpLimits, handle_http
 
 Handler = Callable[[Any, Any], Awaitable[None]]
@@ -33,6 +41,7 @@ APPS: dict[str, Handler] = {
     "echo": handle_echo,
     "discard": handle_discard,
     "http": handle_http,
+    "forward": handle_forward,  # needs its Upstream: `configured` binds it
 }
 
 
@@ -47,10 +56,15 @@ class AppOptions:
 
     http: HttpLimits = DEFAULT_LIMITS
     idle_timeout: float | None = None
+    forward_connect_timeout: float = CONNECT_TIMEOUT
 
 
-def configured(kind: str, options: AppOptions) -> Handler:
-    """The handler for `--app KIND:PORT` with the command line's limits."""
+def configured(kind: str, options: AppOptions, upstream: Upstream | None = None) -> Handler:
+    """The handler for `--app KIND:PORT` with the command line's limits; a forward
+    rule's `upstream` comes from its spec (`forward:PORT=HOST:PORT`)."""
+    if kind == "forward":
+        return functools.partial(handle_forward, upstream=upstream,
+                                 connect_timeout=options.forward_connect_timeout)
     if kind == "http":
         return functools.partial(handle_http, limits=options.http)
     if kind in ("echo", "discard"):
@@ -89,6 +103,10 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--idle-timeout", type=float, metavar="SECONDS",
                        help="echo and discard: end a connection on which nothing moved for "
                        "this long (default: never, as a kernel socket)")
+    group.add_argument("--forward-connect-timeout", type=float, default=CONNECT_TIMEOUT,
+                       metavar="SECONDS",
+                       help="forward: reset the client when the upstream has not accepted "
+                       f"within this (default {CONNECT_TIMEOUT:g}, nginx's)")
 
 
 def app_options_from_args(args: argparse.Namespace) -> AppOptions:
@@ -104,7 +122,9 @@ def app_options_from_args(args: argparse.Namespace) -> AppOptions:
             raise AppOptionsError(f"{option}: {value} is outside {low}..{high}")
     if args.idle_timeout is not None:
         _check_timeout("--idle-timeout", args.idle_timeout)
-    return AppOptions(http=HttpLimits(**limits), idle_timeout=args.idle_timeout)
+    _check_timeout("--forward-connect-timeout", args.forward_connect_timeout)
+    return AppOptions(http=HttpLimits(**limits), idle_timeout=args.idle_timeout,
+                      forward_connect_timeout=args.forward_connect_timeout)
 
 
 def _check_timeout(option: str, seconds: float) -> None:
@@ -112,5 +132,6 @@ def _check_timeout(option: str, seconds: float) -> None:
         raise AppOptionsError(f"{option}: {seconds:g} is outside 0 < SECONDS <= {MAX_TIMEOUT:g}")
 
 
-__all__ = ["APPS", "AppOptions", "AppOptionsError", "Handler", "HttpLimits", "add_app_arguments",
-           "app_options_from_args", "configured", "handle_discard", "handle_echo", "handle_http"]
+__all__ = ["APPS", "AppOptions", "AppOptionsError", "ForwardSpecError", "Handler", "HttpLimits",
+           "Upstream", "add_app_arguments", "app_options_from_args", "configured",
+           "handle_discard", "handle_echo", "handle_forward", "handle_http", "parse_forward"]

@@ -202,6 +202,18 @@ def test_demo(name: str, tmp_path: Path) -> None:
         assert server.port == demo.HTTP_PORT and len(segs) == len(ladder_rows(out))
 
 
+def test_demo_in_the_chapters_terms() -> None:
+    """--lang zh: the same run and ladder, the story in the textbook chapter's words."""
+    rc, out, err = run_demo("close", "--lang", "zh")
+    assert (rc, err) == (0, ""), out
+    ladder_part, story = out.split("\n过程说明\n")
+    assert "What happened" not in out
+    rows = arrows("\n".join(line for line in ladder_part.splitlines() if not _is_note(line)))
+    assert [way for label, way, _, _ in rows if "FIN" in label] == ["<", ">"], rows
+    for term in ("连接释放", "FIN-WAIT-1（终止等待1）", "TIME-WAIT（时间等待）", "2*MSL"):  # noqa: RUF001
+        assert term in story.replace("\n  ", ""), story
+
+
 def test_list_names_every_scenario() -> None:
     rc, out, err = run_demo("--list")
     assert (rc, err) == (0, "")

@@ -19,6 +19,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ import pytest
 from tcpstack.apps import APPS, Handler
 from tcpstack.apps.discard import handle_discard
 from tcpstack.apps.echo import handle_echo
+from tcpstack.apps.forward import Upstream, handle_forward
 from tcpstack.apps.http import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
@@ -97,10 +99,11 @@ async def at_eof(reader: asyncio.StreamReader) -> bool:
 
 def test_registry() -> None:
     """`--app KIND:PORT` looks KIND up here."""
-    assert sorted(APPS) == ["discard", "echo", "http"]
+    assert sorted(APPS) == ["discard", "echo", "forward", "http"]
     assert APPS["echo"] is handle_echo
     assert APPS["discard"] is handle_discard
     assert APPS["http"] is handle_http
+    assert APPS["forward"] is handle_forward
 
 
 # -- echo and discard ----------------------------------------------------------
@@ -148,6 +151,94 @@ def reset(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+# -- forward -------------------------------------------------------------------------
+
+
+async def forward_to(start: Start, upstream: Handler | int) -> int:
+    """A forward app on loopback relaying to `upstream` (a handler started here, or a port)."""
+    port = upstream if isinstance(upstream, int) else await start(upstream)
+    return await start(functools.partial(
+        handle_forward, upstream=Upstream(IPv4Address("127.0.0.1"), port), connect_timeout=TIMEOUT))
+
+
+async def digest_after_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read to EOF, then answer the SHA-256 of it: only a relayed half-close gets an answer."""
+    h = hashlib.sha256()
+    while data := await reader.read(65536):
+        h.update(data)
+    writer.write(h.hexdigest().encode())
+    await writer.drain()
+    writer.close()
+
+
+async def test_forward_relays_both_ways_to_eof(start: Start) -> None:
+    port = await forward_to(start, handle_echo)
+    payload = hashlib.sha256(b"forward").digest() * 100_000  # 3.2 MB: over every buffer
+    async with connect(port) as (reader, writer):
+
+        async def send() -> None:
+            writer.write(payload)
+            await writer.drain()
+            writer.write_eof()
+
+        sender = asyncio.create_task(send())
+        got = await asyncio.wait_for(reader.readexactly(len(payload)), TIMEOUT)
+        await asyncio.wait_for(sender, TIMEOUT)
+        assert got == payload
+        assert await at_eof(reader)
+
+
+async def test_forward_half_close_keeps_the_other_direction(start: Start) -> None:
+    port = await forward_to(start, digest_after_eof)
+    body = b"q" * 1_000_000
+    async with connect(port) as (reader, writer):
+        writer.write(body)
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.read(), TIMEOUT)
+    assert answer == hashlib.sha256(body).hexdigest().encode()
+
+
+async def test_forward_refused_upstream_resets_the_client(start: Start) -> None:
+    with socket.socket() as unused:  # bound, not listening: connecting to it is refused
+        unused.bind(("127.0.0.1", 0))
+        port = await forward_to(start, unused.getsockname()[1])
+        async with connect(port) as (reader, _):
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(1), TIMEOUT)
+
+
+async def test_forward_upstream_reset_resets_the_client(start: Start) -> None:
+    async def reset_after_a_line(reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        reset(writer)
+
+    port = await forward_to(start, reset_after_a_line)
+    async with connect(port) as (reader, writer):
+        writer.write(b"hello\n")
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.read(1), TIMEOUT)
+
+
+async def test_forward_client_reset_resets_the_upstream(start: Start) -> None:
+    seen: asyncio.Future[BaseException | bytes] = asyncio.get_running_loop().create_future()
+
+    async def wait_for_more(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readline())
+        try:
+            seen.set_result(await reader.read(1))
+        except ConnectionResetError as e:
+            seen.set_result(e)
+        writer.close()
+
+    port = await forward_to(start, wait_for_more)
+    async with connect(port) as (reader, writer):
+        writer.write(b"hello\n")
+        assert await asyncio.wait_for(reader.readline(), TIMEOUT) == b"hello\n"
+        reset(writer)
+    assert isinstance(await asyncio.wait_for(seen, TIMEOUT), ConnectionResetError)
 
 
 # -- HTTP client helpers ---------------------------------------------------------

@@ -12,7 +12,14 @@ from ipaddress import IPv4Address
 import pytest
 
 from tcpstack import cli
-from tcpstack.apps import HttpLimits, configured, handle_echo, handle_http
+from tcpstack.apps import (
+    HttpLimits,
+    Upstream,
+    configured,
+    handle_echo,
+    handle_forward,
+    handle_http,
+)
 from tcpstack.impair import ImpairSpec
 
 
@@ -158,6 +165,15 @@ def test_hardening_options_reach_the_config() -> None:
     (["--http-max-body-bytes", "-1"], "--http-max-body-bytes: -1 is outside 0.."),
     (["--http-max-body-bytes", "1.5"], "invalid int value"),
     (["--idle-timeout", "inf"], "--idle-timeout: inf is outside"),
+    (["--forward-connect-timeout", "0"], "--forward-connect-timeout: 0 is outside"),
+    (["--app", "forward:8080"], "expected forward:PORT=HOST:PORT, got 'forward:8080'"),
+    (["--app", "forward:8080=10.0.0.1"], "expected forward:PORT=HOST:PORT"),
+    (["--app", "forward:web=10.0.0.1:80"], "expected forward:PORT=HOST:PORT"),
+    (["--app", "forward:8080=example.com:80"], "HOST must be an IPv4 address, got 'example.com'"),
+    (["--app", "forward:8080=10.0.0.1:0"], "forward: port 0 is outside 1..65535"),
+    (["--app", "forward:70000=10.0.0.1:80"], "forward: port 70000 is outside"),
+    (["--app", "forward:8080=10.0.0.2:80"], "the stack's own address (--addr), would loop"),
+    (["--app", "echo:80", "--app", "forward:80=10.0.0.1:80"], "port 80 is taken twice"),
 ])
 def test_bad_app_limit_is_one_line_and_exit_2(argv: list[str], needle: str, capsys) -> None:
     rc, err = run(["serve", *argv], capsys)
@@ -180,6 +196,19 @@ def test_app_limits_reach_the_handlers() -> None:
     defaults = settings(["serve"]).app_options
     assert defaults.http == HttpLimits(60, 60, 75, 60, 16384, 1 << 30)  # nginx's
     assert defaults.idle_timeout is None
+
+
+def test_forward_rules_reach_the_handlers() -> None:
+    s = settings(["serve", "--app", "forward:8080=10.0.0.1:80", "--app", "echo:7",
+                  "--app", "forward:2222=192.0.2.9:22", "--forward-connect-timeout", "3"])
+    assert isinstance(s, cli.ServeSettings)
+    assert s.apps == (("forward", 8080), ("echo", 7), ("forward", 2222))
+    assert s.forwards == {8080: Upstream(IPv4Address("10.0.0.1"), 80),
+                          2222: Upstream(IPv4Address("192.0.2.9"), 22)}
+    handler = configured("forward", s.app_options, s.forwards[2222])
+    assert handler.func is handle_forward
+    assert handler.keywords == {"upstream": s.forwards[2222], "connect_timeout": 3}
+    assert settings(["serve"]).app_options.forward_connect_timeout == 60  # nginx's
 
 
 @pytest.mark.parametrize(("argv", "offload"), [
