@@ -35,18 +35,18 @@ CLI_PAGE = ROOT / "docs" / "cli.md"
 CONFORMANCE_PAGE = ROOT / "docs" / "conformance.md"
 
 #: Pages other branches add; links to them are allowed before they exist.
-PENDING_PAGES = frozenset({"docs/embedding.md", "docs/forward.md", "docs/ip.md",
-                           "docs/config.md"})
+PENDING_PAGES = frozenset({"docs/embedding.md", "docs/ip.md", "docs/config.md"})
 #: Options the docs already describe that another branch adds to a parser
 #: (the `demo --lang zh` explanation). Delete an entry once it is merged:
 #: test_pending_options_are_not_in_the_parser_yet says when.
-PENDING_OPTIONS: dict[str, frozenset[str]] = {"demo": frozenset({"--lang"})}
+PENDING_OPTIONS: dict[str, frozenset[str]] = {}
 #: Options of other programs that the pages mention outside a tcpstack command.
 EXTERNAL = {
     "--limit-rate": "curl", "--data-binary": "curl",
     "--flood": "hping3", "--rand-source": "hping3",
     "--pid": "py-spy", "--always": "git describe", "--dirty": "git describe",
-    "--send-only": "ncat", "--cap-add": "docker run", "--device": "docker run",
+    "--send-only": "ncat", "--bind": "python -m http.server",
+    "--directory": "python -m http.server", "--cap-add": "docker run", "--device": "docker run",
 }
 #: The scripts whose options the pages may mention (make bench, profile, fuzz, ...).
 SCRIPTS = ("bench", "profile_stack", "fuzz", "flood", "soak", "bench_codec",
