@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tcpstack import demo, ladder, netns
-from tests.unit.test_ladder import arrows
+from tests.helpers import arrows
 
 #: Bound for one demo run; the longest (lost-third) takes about 7.5 s.
 DEMO_TIMEOUT = 30.0
