@@ -56,8 +56,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
-import selectors
 import shlex
 import shutil
 import signal
@@ -72,9 +70,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from ipaddress import IPv4Interface
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from tcpstack import control
+from tcpstack import control, netns
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve()
@@ -240,89 +238,24 @@ ROLES: dict[str, Callable[..., None]] = {
 # ---------------------------------------------------------------------------------------------
 
 
-class BenchError(Exception):
+class BenchError(netns.LabError):
     """A step failed; the message says which and why."""
-
-
-class Proc:
-    """A background process in a namespace; stdout read line by line with bounded waits."""
-
-    def __init__(self, argv: list[str], name: str, log_dir: Path) -> None:
-        self.name = name
-        self.stderr_path = log_dir / f"{name}.stderr"
-        with open(self.stderr_path, "wb") as err:
-            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.PIPE, stderr=err,
-                                          start_new_session=True)
-        assert self.popen.stdout is not None
-        self._out: IO[bytes] = self.popen.stdout
-        self._sel = selectors.DefaultSelector()
-        self._sel.register(self._out, selectors.EVENT_READ)
-        self._buf = b""
-
-    def line(self, timeout: float) -> str:
-        """The next stdout line; BenchError on timeout or exit."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._sel.select(left):
-                raise BenchError(f"{self.name}: no output within {timeout:g}s{self._tail()}")
-            chunk = os.read(self._out.fileno(), 65536)
-            if not chunk:
-                raise BenchError(f"{self.name}: exited (status {self.popen.wait()})"
-                                 f"{self._tail()}")
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        return line.decode()
-
-    def wait_line(self, prefix: str, timeout: float = READY_TIMEOUT) -> str:
-        deadline = time.monotonic() + timeout
-        while not (line := self.line(max(0.0, deadline - time.monotonic()))).startswith(prefix):
-            pass
-        return line
-
-    def result(self, timeout: float) -> dict[str, Any]:
-        """The JSON line a helper role prints last."""
-        return json.loads(self.wait_line("{", timeout))
-
-    def stop(self) -> None:
-        """SIGTERM by pid, SIGKILL if it lingers; only ever our own child."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.popen.kill()
-                self.popen.wait(10)
-        self._sel.close()
-        self._out.close()
-
-    def _tail(self) -> str:
-        text = self.stderr_path.read_text("utf-8", "replace").strip()
-        return f"; stderr: {text[-1500:]}" if text else ""
 
 
 class Lab:
     """The two namespaces joined by a veth pair, and every process started in them."""
 
     def __init__(self, log_dir: Path) -> None:
-        tag = f"{os.getpid()}-{secrets.token_hex(2)}"
-        self.client = f"tcps-bench-c-{tag}"
-        self.server = f"tcps-bench-s-{tag}"
         self.log_dir = log_dir
-        self.procs: list[Proc] = []
+        self.procs: list[netns.BackgroundProcess] = []
+        self._namespaces = contextlib.ExitStack()
 
     def __enter__(self) -> Lab:
         try:
-            for ns in (self.client, self.server):
-                sh("ip", "netns", "add", ns)
-                self.run(ns, "ip", "link", "set", "lo", "up")
-                self.run(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
-                self.run(ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
-            sh("ip", "link", "add", "bv-c", "netns", self.client, "type", "veth",
-               "peer", "name", "bv-s", "netns", self.server)
+            self.client = self._namespaces.enter_context(netns.netns_scope("tcps-bench-c"))
+            self.server = self._namespaces.enter_context(netns.netns_scope("tcps-bench-s"))
+            sh("ip", "link", "add", "bv-c", "netns", self.client.name, "type", "veth",
+               "peer", "name", "bv-s", "netns", self.server.name)
             for ns, dev, host in ((self.client, "bv-c", 1), (self.server, "bv-s", 2)):
                 self.run(ns, "ip", "addr", "add", f"{VETH_NET}.{host}/24", "dev", dev)
                 self.run(ns, "ip", "link", "set", dev, "up")
@@ -333,33 +266,31 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         for proc in reversed(self.procs):
-            proc.stop()
-        for ns in (self.client, self.server):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+            stop(proc)
+        self._namespaces.close()
 
-    def argv(self, ns: str, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", ns, *argv]
+    def run(self, ns: netns.NetNS, *argv: str, timeout: float = 60) -> str:
+        return ns.run(*argv, timeout=timeout).stdout
 
-    def run(self, ns: str, *argv: str, timeout: float = 60) -> str:
-        return sh(*self.argv(ns, *argv), timeout=timeout)
-
-    def start(self, ns: str, name: str, *argv: str) -> Proc:
-        proc = Proc(self.argv(ns, *argv), name, self.log_dir)
+    def start(self, ns: netns.NetNS, *argv: str) -> netns.BackgroundProcess:
+        proc = netns.BackgroundProcess(ns.popen(
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True))
         self.procs.append(proc)
         return proc
 
-    def role(self, ns: str, name: str, role: str, *args: object) -> Proc:
-        return self.start(ns, name, sys.executable, str(SCRIPT), role, *map(str, args))
+    def role(self, ns: netns.NetNS, role: str, *args: object) -> netns.BackgroundProcess:
+        return self.start(ns, sys.executable, str(SCRIPT), role, *map(str, args))
 
-    def finish(self, proc: Proc) -> None:
-        proc.stop()
+    def finish(self, proc: netns.BackgroundProcess) -> None:
+        stop(proc)
         self.procs.remove(proc)
 
     @contextlib.contextmanager
     def stack(self, mtu: int, options: Sequence[str] = ()) -> Iterator[Target]:
         """`tcpstack serve` at `mtu` (plus `options`) in the client namespace."""
         vip, control_path = f"{STACK_NET}.2", str(self.log_dir / "stack.sock")
-        proc = self.start(self.client, f"tcpstack-mtu{mtu}", *stack_argv(
+        proc = self.start(self.client, *stack_argv(
             "serve", "--tun", STACK_TUN, "--host-addr", f"{STACK_NET}.1/24", "--addr", vip,
             "--mtu", str(mtu), "--app", f"http:{HTTP_PORT}", "--app", f"echo:{ECHO_PORT}",
             "--control", control_path, "--log-level", "warning", *options))
@@ -370,8 +301,8 @@ class Lab:
                     **self.drops(self.client, STACK_TUN)}
 
         try:
-            proc.wait_line("tcpstack ready:")
-            yield Target(vip, proc.popen.pid, counters, control_path)
+            proc.wait_for_line("tcpstack ready:", READY_TIMEOUT)
+            yield Target(vip, proc.pid, counters, control_path)
         finally:
             self.finish(proc)
 
@@ -381,7 +312,7 @@ class Lab:
         for ns, dev in ((self.client, "bv-c"), (self.server, "bv-s")):
             self.run(ns, "ip", "link", "set", dev, "mtu", str(mtu))
         addr = f"{VETH_NET}.2"
-        proc = self.role(self.server, f"kernel-mtu{mtu}", "_kernel_server", addr)
+        proc = self.role(self.server, "_kernel_server", addr)
 
         def counters() -> dict[str, int]:
             client, server = self.drops(self.client, "bv-c"), self.drops(self.server, "bv-s")
@@ -389,8 +320,8 @@ class Lab:
                     **{k: client[k] + server[k] for k in client}}
 
         try:
-            proc.wait_line("ready")
-            yield Target(addr, proc.popen.pid, counters)
+            proc.wait_for_line("ready", READY_TIMEOUT)
+            yield Target(addr, proc.pid, counters)
         finally:
             self.finish(proc)
 
@@ -402,7 +333,7 @@ class Lab:
             out = self.run(ns, "nstat", "-asz", "TcpRetransSegs")
             found = re.search(r"^TcpRetransSegs\s+(\d+)", out, re.MULTILINE)
             if found is None:
-                raise BenchError(f"nstat in {ns}: no TcpRetransSegs in {out!r}")
+                raise BenchError(f"nstat in {ns.name}: no TcpRetransSegs in {out!r}")
             total += int(found.group(1))
         return total
 
@@ -412,6 +343,16 @@ class Lab:
         stats = json.loads(self.run(ns, "ip", "-j", "-s", "link", "show", "dev", dev))[0]
         return {"tx_drops": stats["stats64"]["tx"]["dropped"],
                 "rx_drops": stats["stats64"]["rx"]["dropped"]}
+
+
+def stop(proc: netns.BackgroundProcess) -> None:
+    """SIGTERM by pid, SIGKILL if it lingers; only ever our own child."""
+    netns.stop_process(proc.proc, signal.SIGTERM, 10)
+
+
+def result(proc: netns.BackgroundProcess, timeout: float) -> dict[str, Any]:
+    """The JSON line a helper role prints last."""
+    return json.loads(proc.wait_for_line("{", timeout))
 
 
 @dataclass
@@ -492,10 +433,9 @@ def connections_per_second(lab: Lab, addr: str, n: int, concurrency: int) -> dic
 
 
 def echo_rtt(lab: Lab, addr: str, pings: int) -> dict[str, float]:
-    proc = lab.role(lab.client, f"echo-client-{addr}", "_echo_client", addr, pings,
-                    min(200, pings))
+    proc = lab.role(lab.client, "_echo_client", addr, pings, min(200, pings))
     try:
-        return proc.result(timeout=120)
+        return result(proc, 120)
     finally:
         lab.finish(proc)
 
@@ -503,19 +443,19 @@ def echo_rtt(lab: Lab, addr: str, pings: int) -> dict[str, float]:
 def packet_loop(lab: Lab, kind: str, seconds: float) -> dict[str, float]:
     """Packets/s of the raw read-and-reply loop: on a TUN ("stack") or a UDP socket."""
     if kind == "stack":
-        loop = lab.role(lab.client, "tun-loop", "_tun_loop", "bt-raw", f"{RAW_NET}.1/24",
-                        f"{RAW_NET}.2", seconds)
+        loop = lab.role(lab.client, "_tun_loop", "bt-raw", f"{RAW_NET}.1/24", f"{RAW_NET}.2",
+                        seconds)
         target = f"{RAW_NET}.2"
     else:
-        loop = lab.role(lab.server, "udp-loop", "_udp_loop", f"{VETH_NET}.2", seconds)
+        loop = lab.role(lab.server, "_udp_loop", f"{VETH_NET}.2", seconds)
         target = f"{VETH_NET}.2"
     flood = None
     try:
-        loop.wait_line("ready")
-        flood = lab.role(lab.client, f"flood-{kind}", "_flood", target, seconds + 2)
-        result = loop.result(timeout=seconds + 20)
-        result["sent"] = flood.result(timeout=30)["sent"]
-        return result
+        loop.wait_for_line("ready", READY_TIMEOUT)
+        flood = lab.role(lab.client, "_flood", target, seconds + 2)
+        figures = result(loop, seconds + 20)
+        figures["sent"] = result(flood, 30)["sent"]
+        return figures
     finally:
         for proc in (loop, flood):
             if proc is not None:
@@ -599,7 +539,7 @@ def measure(label: str, target: Target | None, fn: Callable[[], dict[str, Any]],
             after = target.counters()
             result["counters"] = {k: after[k] - before[k] for k in after}
         return result
-    except (BenchError, subprocess.TimeoutExpired, ValueError) as e:
+    except (netns.LabError, subprocess.TimeoutExpired, ValueError) as e:
         errors.append(f"{label}: {e}")
         print(f"  {label} FAILED: {e}", file=sys.stderr, flush=True)
         return None
@@ -824,7 +764,7 @@ def main(argv: list[str]) -> int:
         except KeyboardInterrupt:
             print("bench: interrupted; namespaces removed", file=sys.stderr)
             return 130
-        except BenchError as e:
+        except netns.LabError as e:
             print(f"bench: {e}", file=sys.stderr)
             return 1
     elapsed = time.monotonic() - started

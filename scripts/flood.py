@@ -55,7 +55,7 @@ from typing import Any
 import proofkit
 from proofkit import Check, StackLab
 
-from tests import nstools
+from tcpstack import netns
 
 SCRIPT = Path(__file__).resolve()
 BENCH = SCRIPT.with_name("bench.py")
@@ -152,7 +152,7 @@ ROLES: dict[str, proofkit.Role] = {"_clients": (role_clients, (str, float, int))
 def kernel_server(lab: StackLab) -> Iterator[str]:
     """A second namespace behind a veth with the kernel's TCP serving the same
     HTTP app (bench.py's `_kernel_server`), SYN cookies on; yields its address."""
-    with nstools.netns_scope("tcps-flood-k") as srv:
+    with netns.netns_scope("tcps-flood-k") as srv:
         dev_c, dev_s = f"fv{srv.name[-6:]}c", f"fv{srv.name[-6:]}s"
         lab.ns.run("ip", "link", "add", dev_c, "type", "veth", "peer", "name", dev_s,
                    "netns", srv.name)
@@ -164,7 +164,7 @@ def kernel_server(lab: StackLab) -> Iterator[str]:
             # Answers to the spoofed sources go back to the client side and die there.
             srv.run("ip", "route", "add", "default", "via", f"{VETH}.1")
             srv.sysctl(**{"net.ipv4.tcp_syncookies": 1})
-            server = nstools.BackgroundProcess(srv.popen(
+            server = netns.BackgroundProcess(srv.popen(
                 sys.executable, "-u", BENCH, "_kernel_server", f"{VETH}.2",
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True, cwd=proofkit.REPO))
@@ -174,7 +174,7 @@ def kernel_server(lab: StackLab) -> Iterator[str]:
             lab.ns.run("ip", "link", "del", dev_c, check=False)
 
 
-def role_result(proc: nstools.BackgroundProcess, timeout: float) -> dict[str, Any]:
+def role_result(proc: netns.BackgroundProcess, timeout: float) -> dict[str, Any]:
     """The JSON line a role prints at its end."""
     rc, out, err = proc.finish(timeout)
     lines = [line for line in out.splitlines() if line.startswith("{")]
@@ -224,7 +224,7 @@ def flood(lab: StackLab, target: str, seconds: float, threads: int,
         result = role_result(clients, 30)
     finally:
         for hping in hpings:
-            nstools.stop_process(hping, signal.SIGINT, 10)
+            netns.stop_process(hping, signal.SIGINT, 10)
     sent = []
     for hping in hpings:
         out = (hping.stdout.read() + hping.stderr.read()).decode("utf-8", "replace")
@@ -259,7 +259,7 @@ def fairness(lab: StackLab, seconds: float, bulk: int) -> dict[str, Any]:
         time.sleep(1)  # the download is under way
         beside = ab_rate(lab, seconds)
     finally:
-        nstools.stop_process(loop, signal.SIGKILL, 5)
+        netns.stop_process(loop, signal.SIGKILL, 5)
     return {"solo_rps": solo, "beside_bulk_rps": beside,
             "ratio": round(beside / solo, 3) if solo else 0.0}
 
@@ -277,11 +277,11 @@ def burst(lab: StackLab, n: int, timeout: float) -> dict[str, Any]:
                          timeout + 60)
     kernel_left = stack_left = None
     with contextlib.suppress(proofkit.WaitFailed):
-        nstools.wait_until(lambda: kernel_sockets(lab) == 0, 180, interval=1,
+        netns.wait_until(lambda: kernel_sockets(lab) == 0, 180, interval=1,
                            message="the kernel's sockets to be gone")
     kernel_left = kernel_sockets(lab)
     with contextlib.suppress(proofkit.WaitFailed):
-        nstools.wait_until(lambda: not lab.ss()["connections"], 30, interval=0.5,
+        netns.wait_until(lambda: not lab.ss()["connections"], 30, interval=0.5,
                            message="the stack's connections to be gone")
     conns = lab.ss()["connections"]
     stack_left = len(conns)

@@ -62,7 +62,7 @@ from typing import Any, ClassVar
 import proofkit
 from proofkit import Check, ProofError, StackLab
 
-from tests import nstools
+from tcpstack import netns
 
 SCRIPT = Path(__file__).resolve()
 SUBNET = "10.213.0"
@@ -662,7 +662,7 @@ def fuzz(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
         roles = {port: role for role, port in ports.items()}
         stateful = Stateful(rng, lab.host_ip, lab.vip, request_len, args.kinds,
                             not args.no_timestamps)
-        nstools.wait_until(lambda: (stateful.refresh(lab.ss(), lab.host_ip, roles)
+        netns.wait_until(lambda: (stateful.refresh(lab.ss(), lab.host_ip, roles)
                                     or len(stateful.conns) == 3), 10,
                            message="the reference connections in ss")
         stateless = Stateless(rng, lab.vip)
@@ -767,7 +767,7 @@ def _settle(lab: StackLab, netdev: proofkit.NetFile, netsnmp: proofkit.NetFile,
 
     final = None
     with contextlib.suppress(proofkit.WaitFailed):
-        final = nstools.wait_until(quiet, 30, interval=0.2, message="the stack's counters")
+        final = netns.wait_until(quiet, 30, interval=0.2, message="the stack's counters")
     if final is None:
         if not lab.daemon.alive():
             return {"accounting": None}

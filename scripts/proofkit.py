@@ -1,8 +1,8 @@
 """What `make fuzz`, `make flood` and `make soak` share: the daemon in a namespace,
 its numbers, and the pass/fail report.
 
-The namespace, daemon and process handling is `tests/nstools.py` (the test
-suites' toolkit, imported, not copied); this module adds what only the proof
+The namespace, daemon and process handling is `tcpstack.netns` (the lab
+toolkit `tcpstack demo` and the test suites use too); this module adds what only the proof
 scripts need: a `StackLab` (namespace + `tcpstack serve` + its control socket),
 per-process samples (RSS, open fds), the TUN device's own counters read from
 inside the namespace, and one report format: a table of checks, each with its
@@ -34,16 +34,13 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # `tests.nstools` and `tcpstack` from this checkout
+    sys.path.insert(0, str(REPO))  # `tcpstack` from this checkout
 
-import pytest  # noqa: E402  (nstools reports bounded-wait failures through pytest.fail)
-
-from tcpstack import control  # noqa: E402
-from tests import nstools  # noqa: E402
+from tcpstack import control, netns  # noqa: E402
 
 RESULTS = REPO / "bench-results"
-#: nstools' bounded waits fail through pytest.fail; in a script that is one error line.
-WaitFailed = pytest.fail.Exception
+#: A bounded wait that ran out (or a lab command that failed); in a script, one error line.
+WaitFailed = netns.LabError
 
 
 class ProofError(Exception):
@@ -108,10 +105,10 @@ def report(kind: str, checks: list[Check], data: dict[str, Any], out: Path,
     return 1 if failed else 0
 
 
-def start_role(ns: nstools.NetNS, script: Path, name: str,
-               *args: object) -> nstools.BackgroundProcess:
+def start_role(ns: netns.NetNS, script: Path, name: str,
+               *args: object) -> netns.BackgroundProcess:
     """Start one of `script`'s helper roles inside `ns`, its output drained."""
-    return nstools.BackgroundProcess(ns.popen(
+    return netns.BackgroundProcess(ns.popen(
         sys.executable, "-u", script, name, *map(str, args), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, cwd=REPO))
 
@@ -198,7 +195,7 @@ class NetFile:
     script reads the namespace's counters without a subprocess per sample.
     """
 
-    def __init__(self, ns: nstools.NetNS, name: str) -> None:
+    def __init__(self, ns: netns.NetNS, name: str) -> None:
         self._fd = ns.call(lambda: os.open(f"/proc/thread-self/net/{name}",
                                            os.O_RDONLY | os.O_CLOEXEC))
 
@@ -248,8 +245,8 @@ def percentile(values: list[float], q: float) -> float:
 class StackLab:
     """A namespace with `tcpstack serve` on a TUN, its control socket and logs."""
 
-    ns: nstools.NetNS
-    daemon: nstools.Daemon
+    ns: netns.NetNS
+    daemon: netns.Daemon
     tun: str
     host_ip: str
     vip: str
@@ -308,15 +305,15 @@ def stack_lab(prefix: str, *, subnet: str, options: list[str],
     The device queue is the daemon's own unless `txqueuelen` is given."""
     tmp = Path(tempfile.mkdtemp(prefix=f"tcpstack-{prefix}-"))
     try:
-        with nstools.netns_scope(f"tcps-{prefix}") as ns:
+        with netns.netns_scope(f"tcps-{prefix}") as ns:
             ns.sysctl(**{"net.ipv4.ip_forward": 0})
             tun, host_ip, vip = "tcpsp0", f"{subnet}.1", f"{subnet}.2"
             path = str(tmp / "control.sock")
-            argv = [*nstools.tcpstack_argv(), "serve", "--tun", tun,
+            argv = [*netns.tcpstack_argv(), "serve", "--tun", tun,
                     "--host-addr", f"{host_ip}/24", "--addr", vip, "--control", path,
                     "--app", "echo:7", "--app", "discard:9", "--app", "http:80",
                     "--log-level", "warning", *options]
-            daemon = nstools.spawn_daemon(ns, argv, tun=tun, host_cidr=f"{host_ip}/24",
+            daemon = netns.spawn_daemon(ns, argv, tun=tun, host_cidr=f"{host_ip}/24",
                                           vip=vip, stderr_path=tmp / "daemon.stderr")
             try:
                 daemon.wait_ready()

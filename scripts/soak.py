@@ -45,8 +45,7 @@ from typing import Any
 import proofkit
 from proofkit import Check, StackLab
 
-from tcpstack import control
-from tests import nstools
+from tcpstack import control, netns
 
 SCRIPT = Path(__file__).resolve()
 SUBNET = "10.215.0"
@@ -189,7 +188,7 @@ def finish_load(procs: dict[str, subprocess.Popen[bytes]], timeout: float) -> di
         try:
             stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            nstools.stop_process(proc, signal.SIGKILL, 5)
+            netns.stop_process(proc, signal.SIGKILL, 5)
             stdout, stderr = proc.communicate()
         text = stdout.decode("utf-8", "replace")
         if name.startswith("ab"):
@@ -239,11 +238,11 @@ def soak(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
             load = finish_load(procs, 3 * OP_TIMEOUT + 30)
             print("  load done; waiting for connections and TIME-WAIT to end ...", flush=True)
             with contextlib.suppress(proofkit.WaitFailed):
-                nstools.wait_until(settled, args.settle, interval=1.0,
+                netns.wait_until(settled, args.settle, interval=1.0,
                                    message="connections back at the baseline")
         except BaseException as e:  # Ctrl-C, the guard, a failure: stop the load now
             for proc in procs.values():
-                nstools.stop_process(proc, signal.SIGKILL, 5)
+                netns.stop_process(proc, signal.SIGKILL, 5)
             if not isinstance(e, MemoryGuard):
                 raise
             # Kill the daemon (by pid) before it takes the machine's memory.
@@ -257,7 +256,7 @@ def soak(args: argparse.Namespace) -> tuple[list[Check], dict[str, Any]]:
         # The control server closes its side of the last sample's requests a
         # moment after answering: give that one fd a bounded moment to go.
         with contextlib.suppress(proofkit.WaitFailed):
-            nstools.wait_until(lambda: proofkit.open_fds(lab.daemon.pid) <= base["fds"], 5,
+            netns.wait_until(lambda: proofkit.open_fds(lab.daemon.pid) <= base["fds"], 5,
                                interval=0.1, message="the last control request's fd")
         end = lab.sample() if lab.daemon.alive() else {
             "rss_kb": 0, "fds": 0, "conns": -1, "tasks": -1}

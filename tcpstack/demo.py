@@ -61,7 +61,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from tcpstack import ladder
+from tcpstack import ladder, netns
 from tcpstack.argparsing import EXIT_USAGE, standalone_main
 from tcpstack.demo_text import TEXTS, Texts
 from tcpstack.ladder import Endpoint, Ladder, Seg, TraceEvent
@@ -75,8 +75,6 @@ CLIENT_TIMEOUT = 30.0  # the longest client (lost-third) needs about 7 s
 END_TIMEOUT = 15.0  # from the client's exit to the transition that ends the story
 STOP_TIMEOUT = 10.0  # SIGTERM to exit, then SIGKILL
 WIDTH = 100
-#: The package's parent directory: the daemon must run this very code, installed or not.
-SOURCE_ROOT = str(Path(__file__).resolve().parents[1])
 
 ECHO_PORT = 7
 HTTP_PORT = 80
@@ -200,7 +198,8 @@ def run_scenario(scenario: Scenario, pcap_copy: str | None = None,
     client does once the daemon is ready (the demo prints them: long scenarios
     should not look hung).
     """
-    with _namespace() as ns, tempfile.TemporaryDirectory(prefix="tcpstack-demo-") as tmp:
+    with netns.netns_scope(NS_PREFIX) as ns, \
+            tempfile.TemporaryDirectory(prefix="tcpstack-demo-") as tmp:
         tun = f"tdemo{secrets.token_hex(2)}"
         subnet = secrets.randbelow(254) + 1
         host, vip = f"10.66.{subnet}.1", f"10.66.{subnet}.2"
@@ -208,52 +207,49 @@ def run_scenario(scenario: Scenario, pcap_copy: str | None = None,
         serve = [sys.executable, "-m", "tcpstack", "serve", "--tun", tun,
                  "--host-addr", f"{host}/24", "--addr", vip, "--pcap", pcap, "--trace",
                  "--control", os.path.join(tmp, "control.sock"), *scenario.daemon_args]
-        status(f"tcpstack demo {scenario.name}: in namespace {ns} (deleted afterwards):")
+        status(f"tcpstack demo {scenario.name}: in namespace {ns.name} (deleted afterwards):")
         status(f"  {' '.join(['tcpstack', *serve[3:]])}")
-        daemon: _Daemon | None = None
+        daemon: netns.Daemon | None = None
         try:
             with _signals_deferred():
-                daemon = _Daemon(_in_netns(ns, *serve))
-            if not daemon.wait_for(lambda lines: any(
-                    line.startswith("tcpstack ready:") for line in lines), READY_TIMEOUT):
-                raise DemoError("the daemon ended before it was ready" if daemon.ended else
-                                f"the daemon was not ready within {READY_TIMEOUT:g} s")
+                daemon = netns.spawn_daemon(ns, serve, tun=tun, host_cidr=f"{host}/24", vip=vip,
+                                            stderr_path=None)
+            if daemon.stdout.wait_for(netns.READY_PREFIX, READY_TIMEOUT, prefix=True) is None:
+                raise DemoError("the daemon ended before it was ready" if daemon.stdout.eof
+                                else f"the daemon was not ready within {READY_TIMEOUT:g} s")
             status(f"  client: a Python socket that connects to {vip}:{scenario.port}, "
                    f"{CLIENT_MODES[scenario.client_mode]}")
             report = _run_client(ns, vip, scenario)
             old, new = scenario.done
-            if not daemon.wait_for(lambda lines: any(
+            if not daemon.stdout.wait_until(lambda lines: any(
                     (e.old, e.new) == (old, new) for e in ladder.parse_trace(lines)),
                     END_TIMEOUT):
                 raise DemoError(f"the stack's trace never showed {old} -> {new}")
         except DemoError as e:
             if daemon is None:
                 raise
-            daemon.stop()  # first, so the tail has everything it said
-            raise DemoError(f"{e}\n{daemon.tail()}") from None
+            daemon.stop(timeout=STOP_TIMEOUT)  # first, so the tail has everything it said
+            raise DemoError(f"{e}\n{_tail(daemon)}") from None
         finally:
             if daemon is not None:
-                daemon.stop()
+                daemon.stop(timeout=STOP_TIMEOUT)
         if pcap_copy is not None:
             shutil.copyfile(pcap, pcap_copy)
         client, server, segments = ladder.select_connection(ladder.read_capture(pcap),
                                                             scenario.port)
-        trace = [e for e in ladder.parse_trace(daemon.lines)
-                 if {e.local, e.remote} == {client, server}]
-        return Run(client, server, segments, trace, daemon.lines, report,
-                   _counters(daemon.lines))
+        lines = daemon.stdout.lines
+        trace = [e for e in ladder.parse_trace(lines) if {e.local, e.remote} == {client, server}]
+        return Run(client, server, segments, trace, lines, report, _counters(lines))
 
 
-def _run_client(ns: str, vip: str, scenario: Scenario) -> dict[str, Any]:
+def _run_client(ns: netns.NetNS, vip: str, scenario: Scenario) -> dict[str, Any]:
     """Run CLIENT to its end (bounded) and return its report; killed on the way out."""
     proc: subprocess.Popen[str] | None = None
     try:
         with _signals_deferred():
-            proc = subprocess.Popen(
-                _in_netns(ns, sys.executable, "-c", CLIENT, vip, str(scenario.port),
-                          scenario.client_mode),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True)
+            proc = ns.popen(sys.executable, "-c", CLIENT, vip, str(scenario.port),
+                            scenario.client_mode, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         out, err = proc.communicate(timeout=CLIENT_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise DemoError(f"the client did not finish within {CLIENT_TIMEOUT:g} s") from None
@@ -282,30 +278,6 @@ def _counters(lines: Sequence[str]) -> dict[str, int]:
 # ----------------------------------------------- namespace and processes
 
 
-def _in_netns(ns: str, *argv: str) -> list[str]:
-    """`argv` run inside `ns`; `ip netns exec` execs it, so its pid is the program's."""
-    return ["ip", "netns", "exec", ns, *argv]
-
-
-@contextlib.contextmanager
-def _namespace() -> Iterator[str]:
-    """A fresh namespace ``tcps-demo-<pid>-<random>``: lo up, IPv6 off, always deleted.
-
-    IPv6 off keeps router solicitations and MLD reports off the TUN, so the
-    daemon's counters tell only the demo's story.
-    """
-    name = f"{NS_PREFIX}-{os.getpid()}-{secrets.token_hex(3)}"
-    _check(["ip", "netns", "add", name])
-    try:
-        _check(["ip", "-n", name, "link", "set", "lo", "up"])
-        if os.path.isdir("/proc/sys/net/ipv6"):
-            _check(_in_netns(name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
-                             "net.ipv6.conf.default.disable_ipv6=1"))
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
-
-
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM back while a child process is being created.
@@ -331,76 +303,9 @@ def _signals_deferred() -> Iterator[None]:
         raise KeyboardInterrupt if pending[0] == signal.SIGINT else _Interrupted(pending[0])
 
 
-def _check(argv: list[str]) -> None:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise DemoError(f"{' '.join(argv)}: {e}") from None
-    if done.returncode != 0:
-        raise DemoError(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
-
-
-class _Daemon:
-    """The demo's `tcpstack serve`: output drained on a thread, waits on conditions.
-
-    stdout and stderr share one pipe (the ready line, the log and the trace
-    are all read the same way). Its own session keeps a terminal's Ctrl-C
-    away from it: the demo stops it itself, with SIGTERM, by pid.
-    """
-
-    def __init__(self, argv: list[str]) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (SOURCE_ROOT, os.environ.get("PYTHONPATH")) if p))
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-        self.lines: list[str] = []
-        self._eof = False
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._drain, name="demo-daemon", daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in iter(self.proc.stdout.readline, b""):
-            with self._cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
-
-    @property
-    def ended(self) -> bool:
-        """The daemon closed its output: it has exited (or is about to)."""
-        with self._cond:
-            return self._eof
-
-    def wait_for(self, predicate: Callable[[list[str]], bool], timeout: float) -> bool:
-        """Block until `predicate(lines)` holds (True), or the daemon exits or
-        `timeout` passes (False)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: predicate(self.lines) or self._eof, timeout) \
-                and predicate(self.lines)
-
-    def stop(self) -> None:
-        """SIGTERM (the daemon resets connections, completes the capture, removes its
-        TUN), SIGKILL if it lingers; then the rest of its output is read."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT)
-        self._reader.join(STOP_TIMEOUT)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def tail(self, n: int = 15) -> str:
-        with self._cond:
-            return "\n".join(f"  daemon: {line}" for line in self.lines[-n:])
+def _tail(daemon: netns.Daemon, n: int = 15) -> str:
+    """The daemon's last output lines, for an error message."""
+    return "\n".join(f"  daemon: {line}" for line in daemon.stdout.lines[-n:])
 
 
 # ----------------------------------------------------------------- drawing
@@ -611,7 +516,7 @@ def run(args: argparse.Namespace) -> int:
         _print(scenario, result, parts, args.ascii, TEXTS[args.lang])
         if args.svg is not None:
             Path(args.svg).write_text(ladder.render_svg(parts[-1].ladder), encoding="utf-8")
-    except (DemoError, ladder.LadderError, OSError) as e:
+    except (DemoError, ladder.LadderError, netns.LabError, OSError) as e:
         print(f"tcpstack: error: demo {scenario.name}: {e}", file=sys.stderr)
         return EXIT_FAILURE
     except (KeyboardInterrupt, _Interrupted) as e:

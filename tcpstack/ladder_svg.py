@@ -1,6 +1,6 @@
 """The SVG form of a ladder diagram (`tcpstack ladder --svg`), for documents.
 
-It draws what `tcpstack.ladder.analyze` found, nothing more, so the text and
+It draws what `tcpstack.ladder_replay.analyze` found, nothing more, so the text and
 the SVG diagrams always agree; this module only knows geometry. The picture is
 the seed's: two vertical lifelines (client left, server right), one slanted
 arrow per segment with its label written along it, and each side's state
@@ -18,12 +18,12 @@ scripts fetched) and well-formed XML: every text goes through the escaper.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
 
-if TYPE_CHECKING:
-    from tcpstack.ladder import Ladder, Step
+from tcpstack.ladder_model import Ladder, Seg, Step
+from tcpstack.ladder_replay import as_ladder
 
 WIDTH = 980
 LEFT = 260  # x of the client's lifeline
@@ -146,3 +146,8 @@ def draw(ladder: Ladder, *, absolute: bool = False) -> str:
         "<defs>" + _marker("head-c2s", "#1f5fa8") + _marker("head-s2c", "#2e7d32") + "</defs>",
         '<rect width="100%" height="100%" fill="white"/>',
         *lifelines, *c.parts, "</svg>", ""])
+
+
+def render_svg(segments: Sequence[Seg] | Ladder, *, absolute: bool = False) -> str:
+    """A self-contained SVG document of `segments` or of a `Ladder`."""
+    return draw(as_ladder(segments), absolute=absolute)

@@ -53,10 +53,19 @@ from pathlib import Path
 import pytun
 
 from tcpstack import vnet
+from tcpstack.netns import (
+    READY_TIMEOUT,
+    LineCollector,
+    NetNS,
+    daemon_env,
+    netns_scope,
+    spawn_daemon,
+    stop_process,
+    tcpstack_argv,
+)
 from tests import nstools
 from tests.conformance.apps import PORTS
 from tests.conformance.harness import Hub, Link, Wire
-from tests.nstools import LineCollector, NetNS, daemon_env, stop_process, tcpstack_argv
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -264,7 +273,7 @@ class LinuxTarget(Target):
             raise
 
     def _start(self) -> None:
-        self.ns = self._stack.enter_context(nstools.netns_scope("tcps-conf-linux"))
+        self.ns = self._stack.enter_context(netns_scope("tcps-conf-linux"))
         self.ns.sysctl(**{"net.ipv4.tcp_synack_retries": SYNACK_RETRIES,
                           "net.ipv4.tcp_syn_retries": SYN_RETRIES})
         tun = self.ns.call(lambda: pytun.TunTapDevice(
@@ -284,7 +293,7 @@ class LinuxTarget(Target):
             argv += ["--app", f"{kind}:{port}"]
         self._apps, out, self._apps_err = self._popen_logged("kernel-apps", argv)
         self._stack.callback(stop_process, self._apps, signal.SIGKILL, 5)
-        if out.wait_for("ready", nstools.READY_TIMEOUT) is None:
+        if out.wait_for("ready", READY_TIMEOUT) is None:
             raise RuntimeError(f"kernel apps did not start:\n{self._apps_err.read_text()}")
 
     def active_link(self) -> Link:
@@ -324,7 +333,7 @@ class TcpstackTarget(Target):
             raise
 
     def _start(self) -> None:
-        self.ns = self._stack.enter_context(nstools.netns_scope("tcps-conf-stack"))
+        self.ns = self._stack.enter_context(netns_scope("tcps-conf-stack"))
         # Forwarding off: the stack's answers to the peer address are dropped
         # by the kernel without an ICMP error (verified by the hub's noise list).
         self.ns.sysctl(**{"net.ipv4.ip_forward": 0})
@@ -333,7 +342,7 @@ class TcpstackTarget(Target):
                 "--synack-retries", str(SYNACK_RETRIES), "--offload", OFFLOAD]
         for kind, port in PORTS.items():
             argv += ["--app", f"{kind}:{port}"]
-        self.daemon = nstools.spawn_daemon(
+        self.daemon = spawn_daemon(
             self.ns, argv, tun=self.TUN, host_cidr=self.HOST_CIDR, vip=self.VIP,
             stderr_path=self.tmp / "daemon.stderr")
         self._stack.callback(self.daemon.stop)

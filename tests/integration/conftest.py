@@ -5,10 +5,11 @@ inside a network namespace the session creates (Python sockets, curl, nc, ping).
 Nothing here is mocked: the point of these tests is to prove interoperability
 with a real, independent TCP implementation.
 
-The namespace, process and capture machinery (and its hygiene rules: unique
+The namespace, process and daemon machinery (and its hygiene rules: unique
 names, teardown on failure, signals by pid only, no bare sleeps) lives in
-`tests/nstools.py`, shared with the conformance suite; this file only turns it
-into fixtures.
+`tcpstack/netns.py`, shared with `tcpstack demo` and the scripts; capture and
+nftables in `tests/nstools.py`, shared with the conformance suite; this file
+only turns them into fixtures.
 
 Fixtures (all usable from tests in this directory):
 
@@ -40,18 +41,18 @@ from typing import Any
 import dpkt
 import pytest
 
-from tests import nstools
-from tests.nstools import (
+from tcpstack.netns import (
     READY_TIMEOUT,
-    REPO_ROOT,
-    Capture,
     Daemon,
     NetNS,
-    NftRule,
     daemon_env,
+    netns_scope,
     spawn_daemon,
     tcpstack_argv,
 )
+from tcpstack.netns import wait_until as poll_until
+from tests import nstools
+from tests.nstools import REPO_ROOT, Capture, NftRule
 
 HERE = Path(__file__).resolve().parent
 
@@ -85,8 +86,8 @@ def require_tools() -> Callable[..., None]:
 
 @pytest.fixture(scope="session")
 def wait_until() -> Callable[..., Any]:
-    """Expose :func:`tests.nstools.wait_until` as ``wait_until(predicate, timeout, interval)``."""
-    return nstools.wait_until
+    """Expose :func:`tcpstack.netns.wait_until` as ``wait_until(predicate, timeout, interval)``."""
+    return poll_until
 
 
 # --------------------------------------------------------------------------
@@ -97,7 +98,7 @@ def wait_until() -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def netns(_integration_prerequisites: None) -> Iterator[NetNS]:
     """A fresh namespace for the session: lo up, IPv6 off, always deleted."""
-    with nstools.netns_scope("tcps-test") as ns:
+    with netns_scope("tcps-test") as ns:
         yield ns
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.nstools import NetNS
+from tcpstack.netns import NetNS
 
 #: The `make_stack` fixture's StackFactory lives in conftest, which is not importable.
 StackFactory = Any

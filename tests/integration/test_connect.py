@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.nstools import tcpstack_argv
+from tcpstack.netns import tcpstack_argv
 
 _ports = itertools.count(5100)
 

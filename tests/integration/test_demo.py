@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tcpstack import demo, ladder
-from tests import nstools
-from tests.unit.test_ladder import arrows
+from tcpstack import demo, ladder, netns
+from tests.helpers import arrows
 
 #: Bound for one demo run; the longest (lost-third) takes about 7.5 s.
 DEMO_TIMEOUT = 30.0
@@ -42,13 +41,13 @@ def run_demo(*args: str) -> tuple[int, str, str]:
     itself), SIGKILL only if that fails; a namespace it names and left
     behind is deleted here so a failure cannot leak into later tests.
     """
-    proc = subprocess.Popen([*nstools.tcpstack_argv(), "demo", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=nstools.REPO_ROOT,
-                            env=nstools.daemon_env(), start_new_session=True)
+    proc = subprocess.Popen([*netns.tcpstack_argv(), "demo", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=netns.SOURCE_ROOT,
+                            env=netns.daemon_env(), start_new_session=True)
     try:
         out, err = proc.communicate(timeout=DEMO_TIMEOUT)
     except subprocess.TimeoutExpired:
-        nstools.stop_process(proc, signal.SIGTERM, 15)
+        netns.stop_process(proc, signal.SIGTERM, 15)
         out, err = proc.communicate()
         pytest.fail(f"`tcpstack demo {' '.join(args)}` ran over {DEMO_TIMEOUT:g} s\n"
                     f"{out}\n{err}")
@@ -239,11 +238,11 @@ def test_not_root(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 def test_interrupted_demo_cleans_up(sig: signal.Signals) -> None:
     """Ctrl-C (or SIGTERM) while the client waits: the daemon is stopped, the
     namespace deleted, exit status 128 + signal."""
-    proc = subprocess.Popen([*nstools.tcpstack_argv(), "demo", "lost-third"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=nstools.REPO_ROOT,
-                            env=nstools.daemon_env(), start_new_session=True)
+    proc = subprocess.Popen([*netns.tcpstack_argv(), "demo", "lost-third"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=netns.SOURCE_ROOT,
+                            env=netns.daemon_env(), start_new_session=True)
     assert proc.stdout is not None and proc.stderr is not None
-    out, err = nstools.LineCollector(proc.stdout), nstools.LineCollector(proc.stderr)
+    out, err = netns.LineCollector(proc.stdout), netns.LineCollector(proc.stderr)
     try:
         assert out.wait_for("  client:", 10), (out.text(), err.text())  # daemon ready
         tun = re.search(r"--tun (\S+)", out.text())
@@ -251,7 +250,7 @@ def test_interrupted_demo_cleans_up(sig: signal.Signals) -> None:
         proc.send_signal(sig)
         assert proc.wait(15) == 128 + sig
     finally:
-        nstools.stop_process(proc, signal.SIGKILL, 5)
+        netns.stop_process(proc, signal.SIGKILL, 5)
         left = remove_leftovers(proc.pid)
     out.wait_eof(5)
     err.wait_eof(5)

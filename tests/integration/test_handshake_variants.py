@@ -18,6 +18,14 @@ from pathlib import Path
 
 import dpkt
 
+from tcpstack.netns import (
+    BackgroundProcess,
+    daemon_env,
+    netns_scope,
+    spawn_daemon,
+    tcpstack_argv,
+    wait_until,
+)
 from tests import nstools
 
 ECHO_PORT = 7
@@ -109,7 +117,7 @@ def wait_for_echo(cap: nstools.Capture, server: str) -> Conversation:
         conv = conversation(cap, server)
         return conv if conv and any(s.sender == "server" and s.length for s in conv.segs) else None
 
-    return nstools.wait_until(echoed, timeout=5, message="echoed data in the capture")
+    return wait_until(echoed, timeout=5, message="echoed data in the capture")
 
 
 def test_rule_drops_the_third_segment_once(make_stack, netns, capture, require_tools,
@@ -125,7 +133,7 @@ def test_rule_drops_the_third_segment_once(make_stack, netns, capture, require_t
                            CLIENT.format(vip=stack.vip, port=ECHO_PORT, wait_for_go=True),
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, start_new_session=True)
-        client = nstools.BackgroundProcess(proc)
+        client = BackgroundProcess(proc)
         client.wait_for_line("connected")
 
         def answered() -> Conversation | None:
@@ -185,20 +193,20 @@ def test_tcpstack_connect_against_split_synack(require_tools, tmp_path: Path) ->
     connect` on one TUN, `tcpstack serve --split-synack` on another, the kernel
     forwarding between them (ip_forward in a namespace of this test's own)."""
     require_tools("tcpdump")
-    with nstools.netns_scope("tcps-split") as ns:
+    with netns_scope("tcps-split") as ns:
         ns.sysctl(**{"net.ipv4.ip_forward": 1})
-        argv = [*nstools.tcpstack_argv(), "serve", "--tun", "tsplit0", "--host-addr",
+        argv = [*tcpstack_argv(), "serve", "--tun", "tsplit0", "--host-addr",
                 "10.78.1.1/24", "--addr", "10.78.1.2", "--app", f"echo:{ECHO_PORT}",
                 "--split-synack", "--impair-rule", LATE_PROBE]
-        server = nstools.spawn_daemon(ns, argv, tun="tsplit0", host_cidr="10.78.1.1/24",
+        server = spawn_daemon(ns, argv, tun="tsplit0", host_cidr="10.78.1.1/24",
                                       vip="10.78.1.2", stderr_path=tmp_path / "serve.log")
         try:
             server.wait_ready()
             with nstools.capture(ns, "tsplit0", tmp_path / "split.pcap") as cap:
-                cp = ns.run(*nstools.tcpstack_argv(), "connect", "10.78.1.2", str(ECHO_PORT),
+                cp = ns.run(*tcpstack_argv(), "connect", "10.78.1.2", str(ECHO_PORT),
                             "--tun", "tsplit1", "--host-addr", "10.78.2.1/24", "--addr",
                             "10.78.2.2", "--syn-retries", "2", input=b"ping", check=False,
-                            cwd=nstools.REPO_ROOT, env=nstools.daemon_env())
+                            cwd=nstools.REPO_ROOT, env=daemon_env())
                 assert (cp.returncode, cp.stdout) == (0, b"ping"), cp.stderr
                 conv = wait_for_echo(cap, "10.78.1.2")
         finally:

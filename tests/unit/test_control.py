@@ -9,7 +9,7 @@ import json
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,38 +17,27 @@ from tcpstack import cli, codec, control, snapshot
 from tcpstack.config import TcpConfig
 from tcpstack.segment import Segment
 from tcpstack.stack import Stack
+from tests.helpers import VIP, Wire, feed, idle, until
 from tests.unit.tcpkit import ACK, MSS, RST, SYN, X, add, peer_syn, seg
-
-VIP = "10.0.0.2"
 
 
 class Rig:
     """A stack on an in-memory wire, serving its snapshots on a control socket."""
 
-    def __init__(self, stack: Stack, sent: list[bytes], path: str) -> None:
+    def __init__(self, stack: Stack, wire: Wire, path: str) -> None:
         self.stack = stack
-        self.sent = sent
+        self.wire = wire
         self.path = path
 
     def feed(self, segment: Segment) -> None:
-        self.stack.handle_packet(codec.encode(segment), asyncio.get_running_loop().time())
+        feed(self.stack, codec.encode(segment))
 
     def segments(self) -> list[Segment]:
-        out = [codec.decode(p) for p in self.sent]
-        self.sent.clear()
-        return [s for s in out if isinstance(s, Segment)]
+        return self.wire.segments()
 
     async def ask(self, cmd: str) -> dict:
         """What `tcpstack ss` / `stats` get: the client runs on a thread, as in the CLI."""
         return await asyncio.to_thread(control.request, self.path, cmd)
-
-
-async def until(predicate: Callable[[], object]) -> None:
-    """Let the connection tasks run until `predicate()` holds (bounded)."""
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0)
-    await asyncio.wait_for(poll(), 1.0)
 
 
 def server_for(stack: Stack, path: str) -> control.ControlServer:
@@ -59,21 +48,16 @@ def server_for(stack: Stack, path: str) -> control.ControlServer:
 
 @pytest.fixture
 async def rig(tmp_path) -> AsyncIterator[Rig]:
-    sent: list[bytes] = []
-    stack = Stack(VIP, sent.append, TcpConfig(backlog=4))
+    wire = Wire()
+    stack = Stack(VIP, wire.output, TcpConfig(backlog=4))
     path = str(tmp_path / "ctl.sock")
     server = server_for(stack, path)
     await server.start()
     try:
-        yield Rig(stack, sent, path)
+        yield Rig(stack, wire, path)
     finally:
         await server.close()
         await stack.close()
-
-
-async def idle(reader, writer) -> None:
-    """A handler that never reads, so received bytes stay unread."""
-    await asyncio.get_running_loop().create_future()
 
 
 async def test_handshake_data_and_reset_as_ss_and_stats_see_them(rig: Rig) -> None:

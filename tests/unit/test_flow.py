@@ -12,10 +12,11 @@ import pytest
 from tcpstack import codec
 from tcpstack.config import TcpConfig
 from tcpstack.connection import TURN_SEGMENTS
-from tcpstack.segment import Options, Segment
+from tcpstack.segment import Segment
 from tcpstack.seq import seq_add, seq_diff
 from tcpstack.stack import Stack
-from tests.unit.test_stack import ACK, PEER, PSH, SYN, VIP, VIP_B, Wire, echo, feed, packet
+from tests.helpers import VIP, Wire, echo, feed, packet
+from tests.unit.tcpkit import ACK, PSH, SYN
 
 BLOCK = 65536
 TOTAL = 100 << 20
@@ -143,8 +144,7 @@ async def test_set_write_buffer_limits_moves_the_marks(peer) -> None:
 
 def syn_scaled(sport: int, dport: int) -> bytes:
     """A SYN offering window scaling (shift 7): the peer's window can reach 8 MiB."""
-    return codec.encode(Segment(PEER, VIP_B, sport, dport, 1000, 0, SYN, 65535,
-                                Options(mss=1460, wscale=7)))
+    return packet(SYN, 1000, sport=sport, dport=dport, wscale=7)
 
 
 async def test_a_bulk_flow_takes_bounded_turns_and_an_echo_gets_through() -> None:

@@ -27,6 +27,7 @@ from tcpstack.impair import (
 )
 from tcpstack.segment import Flags, Options, Segment
 from tcpstack.stack import Stack
+from tests.helpers import idle
 from tests.unit.tcpkit import PEER, PEER_PORT, US, US_PORT, X, Y, seg
 
 SYN, ACK, FIN, PSH, RST = Flags.SYN, Flags.ACK, Flags.FIN, Flags.PSH, Flags.RST
@@ -267,10 +268,6 @@ def test_every_hit_is_logged_with_rule_and_packet(caplog) -> None:
 
 
 # -- in a stack: the real state lookup ----------------------------------------------------
-
-async def idle(reader: object, writer: object) -> None:
-    """A server handler with nothing to do."""
-
 
 async def test_state_lookup_sees_listen_closed_and_the_tcb_state() -> None:
     sent: list[bytes] = []

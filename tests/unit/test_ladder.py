@@ -15,6 +15,7 @@ from tcpstack import ladder
 from tcpstack.ladder import Endpoint, Seg, analyze, parse_trace, render_svg, render_text
 from tcpstack.segment import Flags, Segment
 from tcpstack.states import State
+from tests.helpers import arrows
 
 SYN, ACK, FIN, RST, PSH = Flags.SYN, Flags.ACK, Flags.FIN, Flags.RST, Flags.PSH
 X, Y = 0xFFFFFF00, 1_000_000_000  # x wraps past 2**32 during the tests
@@ -68,26 +69,6 @@ def draw(tmp_path: Path, packets: list[Pkt], capsys: pytest.CaptureFixture[str],
     rc, out, err = run([write_pcap(tmp_path / "c.pcap", packets), *args], capsys)
     assert (rc, err) == (0, "")
     return out
-
-
-def arrows(text: str) -> list[tuple[str, str, str, str]]:
-    """(label, direction, client state, server state) per segment of a text diagram:
-    the label line(s) above each arrow line, joined."""
-    rows, label = [], []
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["time"]) + 1
-    for line in lines[start:]:
-        if line.count("│") != 2:
-            continue
-        left, middle, right = line.split("│")
-        if middle.strip() and not any(ch.isalnum() for ch in middle):  # an arrow
-            leftwards = "<" in middle or middle.lstrip().startswith("✕")
-            rows.append((" ".join(label), "<" if leftwards else ">", left.strip(),
-                         right.strip()))
-            label = []
-        elif middle.strip() and not middle.strip().startswith("·"):
-            label.append(middle.strip())
-    return rows
 
 
 def states(lad: ladder.Ladder) -> list[tuple[str, str]]:

@@ -14,20 +14,17 @@ import time
 import dpkt
 import pytest
 
-from tcpstack import codec
 from tcpstack.impair import ImpairPlan, ImpairSpec, install
 from tcpstack.observe import Observability, ObserveSettings
 from tcpstack.pcap import LINKTYPE_RAW, Capture, PcapWriter
-from tcpstack.segment import Flags, Options, Segment
+from tcpstack.segment import Flags
 from tcpstack.stack import Stack
-
-A = bytes([10, 0, 0, 1])
-B = bytes([10, 0, 0, 2])
+from tests import helpers
 
 
 def packet(flags: Flags, payload: bytes = b"") -> bytes:
-    return codec.encode(Segment(A, B, 40000, 80, 1000, 2000, flags, 65535,
-                                Options(mss=1460 if flags & Flags.SYN else None), payload))
+    """One segment of the captured conversation (seq 1000, ack 2000)."""
+    return helpers.packet(flags, 1000, 2000, payload=payload)
 
 
 PACKETS = [

@@ -6,54 +6,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from collections.abc import Callable
 from ipaddress import IPv4Address
 
 import pytest
 
 from tcpstack import codec
 from tcpstack.config import TcpConfig
-from tcpstack.segment import Flags, Options, Segment
+from tcpstack.segment import Flags, Segment
 from tcpstack.stack import Stack
+from tests.helpers import PEER, VIP, VIP_B, Wire, echo, feed, packet, until
 
-PEER = IPv4Address("10.0.0.1").packed
-VIP = "10.0.0.2"
-VIP_B = IPv4Address(VIP).packed
 SYN, ACK, RST, FIN, PSH = Flags.SYN, Flags.ACK, Flags.RST, Flags.FIN, Flags.PSH
-
-
-class Wire:
-    """The far end of a stack: injects packets and collects what the stack sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-        self._arrived = asyncio.Event()
-
-    def output(self, packet: bytes) -> None:
-        self.sent.append(packet)
-        self._arrived.set()
-
-    def segments(self) -> list[Segment]:
-        out = [codec.decode(p) for p in self.sent]
-        self.sent.clear()
-        return [s for s in out if isinstance(s, Segment)]
-
-    async def wait_for(self, pred: Callable[[Segment], bool], timeout: float = 2.0) -> Segment:
-        """Wait (bounded) until the stack sends a segment matching `pred`."""
-        async def loop() -> Segment:
-            while True:
-                for seg in self.segments():
-                    if pred(seg):
-                        return seg
-                self._arrived.clear()
-                await self._arrived.wait()
-        return await asyncio.wait_for(loop(), timeout)
-
-
-def packet(flags: Flags, seq: int, ack: int = 0, *, sport: int = 40000, dport: int = 80,
-           payload: bytes = b"", mss: int | None = 1460) -> bytes:
-    return codec.encode(Segment(PEER, VIP_B, sport, dport, seq, ack, flags, 65535,
-                                Options(mss=mss if flags & SYN else None), payload))
 
 
 @pytest.fixture
@@ -63,18 +26,6 @@ async def rig() -> tuple[Stack, Wire]:
     yield stack, wire
     await stack.close()
 
-
-async def echo(reader, writer) -> None:
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-
-
-def feed(stack: Stack, pkt: bytes) -> None:
-    stack.handle_packet(pkt, asyncio.get_running_loop().time())
-
-
-# -- reset generator (RFC 9293 3.10.7.1) -------------------------------------------------
 
 async def test_syn_to_closed_port_gets_rst_ack(rig) -> None:
     stack, wire = rig
@@ -172,7 +123,7 @@ async def test_handshake_then_echo_then_close(rig) -> None:
     fin = await wire.wait_for(lambda s: bool(s.flags & FIN))
     assert (fin.seq, fin.ack) == (y + 6, 1007)
     feed(stack, packet(ACK, 1007, y + 7))
-    await asyncio.wait_for(_until(lambda: not stack.conns), 2)
+    await until(lambda: not stack.conns)
     assert stack.stats["PassiveOpens"] == 1
 
 
@@ -193,7 +144,7 @@ async def test_backlog_full_drops_syn_silently(cookieless) -> None:
     assert [s.dport for s in wire.segments()] == [40001, 40002]
     assert stack.stats["BacklogDrops"] == 1
     feed(stack, packet(RST, 1001, sport=40001))  # the seed's stale SYN is refused...
-    await asyncio.wait_for(_until(lambda: len(stack.conns) == 1), 2)
+    await until(lambda: len(stack.conns) == 1)
     feed(stack, packet(SYN, 1000, sport=40003))  # ...which frees a slot
     assert [s.dport for s in wire.segments()] == [40003]
 
@@ -278,11 +229,6 @@ async def connected(stack: Stack, wire: Wire) -> tuple[Segment, object]:
     return syn, writer
 
 
-async def _until(pred: Callable[[], bool]) -> None:
-    while not pred():
-        await asyncio.sleep(0.005)
-
-
 async def test_new_syn_reopens_time_wait(rig) -> None:
     """RFC 1122 4.2.2.13: a SYN beyond RCV.NXT ends TIME-WAIT and starts a new handshake."""
     stack, wire = rig
@@ -298,7 +244,7 @@ async def test_new_syn_reopens_time_wait(rig) -> None:
     feed(stack, packet(ACK | FIN, 1001, y + 2))
     await wire.wait_for(lambda s: s.ack == 1002)
     key = (80, PEER, 40000)
-    await asyncio.wait_for(_until(lambda: key in stack.time_wait), 2)
+    await until(lambda: key in stack.time_wait)
     assert not stack.conns  # the record replaced the connection
     feed(stack, packet(SYN, 900_000))
     synack = await wire.wait_for(lambda s: bool(s.flags & SYN))
@@ -316,7 +262,7 @@ async def test_segment_after_handshake_timeout_gets_normal_reset() -> None:
         rst = await wire.wait_for(lambda s: bool(s.flags & RST))
         assert (rst.flags, rst.seq) == (RST, y + 1)
         assert stack.stats["HandshakeTimeouts"] == 1
-        await asyncio.wait_for(_until(lambda: not stack.conns), 2)
+        await until(lambda: not stack.conns)
         feed(stack, packet(ACK, 1001, y + 1))  # the lost third segment, too late
         [reset] = wire.segments()
         assert (reset.flags, reset.seq) == (RST, y + 1)
@@ -380,8 +326,8 @@ async def test_challenge_acks_share_one_stack_wide_budget() -> None:
         for port in ports:
             feed(stack, packet(RST, 1100, sport=port))  # in the window, not at RCV.NXT
         stats = stack.stats
-        await asyncio.wait_for(_until(
-            lambda: stats["ChallengeAcks"] + stats["ChallengeAcksSuppressed"] == 3), 2)
+        await until(
+            lambda: stats["ChallengeAcks"] + stats["ChallengeAcksSuppressed"] == 3)
         assert stats["ChallengeAcksSuppressed"] >= 1
     finally:
         await stack.close()
@@ -398,7 +344,7 @@ async def test_cookie_ack_to_a_half_open_of_a_retransmitted_syn_opens(rig) -> No
         feed(stack, packet(SYN, 1000, sport=port))
     cookie = next(s for s in wire.segments() if s.dport == 40003).seq
     feed(stack, packet(RST, 1001, sport=40001))  # a slot comes free...
-    await asyncio.wait_for(_until(lambda: len(stack.conns) == 1), 2)
+    await until(lambda: len(stack.conns) == 1)
     feed(stack, packet(SYN, 1000, sport=40003))  # ...for the SYN's retransmission
     queued = next(s for s in wire.segments() if s.dport == 40003)
     assert queued.flags == SYN | ACK and queued.seq != cookie

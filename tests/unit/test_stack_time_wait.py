@@ -13,7 +13,8 @@ import pytest
 from tcpstack import snapshot
 from tcpstack.config import TcpConfig
 from tcpstack.stack import Stack
-from tests.unit.test_stack import ACK, FIN, PEER, RST, SYN, VIP, Wire, _until, feed, packet
+from tests.helpers import PEER, VIP, Wire, feed, packet, until
+from tests.unit.tcpkit import ACK, FIN, RST, SYN
 
 KEY = (80, PEER, 40000)
 
@@ -37,7 +38,7 @@ async def to_time_wait(stack: Stack, wire: Wire, sport: int = 40000) -> int:
     await wire.wait_for(lambda s: bool(s.flags & FIN))
     feed(stack, packet(ACK | FIN, 1001, y + 2, sport=sport))
     await wire.wait_for(lambda s: s.ack == 1002)
-    await asyncio.wait_for(_until(lambda: (80, PEER, sport) in stack.time_wait), 2)
+    await until(lambda: (80, PEER, sport) in stack.time_wait)
     return y
 
 
@@ -89,7 +90,7 @@ async def test_time_wait_ends_after_two_msl_with_trace(caplog) -> None:
     stack, wire = await make(TcpConfig(msl=0.02))
     try:
         await to_time_wait(stack, wire)
-        await asyncio.wait_for(_until(lambda: not stack.time_wait), 2)
+        await until(lambda: not stack.time_wait)
         assert len(stack.wheel) == 0
     finally:
         await stack.close()
@@ -109,7 +110,7 @@ async def test_time_wait_cap_closes_directly(caplog) -> None:
         feed(stack, packet(ACK, 1001, y + 1, sport=40001))
         await wire.wait_for(lambda s: bool(s.flags & FIN))
         feed(stack, packet(ACK | FIN, 1001, y + 2, sport=40001))
-        await asyncio.wait_for(_until(lambda: not stack.conns), 2)
+        await until(lambda: not stack.conns)
         assert list(stack.time_wait) == [KEY]
         assert stack.stats["TimeWaitOverflow"] == 1
         feed(stack, packet(ACK, 1001, y + 2, sport=40001))  # the 4-tuple is CLOSED now
@@ -140,7 +141,7 @@ async def test_reopen_reset_by_peer_restores_time_wait(rig) -> None:
     await wire.wait_for(lambda s: bool(s.flags & SYN))
     assert KEY not in stack.time_wait
     feed(stack, packet(RST, 900_001))
-    await asyncio.wait_for(_until(lambda: KEY in stack.time_wait), 2)
+    await until(lambda: KEY in stack.time_wait)
     assert stack.time_wait[KEY] is tw and not stack.conns
     assert stack.stats["TimeWaitRestored"] == 1
     feed(stack, packet(ACK, 1001, y + 2))  # an old ACK: the old TIME-WAIT answers it
@@ -154,7 +155,7 @@ async def test_reopen_handshake_timeout_restores_time_wait() -> None:
         await to_time_wait(stack, wire)
         feed(stack, packet(SYN, 900_000))
         await wire.wait_for(lambda s: bool(s.flags & RST))  # the SYN+ACK went unanswered
-        await asyncio.wait_for(_until(lambda: KEY in stack.time_wait), 2)
+        await until(lambda: KEY in stack.time_wait)
         assert not stack.conns
     finally:
         await stack.close()
@@ -170,7 +171,7 @@ async def test_reopen_established_forgets_old_time_wait(rig) -> None:
     await asyncio.wait_for(conn.established, 2)
     assert conn.reopened is None
     feed(stack, packet(RST, 900_001))
-    await asyncio.wait_for(_until(lambda: not stack.conns), 2)
+    await until(lambda: not stack.conns)
     assert KEY not in stack.time_wait and stack.stats["TimeWaitRestored"] == 0
 
 
@@ -194,7 +195,7 @@ async def test_reopen_answered_by_syn_cookie_drops_time_wait() -> None:
         assert KEY not in stack.time_wait and KEY not in stack.conns
         assert stack.stats["TimeWaitRestored"] == 0
         feed(stack, packet(ACK, 900_001, z + 1))
-        await asyncio.wait_for(_until(lambda: KEY in stack.conns), 2)
+        await until(lambda: KEY in stack.conns)
         assert stack.stats["SyncookiesRecv"] == 2
     finally:
         await stack.close()
@@ -218,9 +219,9 @@ async def test_time_wait_releases_the_memory_charge() -> None:
         feed(stack, packet(ACK, 1001, y + 1))
         await wire.wait_for(lambda s: bool(s.flags & FIN))
         feed(stack, packet(ACK, 1001, y + 2, payload=b"abc"))
-        await asyncio.wait_for(_until(lambda: stack.buffered == 3), 2)
+        await until(lambda: stack.buffered == 3)
         feed(stack, packet(ACK | FIN, 1004, y + 2))
-        await asyncio.wait_for(_until(lambda: KEY in stack.time_wait), 2)
+        await until(lambda: KEY in stack.time_wait)
         assert stack.buffered == 0
     finally:
         stop.set()

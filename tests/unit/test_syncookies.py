@@ -18,9 +18,9 @@ from tcpstack.stack import Stack
 from tcpstack.states import State
 from tcpstack.syncookies import MAX_AGE, MSS_TABLE, SynCookies
 from tcpstack.tcb import Tcb
+from tests.helpers import VIP, Wire, echo, feed, packet, until
 from tests.unit.tcpkit import ACK, PSH, RST, SYN, X, add, events, seg
 from tests.unit.test_cli_args import run, settings
-from tests.unit.test_stack import VIP, Wire, _until, echo, feed, packet
 
 NOW = 1000.0
 SECRET = bytes(32)
@@ -295,7 +295,7 @@ async def test_cookie_at_the_connection_cap_waits_for_a_free_slot() -> None:
         feed(stack, ack_packet(cookie))
         assert wire.segments() == [] and stack.stats["ConnLimitDrops"] == 1
         feed(stack, codec.encode(Segment(first.dst, first.src, 40001, 80, X + 1, 0, RST, 0)))
-        await asyncio.wait_for(_until(lambda: not stack.conns), 2)
+        await until(lambda: not stack.conns)
         feed(stack, ack_packet(cookie, b"again"))
         assert (await wire.wait_for(lambda s: bool(s.payload))).payload == b"again"
     finally:

@@ -10,11 +10,8 @@ import pytest
 
 from tcpstack import codec
 from tcpstack.stack import Stack
+from tests.helpers import idle
 from tests.unit.tcpkit import ACK, X, add, peer_syn, seg
-
-
-async def idle(reader, writer) -> None:
-    await asyncio.get_running_loop().create_future()
 
 
 @pytest.fixture
