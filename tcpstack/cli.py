@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Coroutine
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from tcpstack import demo, impair, ladder, observe, query
+from tcpstack import __version__, configfile, demo, impair, ladder, observe, query
 from tcpstack.apps import (
     APPS,
     AppOptions,
@@ -41,7 +42,8 @@ from tcpstack.config import TcpConfig
 from tcpstack.connect import relay
 from tcpstack.impair import ImpairPlan, ImpairSpecError
 from tcpstack.stack import Stack
-from tcpstack.tun import DEFAULT_TXQUEUELEN, TunDevice, TunError
+from tcpstack.states import RESET_ON_ABORT
+from tcpstack.tun import DEFAULT_TXQUEUELEN, TunDevice, TunError, check_free_subnet
 
 DEFAULT_APPS = ("echo:7", "discard:9", "http:80")
 EXIT_FAILURE = 1
@@ -91,11 +93,64 @@ class ConnectSettings:
     port: int
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="tcpstack", description="A userspace TCP/IPv4 stack over TUN.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+#: Examples shown by `tcpstack --help` (the epilog) and by each subcommand's --help.
+EXAMPLES = {
+    "tcpstack": (
+        "tcpstack serve                          # 10.0.0.2 on tcps0: echo:7 discard:9 http:80",
+        "tcpstack ss                             # its connection table, like ss -tin",
+        "tcpstack connect 10.0.0.1 8080 < file   # like nc, from the VIP to the kernel side",
+        "tcpstack demo --list                    # the textbook chapter's scenarios",
+        "tcpstack COMMAND --help                 # a command's options and examples",
+    ),
+    "serve": (
+        "tcpstack serve",
+        "tcpstack serve --app http:80 --impair loss=5%,seed=1 --pcap /tmp/t.pcap",
+        "tcpstack serve --trace --pcap /tmp/t.pcap 2> /tmp/trace.log",
+        "tcpstack serve --tun tcps1 --host-addr 10.0.1.1/24 --addr 10.0.1.2",
+        "tcpstack serve --config /etc/tcpstack.toml --log-level debug",
+    ),
+    "connect": (
+        "tcpstack connect 10.0.0.1 8080 < request.txt",
+        "echo hello | tcpstack connect 10.0.0.1 7 --impair loss=10%",
+    ),
+    "ss": ("tcpstack ss", "tcpstack ss --tun tcps1", "tcpstack ss --json | jq .connections"),
+    "stats": ("tcpstack stats", "tcpstack stats --json"),
+    "ladder": ("tcpstack ladder /tmp/t.pcap",
+               "tcpstack ladder /tmp/t.pcap --conn 80 --trace /tmp/trace.log",
+               "tcpstack ladder /tmp/t.pcap --svg ladder.svg"),
+    "demo": ("tcpstack demo --list", "tcpstack demo handshake", "tcpstack demo lost-third --ascii"),
+}
 
-    serve = sub.add_parser("serve", help="own a virtual IP on a TUN device and serve apps")
+#: Bare `tcpstack` prints the help on stderr and exits 2, the usage status: like `ip`
+#: (usage on stderr, a failure status) and unlike `git` (stdout, 1), because no
+#: command is a usage error and a script must not mistake it for success.
+_SUMMARIES = {
+    "serve": "own a virtual IP on a TUN device and serve apps",
+    "connect": "like nc: connect from the VIP to HOST:PORT, relay stdin/stdout",
+    **query.COMMANDS,
+    "ladder": "draw one TCP connection of a capture as a ladder diagram",
+    "demo": "run a scenario of the textbook chapter in a namespace, explain its ladder",
+}
+
+
+def _examples(name: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="tcpstack", description="A userspace TCP/IPv4 stack over TUN.",
+                           epilog=_examples("tcpstack"),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"tcpstack {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
+                                parser_class=OneLineParser)
+
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=_SUMMARIES[name], epilog=_examples(name),
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              **{"description": _SUMMARIES[name], **kwargs})
+
+    serve = add("serve")
     _add_daemon_options(serve, log_level="info")
     serve.add_argument("--app", action="append", metavar="KIND:PORT",
                        help=f"serve an app ({', '.join(sorted(APPS))}); repeatable "
@@ -113,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "never, or for every SYN (default on, as Linux)")
     add_app_arguments(serve)
 
-    connect = sub.add_parser(
-        "connect", help="like nc: connect from the VIP to HOST:PORT, relay stdin/stdout",
+    connect = add(
+        "connect",
         description="Open a TCP connection from the stack's VIP to HOST:PORT (e.g. a "
         "server on the kernel side), copy stdin to it and it to stdout; EOF on stdin "
         "half-closes; exits 0 when the peer closes, 1 if the connection fails.")
@@ -123,12 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_daemon_options(connect, log_level="warning")
     connect.add_argument("--syn-retries", type=int, default=6,
                          help="SYN retransmissions before giving up (default 6, ~127 s)")
-    for name, summary in query.COMMANDS.items():
-        query.add_arguments(sub.add_parser(name, help=summary, description=summary))
-    ladder.add_arguments(sub.add_parser(
-        "ladder", help="draw one TCP connection of a capture as a ladder diagram"))
-    demo.add_arguments(sub.add_parser(
-        "demo", help="run one of the seed's scenarios in a namespace and explain its ladder"))
+    for name in query.COMMANDS:
+        query.add_arguments(add(name))
+    ladder.add_arguments(add("ladder"))
+    demo.add_arguments(add("demo"))
     return parser
 
 
@@ -139,6 +192,9 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
     objects, so a per-subcommand default (connect is quiet by default) would
     leak into the other subcommand.
     """
+    parser.add_argument("--config", metavar="FILE",
+                        help="read options from a TOML file (keys: these long options "
+                        "without the dashes); the command line overrides it")
     parser.add_argument("--tun", default="tcps0", help="TUN device name (default tcps0)")
     parser.add_argument("--host-addr", default="10.0.0.1/24",
                         help="kernel side address/prefix (default 10.0.0.1/24)")
@@ -392,6 +448,7 @@ async def _running_stack(settings: DaemonSettings) -> AsyncIterator[_Daemon]:
     offload = settings.offload and not settings.impair
     if settings.offload and not offload:
         log.info("offloads off: --impair and --impair-rule act on wire packets")
+    check_free_subnet(settings.tun, settings.host_addr.network)
     tun = TunDevice(settings.tun, settings.host_addr, settings.config.mtu, settings.txqueuelen,
                     offload=offload)
     observing = observe.Observability(settings.observe)
@@ -408,8 +465,7 @@ async def _running_stack(settings: DaemonSettings) -> AsyncIterator[_Daemon]:
         try:
             yield _Daemon(stack, tun, reader, stopped)
         finally:
-            log.info("shutting down: resetting %d connection(s), discarding %d in "
-                     "TIME-WAIT; counters: %s", len(stack.conns), len(stack.time_wait),
+            log.info("shutting down: %s; counters: %s", shutdown_summary(stack),
                      " ".join(f"{k}={v}" for k, v in sorted(stack.stats.items()) if v))
             await stack.close()
             impairments.close()
@@ -421,6 +477,20 @@ async def _running_stack(settings: DaemonSettings) -> AsyncIterator[_Daemon]:
     finally:
         await observing.close()  # last: the capture gets the shutdown's RSTs
         tun.close()
+
+
+def shutdown_summary(stack: Stack) -> str:
+    """What `Stack.close` is about to do, in numbers that match the RSTs it sends:
+    ABORT resets only the connections in RESET_ON_ABORT (RFC 9293 3.10.5); the
+    others (SYN-SENT, CLOSING, LAST-ACK, a TCB on its way to TIME-WAIT) close
+    without a word, and TIME-WAIT records are dropped, never reset."""
+    reset = sum(1 for conn in stack.conns.values() if conn.tcb.state in RESET_ON_ABORT)
+    quiet = len(stack.conns) - reset
+    parts = [f"resetting {reset} connection(s)"]
+    if quiet:
+        parts.append(f"closing {quiet} without a reset")
+    parts.append(f"discarding {len(stack.time_wait)} TIME-WAIT entries")
+    return ", ".join(parts)
 
 
 def _stop(stopped: asyncio.Future[int], sig: int) -> None:
@@ -476,7 +546,30 @@ def _fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The `tcpstack` command; its exit status.
+
+    A reader that stops early (`tcpstack ss --json | head`) closes our stdout:
+    the next write raises BrokenPipeError, here or when the interpreter flushes
+    at exit. Both end quietly with 128 + SIGPIPE, the status a C tool killed
+    by the signal has. stdout then points at /dev/null (the Python docs'
+    recipe, "Note on SIGPIPE"), so the flush at exit cannot fail again.
+    """
+    try:
+        status = _main(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    return status
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        sys.stderr.write(parser.format_help())
+        return EXIT_USAGE
     if args.command in query.COMMANDS:
         return query.run(args)
     if args.command == "ladder":
@@ -484,8 +577,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return demo.run(args)
     try:
+        if args.config is not None:
+            args = configfile.apply(parser, argv, args)
         settings = settings_from_args(args)
-    except UsageError as e:
+    except (UsageError, configfile.ConfigError) as e:
         print(f"tcpstack: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(level=settings.daemon.log_level.upper(), stream=sys.stderr,

@@ -67,6 +67,7 @@ from tcpstack.argparsing import EXIT_USAGE, standalone_main
 from tcpstack.ladder import Endpoint, Ladder, Seg, TraceEvent
 from tcpstack.segment import Flags
 from tcpstack.states import State
+from tcpstack.tun import missing_capabilities
 
 EXIT_FAILURE = 1
 NS_PREFIX = "tcps-demo"
@@ -675,8 +676,11 @@ def run(args: argparse.Namespace) -> int:
         if path is not None and not os.path.isdir(os.path.dirname(path) or "."):
             return _usage(f"demo: {option}: directory {os.path.dirname(path)!r} does not "
                           "exist")
-    if os.geteuid() != 0:
-        return _usage("demo needs root (it creates a network namespace and a TUN device)")
+    missing = missing_capabilities("CAP_NET_ADMIN", "CAP_SYS_ADMIN")
+    if os.geteuid() != 0 or missing:
+        lacking = f" (missing {', '.join(missing)})" if missing else ""
+        return _usage("demo needs root with CAP_NET_ADMIN and CAP_SYS_ADMIN: it creates a "
+                      f"network namespace and a TUN device{lacking}")
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None
     try:
@@ -685,6 +689,8 @@ def run(args: argparse.Namespace) -> int:
         _print(scenario, result, parts, args.ascii)
         if args.svg is not None:
             Path(args.svg).write_text(ladder.render_svg(parts[-1].ladder), encoding="utf-8")
+    except BrokenPipeError:
+        raise  # stdout closed early: tcpstack.cli.main ends quietly
     except (DemoError, ladder.LadderError, OSError) as e:
         print(f"tcpstack: error: demo {scenario.name}: {e}", file=sys.stderr)
         return EXIT_FAILURE
