@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
 def format_ss(table: dict[str, Any]) -> list[str]:
     """Listeners, then connections: a row each and an indented detail line.
 
-    Each column is as wide as its widest cell plus two spaces (at least as wide
-    as `ss` makes it), so a Send-Q of 262144 never runs into the next column.
+    Each column is as wide as its widest cell plus a space (at least as wide as
+    `ss` makes it), so a Recv-Q of 1048576 never runs into the Send-Q.
     """
     rows: list[tuple[object, ...] | str] = []
     for lst in table["listeners"]:
@@ -77,7 +77,7 @@ def format_ss(table: dict[str, Any]) -> list[str]:
                      conn["remote"]))
         rows.append("\t " + " ".join(_details(conn) if "cc" in conn else _time_wait(conn)))
     cells = [_HEADER, *(row for row in rows if isinstance(row, tuple))]
-    widths = [max(width, *(len(str(row[i])) + 2 for row in cells))
+    widths = [max(width, *(len(str(row[i])) + 1 for row in cells))
               for i, width in enumerate(_MIN_WIDTHS)]
     return [_row(_HEADER, widths)] + [
         row if isinstance(row, str) else _row(row, widths) for row in rows]

@@ -193,6 +193,19 @@ class LineCollector:
         self._thread.join(timeout)
 
 
+def run_into_closed_pipe(argv: list[str], timeout: float = 30.0,
+                         **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run `argv` with its stdout on a pipe whose reader is gone, as in
+    `tcpstack ss | head -c 0`: every write to stdout fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(argv, stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=timeout, **kw)
+    finally:
+        os.close(write_end)
+
+
 def stop_process(proc: subprocess.Popen[Any], sig: int, timeout: float) -> int:
     """Signal one process we started (by pid), wait, SIGKILL if it lingers."""
     if proc.poll() is None:
