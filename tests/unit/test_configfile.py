@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tcpstack import cli, configfile
+from tests.nstools import REPO_ROOT
 from tests.unit.test_cli_args import run
 
 CONFIG = """\
@@ -97,3 +98,19 @@ def test_an_unreadable_file_is_one_line_and_exit_2(tmp_path: Path, capsys) -> No
         f"tcpstack: error: --config {tmp_path / 'missing.toml'}: No such file or directory"]
     rc, lines = run(["serve", "--config", str(tmp_path)], capsys)
     assert rc == 2 and lines == [f"tcpstack: error: --config {tmp_path}: Is a directory"]
+
+
+def test_the_documented_file_and_unit_work(tmp_path: Path) -> None:
+    """docs/config.md's example file is accepted as written, and the example unit
+    starts `serve` with a config file."""
+    page = (REPO_ROOT / "docs" / "config.md").read_text()
+    example = tmp_path / "tcpstack.toml"
+    example.write_text(page.split("```toml\n", 1)[1].split("```", 1)[0])
+    s = load(example, "serve")
+    assert isinstance(s, cli.ServeSettings) and s.apps == (("echo", 7), ("http", 80))
+    unit = (REPO_ROOT / "docs" / "tcpstack.service").read_text()
+    [exec_start] = [ln.split("=", 1)[1] for ln in unit.splitlines()
+                    if ln.startswith("ExecStart=")]
+    assert f"ExecStart={exec_start}" in page
+    args = cli.build_parser().parse_args(exec_start.split()[1:])
+    assert (args.command, args.config) == ("serve", "/etc/tcpstack.toml")
