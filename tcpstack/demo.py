@@ -676,11 +676,12 @@ def run(args: argparse.Namespace) -> int:
         if path is not None and not os.path.isdir(os.path.dirname(path) or "."):
             return _usage(f"demo: {option}: directory {os.path.dirname(path)!r} does not "
                           "exist")
-    missing = missing_capabilities("CAP_NET_ADMIN", "CAP_SYS_ADMIN")
-    if os.geteuid() != 0 or missing:
-        lacking = f" (missing {', '.join(missing)})" if missing else ""
-        return _usage("demo needs root with CAP_NET_ADMIN and CAP_SYS_ADMIN: it creates a "
-                      f"network namespace and a TUN device{lacking}")
+    if os.geteuid() != 0:
+        return _usage("demo needs root (it creates a network namespace and a TUN device)")
+    if missing := missing_capabilities("CAP_NET_ADMIN", "CAP_SYS_ADMIN"):
+        return _usage(f"demo needs {' and '.join(missing)} (root in a container or under "
+                      "capsh --drop may lack it): it creates a network namespace and a TUN "
+                      "device")
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None
     try:
