@@ -5,8 +5,10 @@ behind it, so they share the option definitions (`_add_daemon_options`), their
 validation (`_daemon_settings`) and the set-up and tear-down (`_running_stack`).
 
 Bad input gets one line on stderr and exit status 2, never a traceback: the
-arguments are validated completely before anything is created, and set-up
-failures (not root, device busy) are reported the same way. `connect` exits 1
+arguments (and a `--config` file, tcpstack/configfile.py) are validated
+completely before anything is created, and set-up failures (not root, device
+busy, a --host-addr subnet that is already routed) are reported the same way.
+Bare `tcpstack` is a usage error too (the help on stderr, status 2). `connect` exits 1
 when the connection fails (refused, timed out, reset).
 """
 
@@ -121,9 +123,7 @@ EXAMPLES = {
     "demo": ("tcpstack demo --list", "tcpstack demo handshake", "tcpstack demo lost-third --ascii"),
 }
 
-#: Bare `tcpstack` prints the help on stderr and exits 2, the usage status: like `ip`
-#: (usage on stderr, a failure status) and unlike `git` (stdout, 1), because no
-#: command is a usage error and a script must not mistake it for success.
+#: The one-line description of each command, in `tcpstack --help` and atop its own.
 _SUMMARIES = {
     "serve": "own a virtual IP on a TUN device and serve apps",
     "connect": "like nc: connect from the VIP to HOST:PORT, relay stdin/stdout",
@@ -145,10 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
                                 parser_class=OneLineParser)
 
-    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    def add(name: str, description: str | None = None) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=_SUMMARIES[name], epilog=_examples(name),
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              **{"description": _SUMMARIES[name], **kwargs})
+                              description=description or _SUMMARIES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
     serve = add("serve")
     _add_daemon_options(serve, log_level="info")
@@ -568,6 +568,8 @@ def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
+        # Like `ip` (the usage on stderr, a failure status), unlike `git` (stdout,
+        # 1): no command is a usage error, which a script must not take for success.
         sys.stderr.write(parser.format_help())
         return EXIT_USAGE
     if args.command in query.COMMANDS:

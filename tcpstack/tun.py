@@ -16,6 +16,11 @@ packets cross it as super-segments of up to 64 KiB with the checksum left to
 the kernel. The header stays on the frames the stack reads and writes, since
 the pcap tap needs it to show the wire segments. A kernel that refuses the
 ioctl gets the device without offloads and a warning.
+
+Before a daemon makes its device, `check_free_subnet` reads the namespace's
+routes: a subnet that is already routed elsewhere would leave the new device
+unreachable. `missing_capabilities` tells a root without CAP_NET_ADMIN (a
+container, `capsh --drop`) why the set-up cannot work, before it starts.
 """
 
 from __future__ import annotations
