@@ -5,8 +5,10 @@ behind it, so they share the option definitions (`_add_daemon_options`), their
 validation (`_daemon_settings`) and the set-up and tear-down (`_running_stack`).
 
 Bad input gets one line on stderr and exit status 2, never a traceback: the
-arguments are validated completely before anything is created, and set-up
-failures (not root, device busy) are reported the same way. `connect` exits 1
+arguments (and a `--config` file, tcpstack/configfile.py) are validated
+completely before anything is created, and set-up failures (not root, device
+busy, a --host-addr subnet that is already routed) are reported the same way.
+Bare `tcpstack` is a usage error too (the help on stderr, status 2). `connect` exits 1
 when the connection fails (refused, timed out, reset).
 """
 
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Coroutine
@@ -26,7 +29,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from tcpstack import demo, impair, ladder, observe, query
+from tcpstack import __version__, configfile, demo, impair, ladder, observe, query
 from tcpstack.apps import (
     APPS,
     AppOptions,
@@ -44,7 +47,8 @@ from tcpstack.config import TcpConfig
 from tcpstack.connect import relay
 from tcpstack.impair import ImpairPlan, ImpairSpecError
 from tcpstack.stack import Stack
-from tcpstack.tun import DEFAULT_TXQUEUELEN, TunDevice, TunError
+from tcpstack.states import RESET_ON_ABORT
+from tcpstack.tun import DEFAULT_TXQUEUELEN, TunDevice, TunError, check_free_subnet
 
 DEFAULT_APPS = ("echo:7", "discard:9", "http:80")
 EXIT_FAILURE = 1
@@ -96,11 +100,62 @@ class ConnectSettings:
     port: int
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="tcpstack", description="A userspace TCP/IPv4 stack over TUN.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+#: Examples shown by `tcpstack --help` (the epilog) and by each subcommand's --help.
+EXAMPLES = {
+    "tcpstack": (
+        "tcpstack serve                          # 10.0.0.2 on tcps0: echo:7 discard:9 http:80",
+        "tcpstack ss                             # its connection table, like ss -tin",
+        "tcpstack connect 10.0.0.1 8080 < file   # like nc, from the VIP to the kernel side",
+        "tcpstack demo --list                    # the textbook chapter's scenarios",
+        "tcpstack COMMAND --help                 # a command's options and examples",
+    ),
+    "serve": (
+        "tcpstack serve",
+        "tcpstack serve --app http:80 --impair loss=5%,seed=1 --pcap /tmp/t.pcap",
+        "tcpstack serve --trace --pcap /tmp/t.pcap 2> /tmp/trace.log",
+        "tcpstack serve --tun tcps1 --host-addr 10.0.1.1/24 --addr 10.0.1.2",
+        "tcpstack serve --config /etc/tcpstack.toml --log-level debug",
+    ),
+    "connect": (
+        "tcpstack connect 10.0.0.1 8080 < request.txt",
+        "echo hello | tcpstack connect 10.0.0.1 7 --impair loss=10%",
+    ),
+    "ss": ("tcpstack ss", "tcpstack ss --tun tcps1", "tcpstack ss --json | jq .connections"),
+    "stats": ("tcpstack stats", "tcpstack stats --json"),
+    "ladder": ("tcpstack ladder /tmp/t.pcap",
+               "tcpstack ladder /tmp/t.pcap --conn 80 --trace /tmp/trace.log",
+               "tcpstack ladder /tmp/t.pcap --svg ladder.svg"),
+    "demo": ("tcpstack demo --list", "tcpstack demo handshake", "tcpstack demo lost-third --ascii"),
+}
 
-    serve = sub.add_parser("serve", help="own a virtual IP on a TUN device and serve apps")
+#: The one-line description of each command, in `tcpstack --help` and atop its own.
+_SUMMARIES = {
+    "serve": "own a virtual IP on a TUN device and serve apps",
+    "connect": "like nc: connect from the VIP to HOST:PORT, relay stdin/stdout",
+    **query.COMMANDS,
+    "ladder": "draw one TCP connection of a capture as a ladder diagram",
+    "demo": "run a scenario of the textbook chapter in a namespace, explain its ladder",
+}
+
+
+def _examples(name: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="tcpstack", description="A userspace TCP/IPv4 stack over TUN.",
+                           epilog=_examples("tcpstack"),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"tcpstack {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
+                                parser_class=OneLineParser)
+
+    def add(name: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=_SUMMARIES[name], epilog=_examples(name),
+                              description=description or _SUMMARIES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    serve = add("serve")
     _add_daemon_options(serve, log_level="info")
     serve.add_argument("--app", action="append", metavar="KIND:PORT",
                        help=f"serve an app ({', '.join(sorted(APPS))}); repeatable "
@@ -119,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "never, or for every SYN (default on, as Linux)")
     add_app_arguments(serve)
 
-    connect = sub.add_parser(
-        "connect", help="like nc: connect from the VIP to HOST:PORT, relay stdin/stdout",
+    connect = add(
+        "connect",
         description="Open a TCP connection from the stack's VIP to HOST:PORT (e.g. a "
         "server on the kernel side), copy stdin to it and it to stdout; EOF on stdin "
         "half-closes; exits 0 when the peer closes, 1 if the connection fails.")
@@ -129,12 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_daemon_options(connect, log_level="warning")
     connect.add_argument("--syn-retries", type=int, default=6,
                          help="SYN retransmissions before giving up (default 6, ~127 s)")
-    for name, summary in query.COMMANDS.items():
-        query.add_arguments(sub.add_parser(name, help=summary, description=summary))
-    ladder.add_arguments(sub.add_parser(
-        "ladder", help="draw one TCP connection of a capture as a ladder diagram"))
-    demo.add_arguments(sub.add_parser(
-        "demo", help="run one of the seed's scenarios in a namespace and explain its ladder"))
+    for name in query.COMMANDS:
+        query.add_arguments(add(name))
+    ladder.add_arguments(add("ladder"))
+    demo.add_arguments(add("demo"))
     return parser
 
 
@@ -145,6 +198,9 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
     objects, so a per-subcommand default (connect is quiet by default) would
     leak into the other subcommand.
     """
+    parser.add_argument("--config", metavar="FILE",
+                        help="read options from a TOML file (keys: these long options "
+                        "without the dashes); the command line overrides it")
     parser.add_argument("--tun", default="tcps0", help="TUN device name (default tcps0)")
     parser.add_argument("--host-addr", default="10.0.0.1/24",
                         help="kernel side address/prefix (default 10.0.0.1/24)")
@@ -413,6 +469,7 @@ async def _running_stack(settings: DaemonSettings) -> AsyncIterator[_Daemon]:
     offload = settings.offload and not settings.impair
     if settings.offload and not offload:
         log.info("offloads off: --impair and --impair-rule act on wire packets")
+    check_free_subnet(settings.tun, settings.host_addr.network)
     tun = TunDevice(settings.tun, settings.host_addr, settings.config.mtu, settings.txqueuelen,
                     offload=offload)
     observing = observe.Observability(settings.observe)
@@ -429,8 +486,7 @@ async def _running_stack(settings: DaemonSettings) -> AsyncIterator[_Daemon]:
         try:
             yield _Daemon(stack, tun, reader, stopped)
         finally:
-            log.info("shutting down: resetting %d connection(s), discarding %d in "
-                     "TIME-WAIT; counters: %s", len(stack.conns), len(stack.time_wait),
+            log.info("shutting down: %s; counters: %s", shutdown_summary(stack),
                      " ".join(f"{k}={v}" for k, v in sorted(stack.stats.items()) if v))
             await stack.close()
             impairments.close()
@@ -444,9 +500,35 @@ async def _running_stack(settings: DaemonSettings) -> AsyncIterator[_Daemon]:
         tun.close()
 
 
+def shutdown_summary(stack: Stack) -> str:
+    """What `Stack.close` is about to do, in numbers that match the RSTs it sends:
+    ABORT resets only the connections in RESET_ON_ABORT (RFC 9293 3.10.5); the
+    others (SYN-SENT, CLOSING, LAST-ACK, a TCB on its way to TIME-WAIT) close
+    without a word, and TIME-WAIT records are dropped, never reset."""
+    reset = sum(1 for conn in stack.conns.values() if conn.tcb.state in RESET_ON_ABORT)
+    quiet = len(stack.conns) - reset
+    parts = [f"resetting {reset} connection(s)"]
+    if quiet:
+        parts.append(f"closing {quiet} without a reset")
+    parts.append(f"discarding {len(stack.time_wait)} TIME-WAIT entries")
+    return ", ".join(parts)
+
+
 def _stop(stopped: asyncio.Future[int], sig: int) -> None:
     if not stopped.done():
         stopped.set_result(sig)
+
+
+def _try_hint(vip: str, apps: tuple[tuple[str, int], ...]) -> str:
+    """Commands a newcomer can paste, for the apps actually served (OpenBSD nc needs -N
+    to end the connection when stdin ends)."""
+    hints = [f"ping {vip}"]
+    for kind, port in apps:
+        if kind == "echo":
+            hints.append(f"nc -N {vip} {port}")
+        elif kind == "http":
+            hints.append(f"curl http://{vip}{'' if port == 80 else f':{port}'}/")
+    return " | ".join(hints)
 
 
 async def serve(settings: ServeSettings) -> int:
@@ -462,7 +544,7 @@ async def serve(settings: ServeSettings) -> int:
         print(f"tcpstack ready: {vip} on {daemon.tun.name} (kernel side "
               f"{settings.daemon.host_addr}, mtu {settings.daemon.config.mtu}); apps: {apps}",
               flush=True)
-        print(f"try: ping {vip} | nc {vip} 7 | curl http://{vip}/   (Ctrl-C stops)", flush=True)
+        print(f"try: {_try_hint(vip, settings.apps)}   (Ctrl-C stops)", flush=True)
         with contextlib.suppress(Interrupted):
             await daemon.run(asyncio.get_running_loop().create_future())  # until a signal
     return 0
@@ -500,7 +582,32 @@ def _fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The `tcpstack` command; its exit status.
+
+    A reader that stops early (`tcpstack ss --json | head`) closes our stdout:
+    the next write raises BrokenPipeError, here or when the interpreter flushes
+    at exit. Both end quietly with 128 + SIGPIPE, the status a C tool killed
+    by the signal has. stdout then points at /dev/null (the Python docs'
+    recipe, "Note on SIGPIPE"), so the flush at exit cannot fail again.
+    """
+    try:
+        status = _main(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    return status
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        # Like `ip` (the usage on stderr, a failure status), unlike `git` (stdout,
+        # 1): no command is a usage error, which a script must not take for success.
+        sys.stderr.write(parser.format_help())
+        return EXIT_USAGE
     if args.command in query.COMMANDS:
         return query.run(args)
     if args.command == "ladder":
@@ -508,8 +615,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return demo.run(args)
     try:
+        if args.config is not None:
+            args = configfile.apply(parser, argv, args)
         settings = settings_from_args(args)
-    except UsageError as e:
+    except (UsageError, configfile.ConfigError) as e:
         print(f"tcpstack: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(level=settings.daemon.log_level.upper(), stream=sys.stderr,

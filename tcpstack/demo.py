@@ -67,6 +67,7 @@ from tcpstack.demo_text import TEXTS, Texts
 from tcpstack.ladder import Endpoint, Ladder, Seg, TraceEvent
 from tcpstack.segment import Flags
 from tcpstack.states import State
+from tcpstack.tun import missing_capabilities
 
 EXIT_FAILURE = 1
 NS_PREFIX = "tcps-demo"
@@ -508,6 +509,10 @@ def run(args: argparse.Namespace) -> int:
                           "exist")
     if os.geteuid() != 0:
         return _usage("demo needs root (it creates a network namespace and a TUN device)")
+    if missing := missing_capabilities("CAP_NET_ADMIN", "CAP_SYS_ADMIN"):
+        return _usage(f"demo needs {' and '.join(missing)} (root in a container or under "
+                      "capsh --drop may lack it): it creates a network namespace and a TUN "
+                      "device")
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None
     try:
@@ -516,6 +521,8 @@ def run(args: argparse.Namespace) -> int:
         _print(scenario, result, parts, args.ascii, TEXTS[args.lang])
         if args.svg is not None:
             Path(args.svg).write_text(ladder.render_svg(parts[-1].ladder), encoding="utf-8")
+    except BrokenPipeError:
+        raise  # stdout closed early: tcpstack.cli.main ends quietly
     except (DemoError, ladder.LadderError, netns.LabError, OSError) as e:
         print(f"tcpstack: error: demo {scenario.name}: {e}", file=sys.stderr)
         return EXIT_FAILURE

@@ -28,7 +28,7 @@ COMMANDS = {
 }
 EXIT_FAILURE = 1
 _HEADER = ("State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port")
-_WIDTHS = (13, 7, 7, 22, 22)
+_MIN_WIDTHS = (13, 7, 7, 22, 22)  # ss's own, for the usual short values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,22 +62,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_ss(table: dict[str, Any]) -> list[str]:
-    """Listeners, then connections: a row each and an indented detail line."""
-    lines = [_row(_HEADER)]
+    """Listeners, then connections: a row each and an indented detail line.
+
+    Each column is as wide as its widest cell plus a space (at least as wide as
+    `ss` makes it), so a Recv-Q of 1048576 never runs into the Send-Q.
+    """
+    rows: list[tuple[object, ...] | str] = []
     for lst in table["listeners"]:
-        lines.append(_row((lst["state"], lst["accept_queue"], lst["backlog"], lst["local"],
-                           "*:*")))
-        lines.append(f"\t backlog:{lst['backlog']} half-open:{lst['half_open']} "
-                     f"accept-queue:{lst['accept_queue']}")
+        rows.append((lst["state"], lst["accept_queue"], lst["backlog"], lst["local"], "*:*"))
+        rows.append(f"\t backlog:{lst['backlog']} half-open:{lst['half_open']} "
+                    f"accept-queue:{lst['accept_queue']}")
     for conn in table["connections"]:
-        lines.append(_row((conn["state"], conn["unread"], conn["send_queue"], conn["local"],
-                           conn["remote"])))
-        lines.append("\t " + " ".join(_details(conn) if "cc" in conn else _time_wait(conn)))
-    return lines
+        rows.append((conn["state"], conn["unread"], conn["send_queue"], conn["local"],
+                     conn["remote"]))
+        rows.append("\t " + " ".join(_details(conn) if "cc" in conn else _time_wait(conn)))
+    cells = [_HEADER, *(row for row in rows if isinstance(row, tuple))]
+    widths = [max(width, *(len(str(row[i])) + 1 for row in cells))
+              for i, width in enumerate(_MIN_WIDTHS)]
+    return [_row(_HEADER, widths)] + [
+        row if isinstance(row, str) else _row(row, widths) for row in rows]
 
 
-def _row(cells: tuple[object, ...]) -> str:
-    return "".join(f"{cell!s:<{w}}" for cell, w in zip(cells, _WIDTHS, strict=True)).rstrip()
+def _row(cells: tuple[object, ...], widths: list[int]) -> str:
+    return "".join(f"{cell!s:<{w}}" for cell, w in zip(cells, widths, strict=True)).rstrip()
 
 
 def _details(c: dict[str, Any]) -> Iterator[str]:

@@ -41,5 +41,10 @@ RECEIVING = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
 #: States in which the user may still send (RFC 9293 3.10.2).
 SENDING = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
 
+#: States in which ABORT sends a reset (RFC 9293 3.10.5): the rest close without one.
+RESET_ON_ABORT = frozenset(
+    {State.SYN_RCVD, State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSE_WAIT}
+)
+
 #: States after which the TCB is gone: CLOSED, or LISTEN for a passive TCB that was reset.
 FINISHED = frozenset({State.CLOSED, State.LISTEN})

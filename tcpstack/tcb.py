@@ -31,7 +31,7 @@ from tcpstack.resets import reset_for
 from tcpstack.scoreboard import Scoreboard
 from tcpstack.segment import Flags, Options, Segment
 from tcpstack.seq import seq_add, seq_diff, seq_le, seq_lt
-from tcpstack.states import FINISHED, RECEIVING, State
+from tcpstack.states import FINISHED, RECEIVING, RESET_ON_ABORT, State
 
 DEFAULT_MSS = 536  # RFC 9293 3.7.1: assumed when the peer sends no MSS option
 MAX_WINDOW = 0xFFFF  # without window scaling the window field is 16 bits
@@ -309,8 +309,7 @@ class Tcb:
         self._now = now
         if self.state in FINISHED:
             return
-        if self.state in (State.SYN_RCVD, State.ESTABLISHED, State.FIN_WAIT_1,
-                          State.FIN_WAIT_2, State.CLOSE_WAIT):
+        if self.state in RESET_ON_ABORT:
             self._send_rst(self.snd_max, with_ack=True)
         self._finish(None, "aborted by the user")
 

@@ -16,17 +16,23 @@ packets cross it as super-segments of up to 64 KiB with the checksum left to
 the kernel. The header stays on the frames the stack reads and writes, since
 the pcap tap needs it to show the wire segments. A kernel that refuses the
 ioctl gets the device without offloads and a warning.
+
+Before a daemon makes its device, `check_free_subnet` reads the namespace's
+routes: a subnet that is already routed elsewhere would leave the new device
+unreachable. `missing_capabilities` tells a root without CAP_NET_ADMIN (a
+container, `capsh --drop`) why the set-up cannot work, before it starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import socket
 import struct
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 import pytun
@@ -36,6 +42,10 @@ TUNSETOFFLOAD = 0x400454D0  # <linux/if_tun.h>: _IOW('T', 208, unsigned int)
 TUN_F_CSUM = 0x01  # the reader takes packets with partial checksums
 TUN_F_TSO4 = 0x02  # ... and TCP/IPv4 super-segments
 DEFAULT_TXQUEUELEN = 65536
+ROUTES = Path("/proc/net/route")  # this network namespace's main routing table
+STATUS = Path("/proc/self/status")
+#: <linux/capability.h>: the capabilities the daemon and the demo need.
+CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21}
 #: sysfs counters shown by `tcpstack stats`: tx is the kernel sending to the stack.
 DROP_COUNTERS = {"TunTxDropped": "tx_dropped", "TunRxDropped": "rx_dropped"}
 
@@ -133,3 +143,49 @@ def _set_txqueuelen(name: str, qlen: int) -> None:
     ifreq = struct.pack("16si20x", name.encode(), qlen)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         fcntl.ioctl(sock.fileno(), SIOCSIFTXQLEN, ifreq)
+
+
+def check_free_subnet(name: str, network: IPv4Network, routes: Path = ROUTES) -> None:
+    """Refuse a kernel-side subnet that overlaps a route of this namespace.
+
+    Two devices with routes to the same subnet look fine (both daemons say
+    "ready") but the kernel sends everything along the first route, so the
+    second stack never hears a packet. Routes on `name` itself are left out
+    (they belong to the device we are about to configure), and so are default
+    routes, which overlap everything and are overridden by any longer prefix.
+    """
+    for dev, dest in _routes(routes):
+        if dev != name and dest.prefixlen > 0 and dest.overlaps(network):
+            raise TunError(f"--host-addr: {network} overlaps the route to {dest} on {dev} "
+                           "(another daemon?); choose a free subnet")
+
+
+def _routes(path: Path) -> list[tuple[str, IPv4Network]]:
+    """(device, destination) of each route in /proc/net/route, whose addresses are
+    the kernel's __be32 printed as a host-order hex number."""
+    try:
+        lines = path.read_text().splitlines()[1:]
+    except OSError:
+        return []  # no procfs: nothing to check against
+    routes = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        dest, mask = (IPv4Address(struct.pack("=I", int(f, 16))) for f in (fields[1], fields[7]))
+        routes.append((fields[0], IPv4Network(f"{dest}/{mask}", strict=False)))
+    return routes
+
+
+def missing_capabilities(*names: str, status: Path = STATUS) -> list[str]:
+    """The capabilities among `names` (keys of CAPABILITIES) this process lacks.
+
+    Root is not enough: a container or `capsh --drop` leaves uid 0 without
+    CAP_NET_ADMIN, and the TUN ioctl or `ip netns add` then fails half-way.
+    """
+    effective = 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in status.read_text().splitlines():
+            if line.startswith("CapEff:"):
+                effective = int(line.split()[1], 16)
+    return [name for name in names if not effective >> CAPABILITIES[name] & 1]

@@ -32,6 +32,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dpkt
 import pytest
@@ -265,3 +266,16 @@ def nft_drop(ns: NetNS, rule_expr: str) -> Iterator[NftRule]:
         yield NftRule(ns, table)
     finally:
         ns.run("nft", "delete", "table", "inet", table, check=False, timeout=10)
+
+
+def run_into_closed_pipe(argv: list[str], timeout: float = 30.0,
+                         **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run `argv` with its stdout on a pipe whose reader is gone, as in
+    `tcpstack ss | head -c 0`: every write to stdout fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(argv, stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=timeout, **kw)
+    finally:
+        os.close(write_end)
