@@ -332,8 +332,14 @@ def _challenge_then_old_ack(peer: Peer, frame: Frame) -> None:
 # -- active open ------------------------------------------------------------------
 
 
+#: The target's client is a freshly started process (`tcpstack connect` brings up
+#: its own TUN first), which takes seconds on a loaded 2-core machine; the wait is
+#: for it to start, not a protocol timer, so it is longer than ANSWER_TIMEOUT.
+CLIENT_START_TIMEOUT = 20.0
+
+
 async def _their_syn(peer: Peer) -> Seg:
-    syn = await peer.expect(SYN, ANSWER_TIMEOUT, what="from the target's connect")
+    syn = await peer.expect(SYN, CLIENT_START_TIMEOUT, what="from the target's connect")
     peer.target_port = syn.sport
     return syn
 
