@@ -23,6 +23,7 @@ adding one keyword.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -148,3 +149,24 @@ async def open_connection(host: str, port: int, *,
                           stack: Stack) -> tuple[StreamReader, StreamWriter]:
     """asyncio.open_connection from the stack's address to HOST:PORT."""
     return await stack.open_connection(host, port)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Give a program built on the stack the daemon's main options, with the
+    same names and defaults (--tun, --host-addr, --addr, --impair), so every
+    tool on the stack is started the same way; `stack_options(args)` turns
+    them into open_stack's arguments."""
+    parser.add_argument("--tun", default="tcps0", help="TUN device name (default tcps0)")
+    parser.add_argument("--host-addr", default="10.0.0.1/24",
+                        help="kernel side address/prefix (default 10.0.0.1/24)")
+    parser.add_argument("--addr", default="10.0.0.2",
+                        help="the stack's virtual IP, inside the host subnet (default 10.0.0.2)")
+    parser.add_argument("--impair", action="append", default=[], metavar="SPEC",
+                        help="impair the stack's packets, e.g. 'loss=5%%,delay=20ms'; "
+                        "repeatable (as tcpstack serve --impair)")
+
+
+def stack_options(args: argparse.Namespace) -> dict[str, Any]:
+    """open_stack's keyword arguments from the options of `add_arguments`."""
+    return {"tun": args.tun, "host_addr": args.host_addr, "addr": args.addr,
+            "impair": args.impair}
