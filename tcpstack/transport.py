@@ -94,7 +94,23 @@ class Transport(asyncio.Transport):
 
     def _deliver(self, data: bytes) -> None:
         self._conn.post(Consumed(len(data)))
-        self._call(self._protocol.data_received, data)  # type: ignore[attr-defined]
+        if isinstance(self._protocol, asyncio.BufferedProtocol):
+            self._call(self._fill, self._protocol, data)
+        else:
+            self._call(self._protocol.data_received, data)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _fill(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
+        """A BufferedProtocol reads into its own buffers: as many as `data` needs."""
+        view = memoryview(data)
+        while view:
+            buf = memoryview(protocol.get_buffer(len(view)))
+            if not buf:
+                raise RuntimeError("get_buffer() returned an empty buffer")
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            protocol.buffer_updated(n)
+            view = view[n:]
 
     def _deliver_eof(self) -> None:
         self._eof_held = False

@@ -167,6 +167,57 @@ def test_transport_flow_control_against_the_kernel(make_stack, netns) -> None:
     assert result["received"] == 4 << 20
 
 
+# -- open_stack's tear-down -------------------------------------------------------------
+
+TEARDOWN = """
+    import asyncio, os, sys
+    import tcpstack
+
+    tun, host_addr, addr, how = sys.argv[1:5]
+
+    async def hold(reader, writer):
+        await reader.read()
+
+    async def body(connected):
+        async with tcpstack.open_stack(tun, host_addr, addr) as stack:
+            await stack.start_server(hold, 7)
+            connected.set_result(await asyncio.open_connection(addr, 7))  # the kernel's
+            if how == "raise":
+                raise RuntimeError("the application failed")
+            await asyncio.get_running_loop().create_future()
+
+    async def main():
+        connected = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(body(connected))
+        reader, _ = await asyncio.wait_for(connected, 10)
+        if how == "cancel":
+            task.cancel()
+        try:
+            await task
+        except (RuntimeError, asyncio.CancelledError) as e:
+            print("body", type(e).__name__)
+        try:
+            print("peer", await asyncio.wait_for(reader.read(), 10) or "EOF")
+        except ConnectionResetError:
+            print("peer RST")
+        print("device", os.path.exists(f"/sys/class/net/{tun}"))
+
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(("how", "outcome"), [("raise", "RuntimeError"),
+                                              ("cancel", "CancelledError")])
+def test_open_stack_tears_down_on_error_and_cancellation(make_stack, netns, how,
+                                                         outcome) -> None:
+    """Leaving open_stack by an exception or a cancellation resets the open
+    connections (the kernel's socket sees RST, not a hang) and removes the TUN."""
+    tun, host_cidr, vip = make_stack.allocate()
+    out = run_in_netns(netns, TEARDOWN, tun, host_cidr, vip, how)
+    assert out.stdout.split("\n")[:3] == [f"body {outcome}", "peer RST", "device False"], (
+        out.stderr)
+
+
 # -- the examples ------------------------------------------------------------------------
 
 def test_echo_server_example(make_stack, ns_python) -> None:

@@ -236,3 +236,28 @@ async def test_create_connection(rig) -> None:
     assert fin.seq == syn.seq + 6
     with pytest.raises(RuntimeError):
         transport.write(b"more")
+
+
+async def test_buffered_protocol_reads_into_its_own_buffer(rig) -> None:
+    """asyncio.BufferedProtocol: get_buffer/buffer_updated instead of data_received,
+    as many rounds as the buffer it offers needs."""
+    stack, wire = rig
+
+    class Small(asyncio.BufferedProtocol):
+        def __init__(self) -> None:
+            self.buf = bytearray(3)
+            self.got = bytearray()
+            self.transport = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def get_buffer(self, sizehint: int) -> bytearray:
+            return self.buf
+
+        def buffer_updated(self, nbytes: int) -> None:
+            self.got += self.buf[:nbytes]
+
+    proto = Small()
+    await accept(stack, wire, proto, b"buffered!")  # type: ignore[arg-type]
+    await asyncio.wait_for(_until(lambda: proto.got == b"buffered!"), 2)
