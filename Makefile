@@ -38,7 +38,7 @@ test: install system-deps
 	TCPSTACK_CONFORMANCE_OFFLOAD=off $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) \
 		--dist loadfile tests/conformance || status=$$?; \
 	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile || status=$$?; \
-	$(VENV)/bin/ruff check tcpstack tests scripts || status=1; \
+	$(VENV)/bin/ruff check tcpstack tests scripts examples || status=1; \
 	exit $$status
 
 # tcpstack against the kernel's TCP, both in throwaway network namespaces (root):
@@ -69,7 +69,7 @@ soak: install system-deps
 	$(VENV)/bin/python scripts/soak.py $(ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check tcpstack tests scripts
+	$(VENV)/bin/ruff check tcpstack tests scripts examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

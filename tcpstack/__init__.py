@@ -1,3 +1,31 @@
-"""tcpstack: a userspace TCP/IPv4 stack on asyncio over a Linux TUN device."""
+"""tcpstack: a userspace TCP/IPv4 stack on asyncio over a Linux TUN device.
+
+The embedding API (docs/embedding.md): `open_stack` brings a stack up on a
+TUN device; on it, streams (`Stack.start_server`, `Stack.open_connection`,
+or `start_server`/`open_connection` here with asyncio's signatures) or
+protocols (`Stack.create_server`, `Stack.create_connection`, `Transport`).
+"""
+
+from tcpstack.api import open_connection, open_stack, start_server
+from tcpstack.config import TcpConfig
+from tcpstack.listener import Server
+from tcpstack.stack import Stack
+from tcpstack.stream import StreamReader, StreamWriter
+from tcpstack.transport import Transport
+from tcpstack.tun import TunDevice, TunError
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Server",
+    "Stack",
+    "StreamReader",
+    "StreamWriter",
+    "TcpConfig",
+    "Transport",
+    "TunDevice",
+    "TunError",
+    "open_connection",
+    "open_stack",
+    "start_server",
+]

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import uvloop
 
 from tcpstack import __version__, configfile, demo, impair, ladder, observe, query
+from tcpstack.api import running_stack
 from tcpstack.apps import (
     APPS,
     AppOptions,
@@ -48,7 +49,7 @@ from tcpstack.connect import relay
 from tcpstack.impair import ImpairPlan, ImpairSpecError
 from tcpstack.stack import Stack
 from tcpstack.states import RESET_ON_ABORT
-from tcpstack.tun import DEFAULT_TXQUEUELEN, TunDevice, TunError, check_free_subnet
+from tcpstack.tun import DEFAULT_TXQUEUELEN, TunDevice, TunError
 
 DEFAULT_APPS = ("echo:7", "discard:9", "http:80")
 EXIT_FAILURE = 1
@@ -463,41 +464,24 @@ class _Daemon:
 
 @contextlib.asynccontextmanager
 async def _running_stack(settings: DaemonSettings) -> AsyncIterator[_Daemon]:
-    """Create the TUN device, the stack on it (impaired if asked) and its reader;
-    on the way out reset every connection and remove the device."""
+    """The stack on its TUN device (tcpstack.api.running_stack), stopped by
+    SIGINT/SIGTERM; on the way out reset every connection and remove the device."""
     loop = asyncio.get_running_loop()
-    offload = settings.offload and not settings.impair
-    if settings.offload and not offload:
-        log.info("offloads off: --impair and --impair-rule act on wire packets")
-    check_free_subnet(settings.tun, settings.host_addr.network)
-    tun = TunDevice(settings.tun, settings.host_addr, settings.config.mtu, settings.txqueuelen,
-                    offload=offload)
-    observing = observe.Observability(settings.observe)
-    try:
-        stack = Stack(str(settings.addr), observing.tap_output(tun.write, vnet=tun.vnet),
-                      replace(settings.config, offload=tun.vnet))
-        stack.device_stats = tun.drop_counters
-        impairments = impair.install(stack, settings.impair)
-        await observing.attach(stack)  # after the impairment: captures what was read
+    async with running_stack(settings.tun, settings.host_addr, settings.addr, settings.config,
+                             txqueuelen=settings.txqueuelen, offload=settings.offload,
+                             impair_plan=settings.impair,
+                             observing=settings.observe) as running:
+        stack = running.stack
         stopped: asyncio.Future[int] = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _stop, stopped, sig)
-        reader = loop.create_task(stack.run_reader(tun.fileno()))
         try:
-            yield _Daemon(stack, tun, reader, stopped)
+            yield _Daemon(stack, running.tun, running.reader, stopped)
         finally:
             log.info("shutting down: %s; counters: %s", shutdown_summary(stack),
                      " ".join(f"{k}={v}" for k, v in sorted(stack.stats.items()) if v))
-            await stack.close()
-            impairments.close()
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-    finally:
-        await observing.close()  # last: the capture gets the shutdown's RSTs
-        tun.close()
 
 
 def shutdown_summary(stack: Stack) -> str:

@@ -27,7 +27,7 @@ from tcpstack.segment import Segment
 from tcpstack.seq import seq_diff
 from tcpstack.sockopts import SocketOptions
 from tcpstack.states import FINISHED, State
-from tcpstack.stream import StreamReader, StreamWriter
+from tcpstack.stream import Receiver, StreamReader, StreamWriter
 from tcpstack.tcb import Tcb
 
 if TYPE_CHECKING:
@@ -134,6 +134,9 @@ class Connection:
         self._wakeup = asyncio.Event()
         self.reader = StreamReader(self._consumed)
         self.writer = StreamWriter(self, self.reader)
+        #: Where received data goes: the stream reader, or a protocol's
+        #: transport once one is attached (`attach`).
+        self.receiver: Receiver = self.reader
         self.established: asyncio.Future[None] = loop.create_future()
         self._send_done: asyncio.Future[None] = loop.create_future()
         # Write flow control, as asyncio's transports: writing pauses once the
@@ -312,9 +315,15 @@ class Connection:
             self.stack.reschedule(self, tcb.next_deadline())
         self._wake_drain()
 
+    def attach(self, receiver: Receiver) -> None:
+        """Deliver received data to `receiver` (a protocol's transport) instead
+        of the stream reader, which hands it what it holds first."""
+        self.receiver = receiver
+        self.reader.hand_over(receiver)
+
     def _dispatch(self, event: object) -> None:
         if isinstance(event, DataReceived):
-            self.reader.feed_data(event.data)
+            self.receiver.feed_data(event.data)
         elif isinstance(event, StateChanged):
             self.stack.on_state_change(self, event)
             if event.new in _SEND_DONE and not self._send_done.done():
@@ -326,16 +335,13 @@ class Connection:
             if self.listener is not None:
                 self.listener.on_established(self)
         elif isinstance(event, EofReceived):
-            self.reader.feed_eof()
+            self.receiver.feed_eof()
         elif isinstance(event, ConnectionLost):
             self._lost(event.error)
 
     def _lost(self, error: BaseException | None) -> None:
         self.error = error
-        if error is None:
-            self.reader.feed_eof()
-        else:
-            self.reader.set_exception(error)
+        self.receiver.connection_lost(error)
         if not self.established.done():
             self.established.set_exception(error or ConnectionAbortedError("connection closed"))
             self.established.exception()  # retrieved: a half-open nobody waits for is fine
@@ -351,7 +357,7 @@ class Connection:
         so it is released then (what the application has not read yet stays
         with its reader, bounded by --rcv-buf)."""
         held = 0 if self.tcb.state in _TASK_DONE else (
-            self.write_buffer_size + self.reader.unread)
+            self.write_buffer_size + self.receiver.unread)
         self.stack.buffered += held - self._charged
         self._charged = held
 

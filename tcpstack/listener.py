@@ -158,6 +158,12 @@ class Server:
     def is_serving(self) -> bool:
         return self._serving
 
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    async def start_serving(self) -> None:
+        """Serving starts with the listener; here for asyncio.AbstractServer's sake."""
+
     def close(self) -> None:
         """Stop listening; connections already accepted carry on."""
         if self._serving:

@@ -28,8 +28,20 @@ _OPTIONS: dict[tuple[int, int], tuple[str, type]] = {
 class SocketOptions:
     """The socket-option surface of one connection."""
 
+    #: What libraries check before tuning (aiohttp sets TCP_NODELAY only on an
+    #: AF_INET/AF_INET6 socket), as on asyncio's TransportSocket.
+    family = socket.AF_INET
+    type = socket.SOCK_STREAM
+    proto = socket.IPPROTO_TCP
+
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+
+    def getpeername(self) -> tuple[str, int]:
+        return self._conn.extra_info("peername")
+
+    def getsockname(self) -> tuple[str, int]:
+        return self._conn.extra_info("sockname")
 
     def _lookup(self, level: int, optname: int) -> tuple[str, type]:
         try:

@@ -36,6 +36,7 @@ from tcpstack.syncookies import SynCookies
 from tcpstack.tcb import Tcb
 from tcpstack.timerwheel import TimerWheel
 from tcpstack.timewait import Fate, TimeWait
+from tcpstack.transport import ProtocolFactory, Transport, serve_protocol
 
 log = logging.getLogger("tcpstack.stack")
 trace = logging.getLogger("tcpstack.trace")
@@ -402,6 +403,20 @@ class Stack:
         listener = Listener(self, port, handler, backlog or self.config.backlog)
         self.listeners[port] = listener
         return Server(self, listener)
+
+    async def create_server(self, protocol_factory: ProtocolFactory, port: int, *,
+                            backlog: int | None = None) -> Server:
+        """Listen on `port` with a new asyncio protocol for each connection, as
+        loop.create_server (tcpstack.transport); the Server's wait_closed()
+        waits until those connections are lost."""
+        return await self.start_server(serve_protocol(protocol_factory), port, backlog=backlog)
+
+    async def create_connection(self, protocol_factory: ProtocolFactory, host: str,
+                                port: int) -> tuple[Transport, asyncio.BaseProtocol]:
+        """Active open driven by an asyncio protocol, as loop.create_connection."""
+        _, writer = await self.open_connection(host, port)
+        transport = Transport(writer, protocol_factory())
+        return transport, transport.get_protocol()
 
     def stop_listening(self, listener: Listener) -> None:
         if self.listeners.get(listener.port) is listener:

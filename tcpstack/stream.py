@@ -10,12 +10,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from tcpstack.connection import Connection
 
 _DEFAULT_LIMIT = 2**16  # asyncio's default line limit
+
+
+class Receiver(Protocol):
+    """Where a connection delivers what it receives: a StreamReader, or a
+    protocol's transport (tcpstack.transport). Whoever it is reports consumed
+    bytes back to the connection, which reopens the receive window then
+    (RFC 9293 3.8.6.2.2), so a receiver that stops consuming closes the window."""
+
+    @property
+    def unread(self) -> int:
+        """Bytes received and not yet consumed (charged to --mem-limit)."""
+        ...
+
+    def feed_data(self, data: bytes) -> None: ...
+
+    def feed_eof(self) -> None:
+        """The peer sent FIN."""
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The connection is gone: closed in order (None) or with `exc`."""
 
 
 class StreamReader:
@@ -47,6 +67,24 @@ class StreamReader:
         self._exception = exc
         self._wake()
 
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if exc is None:
+            self.feed_eof()
+        else:
+            self.set_exception(exc)
+
+    def hand_over(self, receiver: Receiver) -> None:
+        """Give `receiver` what arrived so far (it reports the bytes consumed
+        from now on) and stop receiving: a protocol takes the connection over."""
+        data = self._take_unreported(len(self._buffer))
+        self._discard = True
+        if data:
+            receiver.feed_data(data)
+        if self._exception is not None:
+            receiver.connection_lost(self._exception)
+        elif self._eof:
+            receiver.feed_eof()
+
     def discard(self) -> None:
         """The application closed: drop what is buffered and what still arrives."""
         self._discard = True
@@ -67,10 +105,14 @@ class StreamReader:
             self._waiter = None
 
     def _take(self, n: int) -> bytes:
-        data = bytes(self._buffer[:n])
-        del self._buffer[:n]
+        data = self._take_unreported(n)
         if n:
             self._on_consumed(n)
+        return data
+
+    def _take_unreported(self, n: int) -> bytes:
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
         return data
 
     # -- asyncio.StreamReader API ---------------------------------------------
@@ -186,6 +228,11 @@ class StreamWriter:
     @property
     def transport(self) -> StreamWriter:
         return self
+
+    @property
+    def connection(self) -> Connection:
+        """The connection it writes to (for tcpstack.transport, which takes it over)."""
+        return self._conn
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue bytes; they leave as the peer's window allows. Use `drain()`."""
