@@ -15,7 +15,8 @@ import subprocess
 
 import pytest
 
-from tests.nstools import REPO_ROOT, daemon_env, run_into_closed_pipe, tcpstack_argv
+from tcpstack.netns import daemon_env, tcpstack_argv
+from tests.nstools import REPO_ROOT, run_into_closed_pipe
 
 
 def _assert_usage_error(cp: subprocess.CompletedProcess[str]) -> None:

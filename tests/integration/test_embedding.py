@@ -13,7 +13,8 @@ import textwrap
 
 import pytest
 
-from tests.nstools import REPO_ROOT, Daemon, daemon_env, spawn_daemon
+from tcpstack.netns import Daemon, daemon_env, spawn_daemon
+from tests.nstools import REPO_ROOT
 
 EXAMPLES = REPO_ROOT / "examples"
 
