@@ -230,11 +230,16 @@ def _assemble(datagram: _Datagram) -> bytes:
     datagram.pieces.sort(key=hole_first)
     payload = b"".join(data for _, data in datagram.pieces)
     header = bytearray(datagram.header)
-    struct.pack_into(">H", header, 2, 20 + len(payload))
-    struct.pack_into(">HH", header, 6, 0, 0)  # flags and offset cleared, checksum zeroed
+    struct.pack_into(">H", header, 6, 0)  # no MF, offset 0
+    return _with_length(header, len(payload)) + payload
+
+
+def _with_length(header: bytearray, length: int) -> bytes:
+    """`header` with Total Length for `length` octets of data and its checksum recomputed."""
+    struct.pack_into(">H", header, 2, 20 + length)
     header[10:12] = b"\0\0"
     struct.pack_into(">H", header, 10, dpkt.in_cksum(bytes(header)))
-    return bytes(header) + payload
+    return bytes(header)
 
 
 class Fragmenter:
@@ -260,15 +265,19 @@ class Fragmenter:
             return [packet]
         step = (self.mtu - 20) & ~7
         ident, self._ident = self._ident, (self._ident + 1) & 0xFFFF
-        header = bytearray(packet[:20])
-        out = []
-        for offset in range(0, len(packet) - 20, step):
-            chunk = packet[20 + offset:20 + offset + step]
-            more = _MF if 20 + offset + step < len(packet) else 0
-            struct.pack_into(">HHH", header, 2, 20 + len(chunk), ident, more | offset >> 3)
-            header[10:12] = b"\0\0"
-            struct.pack_into(">H", header, 10, dpkt.in_cksum(bytes(header)))
-            out.append(bytes(header) + chunk)
+        out = [fragment(packet, first, first + step, ident)
+               for first in range(0, len(packet) - 20, step)]
         self.stats["FragOKs"] += 1
         self.stats["FragCreates"] += len(out)
         return out
+
+
+def fragment(datagram: bytes, first: int, end: int, ident: int) -> bytes:
+    """The fragment of `datagram` (an IPv4 packet without options) that carries its
+    data octets [first, end) (`first` a multiple of 8), with identification `ident`,
+    DF cleared, and MF set unless it reaches the end of the data (RFC 791 3.2)."""
+    data = datagram[20 + first:20 + end]
+    more = _MF if 20 + end < len(datagram) else 0
+    header = bytearray(datagram[:20])
+    struct.pack_into(">HH", header, 4, ident, more | first >> 3)
+    return _with_length(header, len(data)) + data
