@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tcpstack import codec, fragments
-from tcpstack.fragments import FRAGMENT_OVERHEAD, Fragmenter, Reassembler, fragment
+from tcpstack.fragments import (
+    DATAGRAM_OVERHEAD,
+    FRAGMENT_OVERHEAD,
+    Fragmenter,
+    Reassembler,
+    fragment,
+)
 from tcpstack.segment import Flags, Options, Segment
 
 PEER = IPv4Address("10.0.0.1").packed
@@ -86,7 +92,7 @@ def test_hostile_fragments_give_the_original_or_a_counted_drop(data) -> None:
     within the cap and is all given back when the datagrams go."""
     original = datagram(data.draw(st.integers(8, 600)))
     n = len(original) - 20
-    limit = data.draw(st.sampled_from([1 << 20, 3 * FRAGMENT_OVERHEAD + 600]))
+    limit = data.draw(st.sampled_from([1 << 20, DATAGRAM_OVERHEAD + 3 * FRAGMENT_OVERHEAD + 600]))
     r, stats = reassembler(mem_limit=limit, max_fragments=8)
     starts = st.integers(0, (n - 1) // 8).map(lambda i: i * 8)
     sent = data.draw(st.lists(starts, min_size=1, max_size=30))
@@ -179,7 +185,7 @@ def test_memory_cap_drops_new_fragments_until_room_is_made() -> None:
     """Like Linux since 4.17: above ipfrag_high_thresh every fragment is dropped,
     those of datagrams in progress as well; nothing is evicted."""
     original = datagram(64)
-    one = len(fragment(original, 0, 40, 0)) + FRAGMENT_OVERHEAD
+    one = len(fragment(original, 0, 40, 0)) + FRAGMENT_OVERHEAD + DATAGRAM_OVERHEAD
     r, stats = reassembler(mem_limit=3 * one + 8, timeout=30.0)  # the rest is 4 octets more
     for ident in range(3):
         r.receive(fragment(original, 0, 40, ident), float(ident))
