@@ -150,11 +150,11 @@ class Reassembler:
             self.mem += DATAGRAM_OVERHEAD
         if 20 + end > MAX_DATAGRAM:
             stats["ReasmOversize"] += 1
-            return self._fail(key)
-        if not self._fits_length(datagram, end, more) or end == offset:
-            return self._fail(key)  # data beyond the last fragment's end, or none at all
+            return self._kill(key)
+        if not self._take_length(datagram, end, more) or end == offset:
+            return self._kill(key)  # data beyond the last fragment's end, or none at all
         if len(datagram.pieces) >= self.max_fragments:
-            return self._fail(key)
+            return self._kill(key)
         placed = self._fill_hole(datagram, offset, end)
         if placed is None:
             # A retransmitted fragment: nothing new, unless it is the last one and
@@ -162,7 +162,7 @@ class Reassembler:
             stats["ReasmDuplicates"] += 1
         elif not placed:
             stats["ReasmOverlaps"] += 1
-            return self._fail(key)
+            return self._kill(key)
         else:
             datagram.pieces.append((offset, data))
             datagram.charged += cost
@@ -176,10 +176,12 @@ class Reassembler:
         return _assemble(datagram)
 
     @staticmethod
-    def _fits_length(datagram: _Datagram, end: int, more: bool) -> bool:
-        """RFC 791 3.2 and Linux ip_frag_queue: the fragment without MF fixes the
-        length; no data may lie beyond it, and a second last fragment must agree.
-        Its arrival turns RFC 815's open-ended last hole into a bounded one."""
+    def _take_length(datagram: _Datagram, end: int, more: bool) -> bool:
+        """Record what the fragment ending at `end` says of the datagram's length;
+        False if it contradicts what came before. RFC 791 3.2 and Linux
+        ip_frag_queue: the fragment without MF fixes the length; no data may lie
+        beyond it, and a second last fragment must agree. Its arrival turns
+        RFC 815's open-ended last hole into a bounded one."""
         if not more:
             if end < datagram.extent or (datagram.last_in and end != datagram.extent):
                 return False
@@ -215,12 +217,8 @@ class Reassembler:
         following = holes[i + 1][0] if i + 1 < len(holes) else _INFINITY
         return None if end <= following else False
 
-    def _fail(self, key: FragKey) -> None:
-        """Drop a datagram for a bad fragment (Linux: discard_qp, ReasmFails)."""
-        self._kill(key)
-        return None
-
     def _kill(self, key: FragKey) -> None:
+        """Drop a datagram: a bad fragment (Linux: discard_qp) or its time is up."""
         self._forget(key)
         self.stats["ReasmFails"] += 1
 
