@@ -6,10 +6,10 @@ checked). A destination unreachable quotes the IP header and the first eight
 octets of the TCP segment that provoked it: the ports and the sequence number.
 Anyone can forge one, so it is believed only when it names an existing
 connection and quotes a sequence number that connection has sent and not had
-acknowledged (RFC 5927 4.1). Nothing more is done with it than counting, for
-now: no connection is aborted (RFC 1122 4.2.3.9: these are soft errors for an
-established connection) and "fragmentation needed" does not lower the MSS
-(RFC 1191 path MTU discovery is not implemented; docs/ip.md).
+acknowledged (RFC 5927 4.1). A "fragmentation needed" then lowers that
+connection's MSS (RFC 1191, `Tcb.lower_mtu`); other codes are only counted: no
+connection is aborted (RFC 1122 4.2.3.9: these are soft errors for an
+established connection). See docs/ip.md.
 
 Counters, named like Linux's: IcmpInDestUnreachs (every destination
 unreachable), IcmpInErrors (one too short to quote a TCP header, or for no
@@ -33,6 +33,7 @@ _IPPROTO_TCP = 6
 
 # What the error quotes of our segment: ports and sequence number (RFC 792: 64 bits).
 _QUOTED_TCP = struct.Struct(">HHI")
+_MTU = struct.Struct(">H")  # RFC 1191 4: the low half of the unused field
 
 
 class SendSequence(Protocol):
@@ -42,13 +43,17 @@ class SendSequence(Protocol):
     snd_max: int
 
 
-#: From (local port, remote address, remote port) to that connection's TCB, or None.
-Lookup = Callable[[tuple[int, bytes, int]], SendSequence | None]
+ConnKey = tuple[int, bytes, int]  # (local port, remote address, remote port)
+#: From a connection's key to its TCB, or None.
+Lookup = Callable[[ConnKey], SendSequence | None]
 
 
-def receive_error(packet: bytes, lookup: Lookup, stats: Counter[str]) -> bool:
+def receive_error(packet: bytes, lookup: Lookup, stats: Counter[str],
+                  frag_needed: Callable[[ConnKey, int], None]) -> bool:
     """Count an ICMP message the codec would not decode; False when it is not a
     destination unreachable (the stack then drops it as before, Drop.icmp_type).
+    A "fragmentation needed" that passes every check goes to `frag_needed` with
+    the connection and the next-hop MTU (RFC 1191 4), unless it gives none.
 
     `packet` is an IPv4 packet with a 20-octet header to the stack's address
     carrying ICMP whose checksum holds: the codec checked all that first.
@@ -66,7 +71,8 @@ def receive_error(packet: bytes, lookup: Lookup, stats: Counter[str]) -> bool:
         stats["IcmpInErrors"] += 1  # it does not quote a TCP segment we sent
         return True
     sport, dport, seq = _QUOTED_TCP.unpack_from(quoted, ihl)
-    tcb = lookup((sport, bytes(quoted[16:20]), dport))
+    key = (sport, bytes(quoted[16:20]), dport)
+    tcb = lookup(key)
     if tcb is None:
         stats["IcmpInErrors"] += 1
         return True
@@ -76,4 +82,7 @@ def receive_error(packet: bytes, lookup: Lookup, stats: Counter[str]) -> bool:
         stats["OutOfWindowIcmps"] += 1
         return True
     stats["IcmpDestUnreachAccepted"] += 1
+    mtu = _MTU.unpack_from(packet, 26)[0]
+    if packet[21] == CODE_FRAG_NEEDED and mtu:
+        frag_needed(key, mtu)
     return True

@@ -179,7 +179,7 @@ class Stack:
                     return codec.decode(whole)
                 except Malformed as e:
                     return self._undecoded(whole, e, now)
-            elif icmp.receive_error(packet, self._tcb_of, self.stats):
+            elif icmp.receive_error(packet, self._tcb_of, self.stats, self._frag_needed):
                 return None
         self.stats[f"Drop.{reason}"] += 1
         if reason is codec.DropReason.TCP_CHECKSUM:
@@ -190,6 +190,11 @@ class Stack:
     def _tcb_of(self, key: ConnKey) -> Tcb | None:
         conn = self.conns.get(key)
         return None if conn is None else conn.tcb
+
+    def _frag_needed(self, key: ConnKey, mtu: int) -> None:
+        """A checked "fragmentation needed": the connection's own task lowers its MSS."""
+        conn = self.conns[key]
+        conn.post(lambda now: conn.tcb.lower_mtu(mtu, now))
 
     def _listen_receive(self, listener: Listener, seg: Segment, now: float,
                         iss: int | None = None) -> SynVerdict | None:

@@ -131,6 +131,16 @@ async def test_frag_needed_is_checked_against_the_connection(rig, offset, dport,
                                   "IcmpInErrors")) == 1
 
 
+async def test_checked_frag_needed_lowers_the_connections_mss(rig) -> None:  # noqa: F811
+    """RFC 1191: after "fragmentation needed, next hop MTU 1000", segments fit 1000."""
+    stack, wire = rig
+    syn, writer = await connected(stack, wire)
+    feed(stack, unreachable(ours(syn.sport, syn.seq + 1), mtu=1000))
+    writer.write(b"x" * 3000)
+    first = await wire.wait_for(lambda s: bool(s.payload))
+    assert len(first.payload) == 960 and stack.stats["PmtuReductions"] == 1
+
+
 async def test_unreachable_too_short_to_quote_tcp_is_an_error(rig) -> None:  # noqa: F811
     stack, _ = rig
     feed(stack, unreachable(ours(40000, 1)[:24], code=3))
