@@ -32,7 +32,8 @@ Two kinds of packets, mixed in one stream (`--stateful` sets the share):
 
 Checks: no exception escaped (daemon alive, no Traceback on its stderr,
 InternalErrors = 0); every packet the TUN device handed to the stack is
-counted exactly once (InSegs + IcmpInEchos + Drop.* = the device's tx_packets),
+counted exactly once (InSegs + IcmpInEchos + IcmpInDestUnreachs + Drop.* + the
+fragments not yet or never made whole, ReasmReqds - ReasmOKs = the device's tx_packets),
 and what was put on the device adds up (injected + the kernel's own segments =
 tx_packets + tx_dropped); the reference transfer kept every byte; the
 packet and time targets were met. Reproducible: the seed is printed, `--seed`
@@ -625,10 +626,13 @@ def role_reference(vip: str, size: int, seed: int, rate: float) -> None:
 def _stack_counted(stats: dict[str, int]) -> int:
     """Every packet `Stack.handle_packet` took (InReceives). Without super-segments
     (InSuperSegs 0) each is also a segment, an echo or a drop, exactly; a GRO
-    super-segment counts as several InSegs, so then only InReceives can be exact."""
+    super-segment counts as several InSegs, so then only InReceives can be exact.
+    A fragment counts in ReasmReqds; the datagram it completes is classified like
+    a packet (tcpstack/fragments.py), so ReasmOKs of them are counted twice."""
     received = stats.get("InReceives", 0)
     classified = stats.get("InSegs", 0) + stats.get("IcmpInEchos", 0) + sum(
-        v for k, v in stats.items() if k.startswith("Drop."))
+        v for k, v in stats.items() if k.startswith("Drop.")) + stats.get(
+        "IcmpInDestUnreachs", 0) + stats.get("ReasmReqds", 0) - stats.get("ReasmOKs", 0)
     if not stats.get("InSuperSegs") and classified != received:
         return -classified  # cannot equal the device's count: the check fails
     return received

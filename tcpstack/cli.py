@@ -46,6 +46,8 @@ from tcpstack.argparsing import EXIT_USAGE, OneLineParser
 from tcpstack.cc import ALGORITHMS
 from tcpstack.config import TcpConfig
 from tcpstack.connect import relay
+from tcpstack.fragments import DEFAULT_MEM_LIMIT as DEFAULT_REASM_MEM
+from tcpstack.fragments import DEFAULT_TIMEOUT as DEFAULT_REASM_TIMEOUT
 from tcpstack.impair import ImpairPlan, ImpairSpecError
 from tcpstack.stack import Stack
 from tcpstack.states import RESET_ON_ABORT
@@ -216,6 +218,14 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
                         "header: 64 KiB TCP packets (default on; off with --impair)")
     parser.add_argument("--msl", type=float, default=30.0, metavar="SECONDS",
                         help="maximum segment lifetime; TIME-WAIT lasts 2*MSL (default 30)")
+    parser.add_argument("--reasm-timeout", type=float, default=DEFAULT_REASM_TIMEOUT,
+                        metavar="SECONDS",
+                        help="drop an IPv4 datagram whose fragments are not all in after "
+                        f"SECONDS (default {DEFAULT_REASM_TIMEOUT:g}, Linux's ipfrag_time)")
+    parser.add_argument("--reasm-mem", type=int, default=DEFAULT_REASM_MEM, metavar="BYTES",
+                        help="bytes the fragments of all incomplete IPv4 datagrams may hold; "
+                        f"beyond, fragments are dropped (default {DEFAULT_REASM_MEM}, "
+                        "Linux's ipfrag_high_thresh)")
     parser.add_argument("--impair", action="append", metavar="SPEC",
                         help="impair the stack's packets, e.g. 'loss=5%%,dup=2%%,reorder=10%%,"
                         "delay=20ms,jitter=5ms,seed=1'; prefix in: or out: for one "
@@ -372,13 +382,20 @@ def _tuning(args: argparse.Namespace) -> dict[str, Any]:
                          "a number of seconds >= 0")
     if not MIN_SND_MSS <= args.min_mss <= 65535:
         raise UsageError(f"--min-mss: {args.min_mss} is outside {MIN_SND_MSS}..65535")
+    if not (math.isfinite(args.reasm_timeout) and 0 < args.reasm_timeout <= MAX_MSL):
+        raise UsageError(f"--reasm-timeout: {args.reasm_timeout:g} is outside "
+                         f"0..{MAX_MSL:g} seconds (0 excluded)")
+    if args.reasm_mem < 0:
+        raise UsageError(f"--reasm-mem: {args.reasm_mem} is below 0")
     tuning: dict[str, Any] = {"cc": args.cc, "rcv_buf": args.rcv_buf, "snd_buf": args.snd_buf,
                               "rto_min": args.rto_min, "rto_max": args.rto_max,
                               "max_conns": args.max_conns,
                               "challenge_ack_limit": args.challenge_ack_limit,
                               "challenge_ack_interval": args.challenge_ack_interval,
                               "min_snd_mss": args.min_mss,
-                              "max_tw_buckets": args.max_tw}
+                              "max_tw_buckets": args.max_tw,
+                              "reasm_timeout": args.reasm_timeout,
+                              "reasm_mem": args.reasm_mem}
     if args.mem_limit is not None:
         tuning["mem_limit"] = args.mem_limit
     if args.keepalive is not None:

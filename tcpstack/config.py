@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tcpstack.fragments import DEFAULT_MEM_LIMIT, DEFAULT_TIMEOUT
 from tcpstack.ranges import MAX_OFO_RUNS
 
 
@@ -62,6 +63,10 @@ class TcpConfig:
     `offload` says the TUN carries a virtio-net header (docs/offload.md): the
     TCB may then hand out TSO super-segments of several MSS, and the stack
     frames every packet; off in memory, on by default in the daemon.
+
+    `reasm_timeout` and `reasm_mem` bound IPv4 reassembly: seconds a datagram's
+    fragments wait for the rest, bytes all waiting fragments may hold (Linux's
+    ipfrag_time and ipfrag_high_thresh; tcpstack/fragments.py, docs/ip.md).
     """
 
     mtu: int = 1500
@@ -96,6 +101,8 @@ class TcpConfig:
     max_tw_buckets: int = 262144
     offload: bool = False
     mem_limit: int = field(default_factory=default_mem_limit)
+    reasm_timeout: float = DEFAULT_TIMEOUT
+    reasm_mem: int = DEFAULT_MEM_LIMIT
 
     @property
     def mss(self) -> int:

@@ -18,11 +18,12 @@ from collections import Counter
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
-from tcpstack import codec, vnet
+from tcpstack import codec, icmp, vnet
 from tcpstack.codec import IcmpEcho, Malformed
 from tcpstack.config import TcpConfig
 from tcpstack.connection import Connection, TimerFired
 from tcpstack.events import StateChanged
+from tcpstack.fragments import Fragmenter, Reassembler
 from tcpstack.isn import IsnGenerator
 from tcpstack.listener import Handler, Listener, Server, SynVerdict
 from tcpstack.looptimer import EarliestTimer
@@ -86,6 +87,11 @@ class Stack:
         self._loop = asyncio.get_running_loop()
         self.wheel: TimerWheel[Connection | TimeWait] = TimerWheel(now=self._loop.time())
         self._wheel_timer = EarliestTimer(self._loop, self._on_wheel)
+        #: IPv4 reassembly and fragmentation (tcpstack.fragments, docs/ip.md).
+        self.reassembler = Reassembler(self.stats, timeout=self.config.reasm_timeout,
+                                       mem_limit=self.config.reasm_mem)
+        self._reassembly_timer = EarliestTimer(self._loop, self._expire_fragments)
+        self.fragmenter = Fragmenter(self.config.mtu, self.stats)
 
     # -- receiving -------------------------------------------------------------
 
@@ -124,19 +130,17 @@ class Stack:
             else:
                 item = codec.decode(packet)
         except Malformed as e:
-            self.stats[f"Drop.{e.reason}"] += 1
-            if e.reason is codec.DropReason.TCP_CHECKSUM:
-                self.stats["InErrs"] += 1
-                self.stats["InCsumErrors"] += 1
-            return
+            item = self._undecoded(packet, e, now)
+            if item is None:
+                return
         if item.dst != self.addr:
             self.stats[f"Drop.{codec.DropReason.NOT_FOR_US}"] += 1
             return
         if isinstance(item, IcmpEcho):
             self.stats["IcmpInEchos"] += 1
             self.stats["IcmpOutEchoReps"] += 1
-            reply = codec.encode_echo_reply(item)
-            self._send(vnet.PLAIN + reply if self.vnet else reply)
+            for reply in self.fragmenter.split(codec.encode_echo_reply(item)):
+                self._send(vnet.PLAIN + reply if self.vnet else reply)
             return
         if gso_size:
             item.gso_size = gso_size
@@ -157,6 +161,41 @@ class Stack:
             self._listen_receive(listener, item, now)
         else:
             self._refuse(item)
+
+    def _undecoded(self, packet: bytes, error: Malformed,
+                   now: float) -> Segment | IcmpEcho | None:
+        """A packet the codec would not decode: a fragment goes to reassembly (and
+        the datagram it completes is decoded as if it had come whole), an ICMP
+        error to `tcpstack.icmp`; anything else is counted and dropped."""
+        reason = error.reason
+        if reason in (codec.DropReason.FRAGMENT, codec.DropReason.ICMP_TYPE):
+            if packet[16:20] != self.addr:
+                reason = codec.DropReason.NOT_FOR_US  # no memory for others' datagrams
+            elif reason is codec.DropReason.FRAGMENT:
+                whole = self.reassembler.receive(packet, now)
+                self._reassembly_timer.arm(self.reassembler.next_deadline())
+                if whole is None:
+                    return None
+                try:
+                    return codec.decode(whole)
+                except Malformed as e:
+                    return self._undecoded(whole, e, now)
+            elif icmp.receive_error(packet, self._tcb_of, self.stats, self._frag_needed):
+                return None
+        self.stats[f"Drop.{reason}"] += 1
+        if reason is codec.DropReason.TCP_CHECKSUM:
+            self.stats["InErrs"] += 1
+            self.stats["InCsumErrors"] += 1
+        return None
+
+    def _tcb_of(self, key: ConnKey) -> Tcb | None:
+        conn = self.conns.get(key)
+        return None if conn is None else conn.tcb
+
+    def _frag_needed(self, key: ConnKey, mtu: int) -> None:
+        """A checked "fragmentation needed": the connection's own task lowers its MSS."""
+        conn = self.conns[key]
+        conn.post(lambda now: conn.tcb.lower_mtu(mtu, now))
 
     def _listen_receive(self, listener: Listener, seg: Segment, now: float,
                         iss: int | None = None) -> SynVerdict | None:
@@ -290,6 +329,10 @@ class Stack:
     def _arm_wheel(self) -> None:
         """One loop timer for the wheel's earliest deadline; none when idle."""
         self._wheel_timer.arm(self.wheel.next_deadline())
+
+    def _expire_fragments(self, now: float) -> None:
+        self.reassembler.expire(now)
+        self._reassembly_timer.arm(self.reassembler.next_deadline())
 
     def _on_wheel(self, now: float) -> None:
         for item in self.wheel.expire(now):
@@ -470,3 +513,4 @@ class Stack:
         for tw in list(self.time_wait.values()):
             self._drop_time_wait(tw, "discarded: the stack is shutting down")
         self._wheel_timer.cancel()
+        self._reassembly_timer.cancel()

@@ -40,6 +40,7 @@ CLOCK_GRANULARITY = 0.01  # G in RFC 6298 2: the timer wheel's tick
 DUPTHRESH = 3  # RFC 5681 3.2, RFC 6675 2
 MAX_WSCALE = 14  # RFC 7323 2.3
 TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3.2)
+MIN_PMTU = 552  # Linux's net.ipv4.route.min_pmtu: the floor for a "fragmentation needed"
 #: Payload of the largest TSO super-segment: an IPv4 packet of 65535 octets
 #: less its header and the longest TCP header (docs/offload.md).
 TSO_MAX = 65535 - 20 - 60
@@ -321,6 +322,19 @@ class Tcb:
         grown = seq_diff(seq_add(self.rcv_nxt, self.rcv_wnd), self._rcv_adv)
         if grown >= min(self.config.rcv_buf // 2, self.send_mss) and self.state in RECEIVING:
             self._ack_pending = True
+
+    def lower_mtu(self, mtu: int, now: float) -> None:
+        """A "fragmentation needed" naming this connection (RFC 1191 6.3), already
+        checked by the stack (RFC 5927): send segments that fit `mtu` from now on.
+        As in Linux (tcp_v4_mtu_reduced): an MTU below MIN_PMTU counts as MIN_PMTU,
+        so a forged message cannot make segments tiny, and the MSS only shrinks.
+        Unlike Linux, what is in flight is not resent at once: the RTO resends it,
+        cut to the new size. The MSS a SYN+ACK still to come announces replaces it."""
+        self._now = now
+        mss = max(mtu, MIN_PMTU) - 40 - (TS_OPTION_LEN if self.ts_ok else 0)
+        if mss < self.send_mss:
+            self.send_mss = self.cc.mss = mss
+            self.stats["PmtuReductions"] += 1
 
     # ------------------------------------------------------------------ outputs
 

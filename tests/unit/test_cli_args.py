@@ -86,6 +86,9 @@ def settings(argv: list[str]) -> cli.ServeSettings | cli.ConnectSettings:
         (["serve", "--challenge-ack-interval", "-1"], "--challenge-ack-interval: -1"),
         (["serve", "--min-mss", "47"], "--min-mss: 47 is outside 48..65535"),
         (["connect", "10.0.0.1", "80", "--min-mss", "65536"], "--min-mss: 65536 is outside"),
+        (["serve", "--reasm-timeout", "0"], "--reasm-timeout: 0 is outside"),
+        (["serve", "--reasm-timeout", "nan"], "--reasm-timeout: nan is outside"),
+        (["connect", "10.0.0.1", "80", "--reasm-mem", "-1"], "--reasm-mem: -1 is below 0"),
     ],
 )
 def test_bad_command_line_is_one_line_and_exit_2(argv: list[str], needle: str, capsys) -> None:
@@ -217,3 +220,11 @@ def test_forward_rules_reach_the_handlers() -> None:
 ])
 def test_offload_on_by_default(argv: list[str], offload: bool) -> None:
     assert settings(argv).daemon.offload is offload
+
+
+def test_reassembly_options_reach_the_config_with_linux_defaults() -> None:
+    c = settings(["serve"]).daemon.config
+    assert (c.reasm_timeout, c.reasm_mem) == (30.0, 4 << 20)
+    c = settings(["connect", "10.0.0.1", "80", "--reasm-timeout", "5", "--reasm-mem", "0"]
+                 ).daemon.config
+    assert (c.reasm_timeout, c.reasm_mem) == (5.0, 0)
