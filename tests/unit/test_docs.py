@@ -6,7 +6,7 @@
 - every option of every `tcpstack` parser is documented in docs/cli.md, in a
   section whose heading names that subcommand;
 - every relative link points to an existing file and, with `#anchor`, to an
-  existing heading (PENDING_PAGES may be missing);
+  existing heading;
 - the differences table of docs/conformance.md is generated from
   tests/conformance/differences.py (`python -m tests.unit.test_docs` rewrites it).
 
@@ -34,12 +34,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CLI_PAGE = ROOT / "docs" / "cli.md"
 CONFORMANCE_PAGE = ROOT / "docs" / "conformance.md"
 
-#: Pages other branches add; links to them are allowed before they exist.
-PENDING_PAGES = frozenset({"docs/ip.md"})
-#: Options the docs already describe that another branch adds to a parser
-#: (the `demo --lang zh` explanation). Delete an entry once it is merged:
-#: test_pending_options_are_not_in_the_parser_yet says when.
-PENDING_OPTIONS: dict[str, frozenset[str]] = {}
 #: Options of other programs that the pages mention outside a tcpstack command.
 EXTERNAL = {
     "--limit-rate": "curl", "--data-binary": "curl",
@@ -113,8 +107,6 @@ def known_options() -> frozenset[str]:
     known = set(EXTERNAL)
     for parser in parsers().values():
         known |= long_options(parser)
-    for pending in PENDING_OPTIONS.values():
-        known |= pending
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         for name in SCRIPTS:
@@ -156,7 +148,7 @@ def test_options_in_the_docs_exist() -> None:
             shell = [line] if fenced else CODE_SPAN.findall(line)
             for text in shell:
                 for sub, args in commands(text):
-                    allowed = long_options(parsers()[sub]) | PENDING_OPTIONS.get(sub, set())
+                    allowed = long_options(parsers()[sub])
                     wrong += [f"{where}: {option} is not an option of `tcpstack {sub}`"
                               for option in OPTION.findall(args) if option not in allowed]
     assert not wrong, "\n".join(wrong)
@@ -200,14 +192,6 @@ def test_every_option_is_documented_in_cli_md() -> None:
     assert not missing, "\n".join(missing)
 
 
-def test_pending_options_are_not_in_the_parser_yet() -> None:
-    merged = [f"{option} is now an option of `tcpstack {sub}`: remove it from "
-              f"PENDING_OPTIONS in tests/unit/test_docs.py"
-              for sub, options in PENDING_OPTIONS.items()
-              for option in sorted(options & long_options(parsers()[sub]))]
-    assert not merged, "\n".join(merged)
-
-
 def slug(heading: str) -> str:
     """GitHub's anchor for a heading: the rendered text, lower case, punctuation
     dropped, spaces as hyphens."""
@@ -240,8 +224,7 @@ def test_relative_links_point_to_existing_files_and_headings() -> None:
                 if not dest.is_relative_to(ROOT):
                     broken.append(f"{where} leaves the repository")
                 elif not dest.exists():
-                    if rel(dest) not in PENDING_PAGES:
-                        broken.append(f"{where}: {rel(dest)} does not exist")
+                    broken.append(f"{where}: {rel(dest)} does not exist")
                 elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
                     broken.append(f"{where}: no heading #{anchor} in {rel(dest)}")
     assert not broken, "\n".join(broken)

@@ -4,8 +4,6 @@ and echo requests, echo replies fragmented, ICMP destination unreachable checked
 
 from __future__ import annotations
 
-import asyncio
-
 import dpkt
 import pytest
 
@@ -14,18 +12,11 @@ from tcpstack.config import TcpConfig
 from tcpstack.fragments import Reassembler, fragment
 from tcpstack.segment import Options, Segment
 from tcpstack.stack import Stack
+from tests.helpers import PEER, VIP, VIP_B, Wire, echo, feed, packet, until
 from tests.unit.test_stack import (
     ACK,
-    PEER,
     SYN,
-    VIP,
-    VIP_B,
-    Wire,
-    _until,
     connected,
-    echo,
-    feed,
-    packet,
     rig,  # noqa: F401 (a fixture)
 )
 
@@ -94,7 +85,7 @@ async def test_incomplete_datagram_times_out_on_the_loop_timer() -> None:
     try:
         feed(stack, halves(packet(SYN, 1000))[0])
         assert len(stack.reassembler) == 1
-        await asyncio.wait_for(_until(lambda: stack.stats["ReasmTimeout"] == 1), 2)
+        await until(lambda: stack.stats["ReasmTimeout"] == 1)
         assert (len(stack.reassembler), stack.reassembler.mem) == (0, 0)
     finally:
         await stack.close()
