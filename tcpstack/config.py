@@ -52,7 +52,7 @@ class TcpConfig:
     receive), like Linux's tcp_mem: above two thirds of it (Linux's pressure to
     maximum ratio) windows and writers shrink, above it new data is dropped.
 
-    `split_synack` answers a SYN with the seed's four-segment handshake (a bare
+    `split_synack` answers a SYN with the textbook chapter's four-segment handshake (a bare
     ACK, then a SYN without ACK) instead of one SYN+ACK; off, as on every real stack.
 
     `max_ofo_runs` caps the out-of-order runs a connection holds, and the SACKed

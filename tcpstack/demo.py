@@ -1,6 +1,6 @@
-"""`tcpstack demo NAME`: one of the seed's connection-management stories, run for real.
+"""`tcpstack demo NAME`: one of the textbook chapter's connection-management stories, run for real.
 
-The seed tells its stories (the three-segment handshake, the four-segment
+The textbook chapter tells its stories (the three-segment handshake, the four-segment
 variant, the stale connection request, the lost third segment) with a drawing.
 The daemon can re-enact each of them (`--impair-rule`, `--split-synack`,
 `--synack-retries`, `--msl`) and show it (`--pcap`, `--trace`, `tcpstack
@@ -18,7 +18,7 @@ For one run it
    ``--trace`` and the scenario's options, on a TUN device and subnet of its
    own, and waits (bounded) for its ``tcpstack ready:`` line,
 3. runs the scenario's kernel client there (a Python socket program: the peer
-   is Linux's TCP, as in the seed the peer is "A"), which reports what its
+   is Linux's TCP, as in the textbook chapter the peer is "A"), which reports what its
    socket calls saw as one JSON line,
 4. waits (bounded) until the stack's trace shows the transition that ends
    the story (LAST-ACK -> CLOSED, SYN-RECEIVED -> CLOSED, ...), so nothing is
@@ -26,7 +26,7 @@ For one run it
 5. stops the daemon with SIGTERM (so the capture is complete), deletes the
    namespace (also on failure, Ctrl-C or SIGTERM), and prints the ladder
    (`tcpstack.ladder`, the stack's states taken from its trace) and a few
-   sentences that map what was printed to the seed's story, with the run's
+   sentences that map what was printed to the textbook chapter's story, with the run's
    own numbers.
 
 Where the capture cannot tell the story alone, the demo adds what it knows
@@ -177,7 +177,7 @@ class Part:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A story of the seed: how to run it, when it is over, how to draw and tell it."""
+    """A story of the textbook chapter: how to run it, when it is over, how to draw and tell it."""
 
     name: str
     summary: str  # one line for --list
@@ -563,7 +563,7 @@ def _print(scenario: Scenario, result: Run, parts: list[Part], ascii: bool,
 def main(argv: Sequence[str] | None = None) -> int:
     """`tcpstack demo ARGS` as a function: parse `argv` and run."""
     return standalone_main(
-        "tcpstack demo", "Run one of the seed's scenarios and draw it as a ladder.",
+        "tcpstack demo", "Run one of the textbook chapter's scenarios and draw it as a ladder.",
         add_arguments, run, argv)
 
 

@@ -98,8 +98,8 @@ def template_fields(templates: list[str]) -> set[str]:
 
 ENGLISH = Texts(
     heading="What happened",
-    roles="As in the seed, A is the client (Linux's TCP, the left lifeline) and B the server "
-    "(tcpstack, the right one).",
+    roles="As in the textbook chapter, A is the client (Linux's TCP, the left lifeline) and B "
+          "the server (tcpstack, the right one).",
     pieces={
         "isns": "x = {x} is the client's initial sequence number (Linux chose it), y = {y} the "
         "stack's (RFC 6528: a clock plus a keyed hash of the 4-tuple)",
@@ -122,8 +122,10 @@ ENGLISH = Texts(
             "end-of-file, and B's path was {path}.",
         ],
         "four-segment": [
-            "With --split-synack, B splits its SYN,ACK as the seed allows: first ACK seq=y "
-            "ack=x+1, acknowledging A's SYN, then SYN seq=y on its own. The seed says the "
+            "With --split-synack, B splits its SYN,ACK as the textbook chapter allows: first ACK "
+            "seq=y "
+            "ack=x+1, acknowledging A's SYN, then SYN seq=y on its own. The textbook chapter "
+            "says the "
             "effect is the same. {isns}.",
             "Linux does not reassemble the two. In SYN-SENT it drops a segment that has "
             "neither SYN nor RST (RFC 9293 3.10.7.3), so the bare ACK is ignored; the lone SYN "
@@ -142,9 +144,11 @@ ENGLISH = Texts(
             "short). A's connect() returned as soon as the SYN,ACK arrived ({connected:.6f} "
             "s): A is ESTABLISHED, B is not, and cannot send data. This client stays silent "
             "(it only calls recv()), so all it sends are those bare ACKs; data would be lost "
-            "as well, since flags~ACK matches every segment that carries an ACK: the seed's "
+            "as well, since flags~ACK matches every segment that carries an ACK: the textbook "
+            "chapter's "
             "'no matter whether the client sends data or not'.",
-            "As the seed says, B's timer resends the same SYN,ACK seq=y ack=x+1 ({times}: with "
+            "As the textbook chapter says, B's timer resends the same SYN,ACK seq=y ack=x+1 "
+            "({times}: with "
             "--synack-retries 2 the interval doubles, 1 s then 2 s), and A answers each with "
             "another ACK, lost too. When the last timer ran out ({rst_at}) B gave up: RST "
             "seq=y+1, CLOSED (the trace's cause says so). A's recv() failed with {error} after "
@@ -152,7 +156,8 @@ ENGLISH = Texts(
             "server would drop the half-open connection silently instead of sending RST.)",
         ],
         "stale-syn": [
-            "The seed's stale connection request. A's first SYN (seq=x, x = {x}) was held "
+            "The textbook chapter's stale connection request. A's first SYN (seq=x, x = {x}) was "
+            "held "
             "back {delay:g} s by in:delay={delay:g}s:flags=SYN,nth=1, as if stuck in a router. "
             "Linux resent the same SYN after {resent_after:.3f} s; that one got through, the "
             "HTTP/1.0 request was answered, and B (the stack) closed first, so B held "
@@ -165,13 +170,15 @@ ENGLISH = Texts(
             "no such connection (its socket closed at +{closed:.3f} s), so Linux answered RST "
             "seq=x+1 (seq = the SYN,ACK's ack, RFC 9293 3.10.7.1), and an RST at RCV.NXT in "
             "SYN-RECEIVED sends B straight back to LISTEN, {back_ms:.3f} ms after the stale "
-            "SYN arrived. That is the seed's case for the third segment: B commits to a "
+            "SYN arrived. That is the textbook chapter's case for the third segment: B commits "
+            "to a "
             "connection only when A confirms it, and A does not confirm one it never asked "
             "for.",
             "Why B closes first here: had A (Linux) closed first, A would hold TIME-WAIT, and "
             "Linux's TIME-WAIT answers the SYN,ACK with an ACK of the old connection instead; "
             "B answers that ACK with an RST of its own, which ends A's TIME-WAIT, and only B's "
-            "next SYN,ACK (+1 s) draws the textbook RST (README, 'The seed's scenarios').",
+            "next SYN,ACK (+1 s) draws the textbook RST (docs/impairment.md, 'The textbook "
+            "chapter's scenarios').",
         ],
         "close": [
             "The http app answers an HTTP/1.0 request and then closes first, so B (the stack) "

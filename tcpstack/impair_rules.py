@@ -3,7 +3,7 @@ a drop, a duplicate or a delay.
 
 Rules (`--impair-rule`, repeatable) pick out particular packets instead of a
 random share, so a test or a demonstration can lose exactly the segment it is
-about (the seed's lost third segment is the ACK the stack receives while in
+about (the textbook chapter's lost third segment is the ACK the stack receives while in
 SYN-RECEIVED). The syntax is ``DIR:ACTION[:MATCH,MATCH...]``:
 
 * DIR is ``in`` or ``out`` (as for ``--impair``; a rule has one direction).

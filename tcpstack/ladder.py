@@ -1,6 +1,6 @@
 """`tcpstack ladder`: one TCP connection of a capture drawn as a sequence diagram.
 
-The seed draws connection management as a ladder: A on the left, B on the
+The textbook chapter draws connection management as a ladder: A on the left, B on the
 right, time running down, one slanted arrow per segment labelled ``SYN=1
 seq=x``. This command draws the same picture from a real capture, so what the
 stack (or any TCP) did on the wire can be read the way the textbook reads::

@@ -4,7 +4,7 @@ What both renderers (`tcpstack.ladder_text`, `tcpstack.ladder_svg`) draw and
 what the replay (`tcpstack.ladder_replay`) produces, with the label notation.
 
 Notation (default, relative; ``--absolute`` prints the raw 32-bit numbers)
-    As in the seed, x is the client's initial sequence number and y the
+    As in the textbook chapter, x is the client's initial sequence number and y the
     server's (the header says which raw numbers they stand for). Without the
     side's SYN in the capture, its base is the ISN the other side's SYN+ACK
     acknowledges, else the first sequence number it sent. A label lists the
@@ -26,7 +26,8 @@ from tcpstack.segment import Segment as TcpSegment
 from tcpstack.seq import seq_add, seq_diff
 from tcpstack.states import State
 
-#: Label order of the flags: the handshake and release bits first, as the seed writes them.
+#: Label order of the flags: the handshake and release bits first, as the textbook chapter writes
+#: them.
 FLAG_ORDER = (Flags.SYN, Flags.FIN, Flags.RST, Flags.PSH, Flags.ACK, Flags.URG, Flags.ECE,
               Flags.CWR)
 

@@ -17,7 +17,7 @@ Marks (deliberately simple rules, about what the capture shows)
         timeout looks the same); a segment dropped before the capture point
         never appears, and nothing is said about it. SYNs and SYN+ACKs are
         never marked lost: a retransmitted SYN+ACK usually means the *answer*
-        (the seed's lost third segment) went missing, which the capture cannot
+        (the textbook chapter's lost third segment) went missing, which the capture cannot
         tell.
 
 States (replay)
@@ -32,7 +32,7 @@ States (replay)
 
     - SYN sent: CLOSED/TIME-WAIT -> SYN-SENT. SYN received: LISTEN (or CLOSED,
       for a server whose earlier connection ended) -> SYN-RECEIVED; SYN-SENT
-      -> SYN-RECEIVED (simultaneous open, also the seed's four-segment
+      -> SYN-RECEIVED (simultaneous open, also the textbook chapter's four-segment
       handshake, whose first bare ACK a SYN-SENT side drops).
     - An ACK of the side's SYN: SYN-SENT (with SYN) / SYN-RECEIVED ->
       ESTABLISHED. A SYN+ACK whose ack is not ISN+1 is unacceptable: ignored.
@@ -49,7 +49,7 @@ States (replay)
       unacceptable to a side not yet synchronized. The answered segment is
       then *rejected*. If the replay found it acceptable, its receiver has no
       such connection and is shown CLOSED: a closed port (SYN answered by
-      RST+ACK), or the seed's stale SYN (a SYN+ACK that acknowledges the
+      RST+ACK), or the textbook chapter's stale SYN (a SYN+ACK that acknowledges the
       client's SYN but is answered by RST: a TCP in SYN-SENT would have sent
       ACK, so the SYN was not its own). Otherwise (a SYN+ACK with a wrong ack,
       RFC 9293 figure 8) the receiver's state stays. A late RST after an
@@ -262,7 +262,7 @@ def analyze(segments: Sequence[Seg], *, client: Endpoint | str = "client",
 
 
 def _rejection_note(receiver: _Side, seg: Seg) -> str:
-    """Why the receiver answered `seg` with RST, in the seed's words where they fit."""
+    """Why the receiver answered `seg` with RST, in the textbook chapter's words where they fit."""
     who = receiver.name
     if not receiver.acceptable(seg):
         return f"{who} rejects it (unacceptable in {receiver.state}): answered by RST"

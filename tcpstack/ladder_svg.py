@@ -2,7 +2,7 @@
 
 It draws what `tcpstack.ladder_replay.analyze` found, nothing more, so the text and
 the SVG diagrams always agree; this module only knows geometry. The picture is
-the seed's: two vertical lifelines (client left, server right), one slanted
+the textbook chapter's: two vertical lifelines (client left, server right), one slanted
 arrow per segment with its label written along it, and each side's state
 written beside its lifeline where it changes (the text form repeats every
 state on every line; a document reads better without the repetition).

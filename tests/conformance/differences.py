@@ -85,7 +85,8 @@ DIFFERENCES: tuple[Difference, ...] = (
         linux={"end": "-"},
         tcpstack={"end": "RST seq=S at +7s"},
         reason="When the last SYN+ACK goes unanswered, tcpstack resets the half-open "
-               "connection with <SEQ=ISS+1><CTL=RST>, as the seed describes, so a peer that "
+               "connection with <SEQ=ISS+1><CTL=RST>, as the textbook chapter describes, so a "
+               "peer that "
                "believes it is connected learns at once; Linux drops the request silently "
                "(reqsk_timer_handler) and answers the peer's next segment with RST.",
         rfc="RFC 9293 3.10.5 (ABORT in SYN-RECEIVED sends RST), 3.8.3 (R2)",

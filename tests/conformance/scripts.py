@@ -423,12 +423,12 @@ async def active_syn_timeout(env: Env) -> Facts:
 
 async def active_simultaneous(env: Env) -> Facts:
     """A SYN without ACK crosses the target's SYN (simultaneous open, or the
-    seed's split SYN+ACK): SYN-SENT -> SYN-RECEIVED, SYN+ACK with the same ISS."""
+    textbook chapter's split SYN+ACK): SYN-SENT -> SYN-RECEIVED, SYN+ACK with the same ISS."""
     return await _crossing_syns(env)
 
 
 async def active_split_synack(env: Env) -> Facts:
-    """The peer answers the SYN with the seed's four-segment handshake: a bare ACK
+    """The peer answers the SYN with the textbook chapter's four-segment handshake: a bare ACK
     of it, which SYN-SENT drops (RFC 9293 3.10.7.3, fifth: no SYN, no RST), then a
     SYN alone, which the target takes as a simultaneous open."""
     return await _crossing_syns(env, bare_ack_first=True)
@@ -587,7 +587,8 @@ SCRIPTS = [
            "RFC 9293 3.5 figure 8: simultaneous open through SYN-RECEIVED"),
     Script("active/split-synack", active_split_synack,
            {"ack": "-", "synack": "SYN|ACK seq=ISS ack=R", "client": "closed"},
-           "the seed's four-segment handshake: the bare ACK is dropped, the SYN crosses"),
+           "the textbook chapter's four-segment handshake: the bare ACK is dropped, the SYN "
+           "crosses"),
     Script("active/simultaneous-synack", active_simultaneous_synack,
            {"synack": "SYN|ACK seq=ISS ack=R", "reply": "ACK seq=S ack=R", "client": "closed"},
            "RFC 9293 3.5 figure 8 line 6: a SYN+ACK in SYN-RECEIVED establishes; both "

@@ -1,9 +1,9 @@
-"""`tcpstack demo NAME`: each of the seed's scenarios run end to end as a user runs it.
+"""`tcpstack demo NAME`: each of the textbook chapter's scenarios run end to end as a user runs it.
 
 The command is run as a subprocess from the test's own namespace (it makes a
 namespace of its own, which is part of what is tested: it must be gone
 afterwards). Each test reads the printed ladder the way a reader does, arrow
-by arrow (`arrows` from the ladder's unit tests), and checks the seed's
+by arrow (`arrows` from the ladder's unit tests), and checks the textbook chapter's
 story: which segments, which way, in which order, with the marks and the
 stack's states the scenario is about. Exact rows are only asserted where the
 scenario fixes them (the handshake); after it, Linux's delayed ACKs may merge
@@ -188,7 +188,7 @@ CHECKS: dict[str, Callable[[list[Row], str], None]] = {
 
 @pytest.mark.parametrize("name", list(CHECKS))
 def test_demo(name: str, tmp_path: Path) -> None:
-    """The scenario runs, draws the seed's arrows in order, explains, cleans up."""
+    """The scenario runs, draws the textbook chapter's arrows in order, explains, cleans up."""
     extra = ["--svg", str(tmp_path / "d.svg"), "--keep-pcap", str(tmp_path / "d.pcap")]
     rc, out, err = run_demo(name, *(extra if name == "close" else []))
     assert (rc, err) == (0, ""), out

@@ -1,5 +1,5 @@
 """Handshake variants against real peers: a rule that loses exactly the third
-segment once (--impair-rule), and the seed's four-segment handshake
+segment once (--impair-rule), and the textbook chapter's four-segment handshake
 (--split-synack) with a Linux client and with `tcpstack connect` as the client.
 
 Each test reads the capture on the server daemon's TUN, so it checks what went
@@ -48,7 +48,7 @@ s.close()
 #: Counts (duplicates, harmlessly) data that reaches the server while it is still
 #: in SYN-RECEIVED: none must, as the client's SYN+ACK has established it.
 LATE_PROBE = "in:dup:flags~PSH,state=SYN-RECEIVED"
-#: The seed's four-segment handshake, as a Linux client (or tcpstack connect)
+#: The textbook chapter's four-segment handshake, as a Linux client (or tcpstack connect)
 #: completes it: it drops the bare ACK, takes the SYN as a simultaneous open.
 SPLIT_HANDSHAKE = [
     ("client", "SYN", "x+0", "-"),

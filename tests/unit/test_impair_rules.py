@@ -153,7 +153,7 @@ def test_tcp_info_reads_the_header_and_ignores_the_rest() -> None:
 # -- the matcher on a fake clock ----------------------------------------------------------
 
 def test_drop_the_first_ack_in_syn_received_only() -> None:
-    """The seed's lost third segment, once: the retransmitted one gets through."""
+    """The textbook chapter's lost third segment, once: the retransmitted one gets through."""
     imp = core("in:drop:flags=ACK,state=SYN-RECEIVED,nth=1",
                states=["SYN-RECEIVED", "SYN-RECEIVED"])  # the SYN is not looked up
     out = feed(imp, [inbound(SYN), inbound(ACK), inbound(ACK)])

@@ -1,5 +1,5 @@
 """`tcpstack ladder`: captures built with dpkt (raw IPv4 unless said otherwise) for
-the seed's scenarios; each test checks the arrows in order, their labels and the
+the textbook chapter's scenarios; each test checks the arrows in order, their labels and the
 states of both sides after every segment, like a reader of the diagram would."""
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def test_relative_numbers_survive_the_wrap():
 
 
 def test_four_segment_handshake():
-    """The seed's variant: B sends ACK ack=x+1, then SYN seq=y on its own. A drops the
+    """The textbook chapter's variant: B sends ACK ack=x+1, then SYN seq=y on its own. A drops the
     bare ACK (SYN-SENT), takes the SYN as a simultaneous open and answers SYN,ACK."""
     lad = analyze(segs([pkt(0.0, c2s, SYN, X), pkt(0.1, s2c, ACK, Y, X + 1),
                         pkt(0.2, s2c, SYN, Y), pkt(0.3, c2s, SYN | ACK, X, Y + 1),
@@ -162,7 +162,7 @@ def test_lost_third_segment(tmp_path, capsys):
 
 
 def test_stale_syn_answered_by_rst():
-    """The seed's stale SYN: B accepts it, A has no such connection and answers RST."""
+    """The textbook chapter's stale SYN: B accepts it, A has no such connection and answers RST."""
     lad = analyze(segs([pkt(0.0, c2s, SYN, X), pkt(0.001, s2c, SYN | ACK, Y, X + 1),
                         pkt(0.002, c2s, RST, X + 1)]))
     assert [lad.label(s) for s in lad.steps] == [
