@@ -133,10 +133,10 @@ class SynFastPath:
         addresses = src + dst
         iss = cookies.iss(addresses, sport, dport, isn, mss, now)
         if tsval is None or not self._timestamps:
-            reply = self._plain.pack(addresses, dport, sport, iss, isn, 0, 0)
+            reply = self._plain.pack(dst, src, dport, sport, iss, isn, 0, 0)
         else:
             ours, sack, bits = cookies.offer(wscale, sack)
-            reply = self._with_ts[sack, ours].pack(addresses, dport, sport, iss, isn,
+            reply = self._with_ts[sack, ours].pack(dst, src, dport, sport, iss, isn,
                                                    cookie_tsval(iss, now, bits), tsval)
         stats["OutSegs"] += 1
         stack._send(reply)
@@ -171,44 +171,44 @@ class _Layout:
         header_len = 20 + len(options)
         self.total = 20 + header_len
         self.off_flags = (header_len << 10) + _SYN_ACK
-        self.before_ts, self.after_ts, self.ts = before_ts, after_ts, ts
+        self.before_ts, self.ts = before_ts, ts
         self.window = path._window
         self.vnet = path._vnet
         fmt = ">BBHHHBBH4s4sHHIIHHHH" + (
             f"{len(before_ts)}s" + ("II" if ts else "") + (f"{len(after_ts)}s" if after_ts else ""))
         self.struct = struct.Struct(fmt)
+        self.tail = (after_ts,) if after_ts else ()
         self.ip_sum = _IP_HEADER_WORDS + self.total + IPPROTO_TCP
         self.tcp_len_sum = IPPROTO_TCP + header_len
         self.tcp_sum = (self.tcp_len_sum + self.off_flags + self.window
                         + _from_bytes(before_ts, "big") + _from_bytes(after_ts or b"", "big"))
         # With offloads, the virtio-net header vnet.tcp_frame puts before every
         # packet of this layout (checksum offload, no segmentation).
-        sample = self.struct.pack(*self._fields(bytes(8), 0, 0, 0, 0, 0, 0, 0, 0))
-        self.prefix = vnet.tcp_frame(sample, 0)[:vnet.HEADER_LEN] if path._vnet else b""
+        self.prefix = b""
+        if path._vnet:
+            self.prefix = vnet.tcp_frame(self.pack(bytes(4), bytes(4), 0, 0, 0, 0, 0, 0),
+                                         0)[:vnet.HEADER_LEN]
 
-    def pack(self, addresses: bytes, sport: int, dport: int, iss: int, isn: int,
+    def pack(self, src: bytes, dst: bytes, sport: int, dport: int, iss: int, isn: int,
              tsval: int, tsecr: int) -> bytes:
-        """The frame from us (the SYN's destination) to the SYN's source; `addresses`
-        are the SYN's source then destination, `isn` its sequence number."""
+        """The frame from `src` (us: the SYN's destination) to `dst` (the SYN's
+        source), acknowledging the SYN's sequence number `isn`."""
         ack = seq_add(isn, 1)
-        addr_sum = _from_bytes(addresses[:4], "big") + _from_bytes(addresses[4:], "big")
+        # src and dst as one 64-bit number: congruent to their four 16-bit words.
+        addr_sum = _from_bytes(dst + src, "big")
         if self.vnet:
             tcp_check = _fold(addr_sum + self.tcp_len_sum)
         else:
             tcp_check = _checksum(addr_sum + self.tcp_sum + sport + dport + iss + ack
                                   + tsval + tsecr)
-        packet = self.struct.pack(*self._fields(addresses, _checksum(self.ip_sum + addr_sum),
-                                                sport, dport, iss, ack, tcp_check, tsval, tsecr))
-        return self.prefix + packet if self.vnet else packet
-
-    def _fields(self, addresses: bytes, ip_check: int, sport: int, dport: int, iss: int,
-                ack: int, tcp_check: int, tsval: int, tsecr: int) -> list[object]:
-        fields: list[object] = [
-            0x45, 0, self.total, 0, _IP_DF, TTL, IPPROTO_TCP, ip_check, addresses[4:],
-            addresses[:4], sport, dport, iss, ack, self.off_flags, self.window, tcp_check, 0,
-            self.before_ts]
+        ip_check = _checksum(self.ip_sum + addr_sum)
         if self.ts:
-            fields += (tsval, tsecr)
-        if self.after_ts:
-            fields.append(self.after_ts)
-        return fields
+            packet = self.struct.pack(
+                0x45, 0, self.total, 0, _IP_DF, TTL, IPPROTO_TCP, ip_check, src, dst, sport,
+                dport, iss, ack, self.off_flags, self.window, tcp_check, 0, self.before_ts,
+                tsval, tsecr, *self.tail)
+        else:
+            packet = self.struct.pack(
+                0x45, 0, self.total, 0, _IP_DF, TTL, IPPROTO_TCP, ip_check, src, dst, sport,
+                dport, iss, ack, self.off_flags, self.window, tcp_check, 0, self.before_ts)
+        return self.prefix + packet
