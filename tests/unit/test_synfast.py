@@ -12,6 +12,7 @@ built with the codec tests' dpkt-checksummed builders, not with our codec.
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 from collections import Counter
 
@@ -36,6 +37,10 @@ from tests.unit.test_codec_equivalence import (
 from tests.unit.test_stack import VIP, VIP_B, Wire, echo
 from tests.unit.test_syncookies import ack_packet, syn_packet
 
+# Two stacks per example cost ~20 ms of CPU: 150 examples keep this file to a few
+# seconds. After changing the fast path, run it long, e.g.
+# SYNFAST_EXAMPLES=5000 pytest tests/unit/test_synfast.py (a few minutes).
+N_EXAMPLES = int(os.environ.get("SYNFAST_EXAMPLES", "150"))
 u16, u32 = st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF)
 NOW = 1000.0
 PREFILL_PORT = 39999  # the SYN that fills a backlog of 1 (its 4-tuple has a connection)
@@ -67,8 +72,9 @@ def syns(draw) -> bytes:
                       (5 + len(options) // 4) << 4 | flags >> 8, flags & 0xFF, draw(u16), 0, 0)
     payload = draw(st.one_of(st.just(b""), st.just(b""), st.binary(min_size=1, max_size=8)))
     body = tcp + options + payload
+    fragment = draw(st.sampled_from([0, 0x4000, 0, 0x4000, 0x2000, 0x0001]))  # DF, MF, offset
     ip = bytearray(struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(body), draw(u16),
-                               draw(st.sampled_from([0, 0x4000])), 64, 6, 0, src, VIP_B))
+                               fragment, 64, 6, 0, src, VIP_B))
     packet = bytes(with_transport_checksum(with_ip_checksum(ip + body)))
     if draw(st.integers(0, 4)) == 0:
         packet = draw(malformed_packets(packet))
@@ -102,9 +108,9 @@ async def run_stack(config: TcpConfig, frames: list[bytes], *,
         await stack.close()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=N_EXAMPLES, deadline=None)
 @given(CONFIGS, st.lists(st.tuples(syns(), st.sampled_from(
-    [0, 0, vnet.F_NEEDS_CSUM, vnet.F_DATA_VALID]), st.integers(0, 9)), min_size=1, max_size=4))
+    [0, 0, vnet.F_NEEDS_CSUM, vnet.F_DATA_VALID]), st.integers(0, 3)), min_size=1, max_size=4))
 def test_fast_path_sends_and_counts_exactly_what_the_normal_path_does(config, packets) -> None:
     frames = [frame(p, flags, gso == 0) if config.offload else p for p, flags, gso in packets]
     with asyncio.Runner() as runner:
@@ -146,6 +152,69 @@ async def test_flood_syn_is_answered_without_decoding(monkeypatch, offload, opti
                                                                            bool(options))
         assert +stack.stats == Counter(InReceives=1, InSegs=1, SyncookiesSent=1, OutSegs=1)
         assert not stack.conns
+    finally:
+        await stack.close()
+
+
+def mangled(how: str) -> tuple[bytes, bool]:
+    """A Linux SYN to port 80 changed in one way the fast path must not take;
+    True when it needs a virtio-net header (offloads on)."""
+    packet = bytearray(raw_syn(LINUX_SYN))
+    if how == "super-segment":
+        return frame(bytes(packet), vnet.F_NEEDS_CSUM, True), True
+    if how == "bad TCP checksum, vouched for":  # the kernel's word is taken, as by the codec
+        packet[36] ^= 0xFF
+        return frame(bytes(packet), vnet.F_DATA_VALID, False), True
+    edits = {"more fragments": (6, b"\x20\x00"), "fragment offset": (6, b"\x00\x01"),
+             "SYN|ECE": (33, b"\x42"), "SYN|ACK": (33, b"\x12"), "SYN|FIN": (33, b"\x03"),
+             "NS bit": (32, bytes((packet[32] | 1,))), "closed port": (22, b"\x00\x51"),
+             "not for us": (16, bytes((10, 0, 0, 3))), "IP options": (0, b"\x46"),
+             "bad IP checksum": (10, bytes((packet[10] ^ 1,))),
+             "bad TCP checksum": (36, bytes((packet[36] ^ 1,)))}
+    if how == "data":
+        packet += b"x"
+        packet[2:4] = struct.pack(">H", len(packet))
+    else:
+        at, value = edits[how]
+        packet[at:at + len(value)] = value
+    if "checksum" not in how:
+        with_transport_checksum(with_ip_checksum(packet))
+    return bytes(packet), False
+
+
+@pytest.mark.parametrize("how", [
+    "super-segment", "more fragments", "fragment offset", "SYN|ECE", "SYN|ACK", "SYN|FIN",
+    "NS bit", "closed port", "not for us", "IP options", "bad IP checksum", "bad TCP checksum",
+    "data"])
+async def test_other_packets_are_left_to_the_normal_path(how) -> None:
+    packet, offload = mangled(how)
+    stack = Stack(VIP, Wire().output, TcpConfig(syncookies="always", offload=offload))
+    await stack.start_server(echo, 80)
+    try:
+        assert stack.syn_fast.answer(packet, NOW) is False
+        assert not +stack.stats
+    finally:
+        await stack.close()
+
+
+async def test_a_syn_the_kernel_vouches_for_is_not_checked() -> None:
+    packet, _ = mangled("bad TCP checksum, vouched for")
+    stack = Stack(VIP, Wire().output, TcpConfig(syncookies="always", offload=True))
+    await stack.start_server(echo, 80)
+    try:
+        assert stack.syn_fast.answer(packet, NOW) is True
+    finally:
+        await stack.close()
+
+
+async def test_syn_of_a_live_connection_is_left_to_it() -> None:
+    stack = Stack(VIP, Wire().output, TcpConfig(backlog=1))
+    await stack.start_server(echo, 80)
+    try:
+        stack.handle_packet(syn_packet(PREFILL_PORT), NOW)  # queued: now the backlog is full
+        assert stack.listeners[80].answers_statelessly()
+        assert stack.syn_fast.answer(raw_syn(LINUX_SYN, PREFILL_PORT), NOW) is False
+        assert stack.syn_fast.answer(raw_syn(LINUX_SYN, PREFILL_PORT + 1), NOW) is True
     finally:
         await stack.close()
 
