@@ -113,7 +113,9 @@ class SynFastPath:
                 or start + total > len(frame) or dst != stack.addr):
             return False
         if _from_bytes(frame[start:start + 20], "big") % 0xFFFF:
-            return False  # a bad IP checksum: the normal path counts it
+            return False  # a bad IP checksum (RFC 791 3.1): the normal path counts it
+        # RFC 9293 3.1: the checksum covers the pseudo-header and the segment, here a
+        # header only (a multiple of 4 octets), so one number is the sum of its words.
         pseudo = _from_bytes(frame[start + 12:start + 20], "big") + IPPROTO_TCP + total - 20
         if verify and not _sums_to_ones(pseudo + _from_bytes(frame[start + 20:start + total],
                                                              "big")):
