@@ -60,7 +60,7 @@ class Listener:
         stats = self.stack.stats
         config = self.stack.config
         want_cookie = config.syncookies == "always"
-        if len(self.half_open) >= self.backlog or len(self.stack.conns) >= config.max_conns:
+        if self._no_slot():
             if config.syncookies == "off":
                 full = len(self.half_open) >= self.backlog
                 stats["BacklogDrops" if full else "ConnLimitDrops"] += 1
@@ -74,6 +74,18 @@ class Listener:
             self._cookie_sent_at = now
             return SynVerdict.COOKIE
         return SynVerdict.QUEUE
+
+    def answers_statelessly(self) -> bool:
+        """Whether no SYN can get a queue slot now, so `on_syn` can only answer
+        with a cookie or drop: cookies always, or on with no slot free. Then the
+        stack's SYN fast path (`tcpstack.synfast`) may take the SYN, since no TCB
+        will need its Segment."""
+        mode = self.stack.config.syncookies
+        return mode == "always" or (mode == "on" and self._no_slot())
+
+    def _no_slot(self) -> bool:
+        return (len(self.half_open) >= self.backlog
+                or len(self.stack.conns) >= self.stack.config.max_conns)
 
     def cookie_syn(self, ack: Segment, now: float) -> Segment | None:
         """The SYN that a valid cookie in `ack` answered, or None. Only tried while

@@ -34,6 +34,7 @@ from tcpstack.seq import seq_add
 from tcpstack.states import State
 from tcpstack.stream import StreamReader, StreamWriter
 from tcpstack.syncookies import SynCookies
+from tcpstack.synfast import SynFastPath
 from tcpstack.tcb import Tcb
 from tcpstack.timerwheel import TimerWheel
 from tcpstack.timewait import Fate, TimeWait
@@ -79,6 +80,8 @@ class Stack:
         self.listeners: dict[int, Listener] = {}
         self.isn = IsnGenerator()
         self.cookies = SynCookies(self.config)
+        #: Answers flood SYNs from their bytes when a listener gives only cookies.
+        self.syn_fast = SynFastPath(self)
         #: Counters of the device under the stack for `tcpstack stats` (the daemon
         #: sets it to the TUN's drop counters); none in memory.
         self.device_stats: Callable[[], dict[str, int]] = dict
@@ -120,6 +123,8 @@ class Stack:
         """Decode one IPv4 packet and hand it on; bad ones are counted and dropped.
         InReceives counts packets (Linux's Ip InReceives); InSegs counts TCP
         segments, a GRO super-segment as the segments it was made of."""
+        if self.syn_fast.answer(packet, now):
+            return  # a SYN answered with a cookie (or dropped) from its bytes alone
         self.stats["InReceives"] += 1
         gso_size = 0
         try:

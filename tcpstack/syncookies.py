@@ -88,27 +88,43 @@ class SynCookies:
         # Keyed once: copy() skips the key block that every keyed blake2s() hashes.
         self._keyed = hashlib.blake2s(key=secret if secret is not None else os.urandom(32),
                                       digest_size=8)
+        self._our_wscale = _wscale_for(config.rcv_buf)  # the config is frozen
 
     def synack(self, syn: Segment, now: float) -> Segment:
         """The SYN+ACK answering `syn`, its ISS a cookie; nothing is remembered."""
         config = self.config
         opts = syn.options
-        count = _count(now)
-        h1, h2 = self._hash(syn, syn.seq, count)
-        iss = (h1 + syn.seq + (count << COOKIE_BITS)
-               + ((h2 + _mss_index(opts.mss)) & COOKIE_MASK)) & 0xFFFFFFFF
+        iss = self.iss(syn.src + syn.dst, syn.sport, syn.dport, syn.seq, opts.mss, now)
         reply = Options(mss=config.mss)
         if config.timestamps and opts.timestamp is not None:
-            wscale = opts.wscale if config.window_scaling else None
-            sack = config.sack and opts.sack_permitted
-            bits = (WSCALE_NONE if wscale is None else min(wscale, MAX_WSCALE)) | (
-                SACK_BIT if sack else 0)
-            reply = Options(mss=config.mss, sack_permitted=sack,
-                            wscale=None if wscale is None else _wscale_for(config.rcv_buf),
-                            timestamp=(_cookie_tsval(iss, now, bits), opts.timestamp[0]))
+            wscale, sack, bits = self.offer(opts.wscale, opts.sack_permitted)
+            reply = Options(mss=config.mss, sack_permitted=sack, wscale=wscale,
+                            timestamp=(cookie_tsval(iss, now, bits), opts.timestamp[0]))
         return Segment(src=syn.dst, dst=syn.src, sport=syn.dport, dport=syn.sport,
                        seq=iss, ack=seq_add(syn.seq, 1), flags=SYN_ACK,
                        window=min(config.rcv_buf, MAX_WINDOW), options=reply)
+
+    def iss(self, addresses: bytes, sport: int, dport: int, isn: int, mss: int | None,
+            now: float) -> int:
+        """The cookie ISS for a SYN from `addresses` (its source then destination
+        address, 8 octets) with sequence number `isn` and MSS option `mss`. The
+        Segment path (`synack`) and the SYN fast path (`tcpstack.synfast`) share it,
+        so both always send the same cookie."""
+        count = _count(now)
+        h1, h2 = self._hash(addresses, sport, dport, isn, count)
+        return (h1 + isn + (count << COOKIE_BITS)
+                + ((h2 + _mss_index(mss)) & COOKIE_MASK)) & 0xFFFFFFFF
+
+    def offer(self, wscale: int | None, sack_permitted: bool) -> tuple[int | None, bool, int]:
+        """What a cookie SYN+ACK with timestamps offers for a SYN with these
+        options: our window scale (None: none), SACK-permitted, and the TSval's
+        low bits that carry the peer's choices back to us."""
+        config = self.config
+        wscale = wscale if config.window_scaling else None
+        sack = config.sack and sack_permitted
+        bits = (WSCALE_NONE if wscale is None else min(wscale, MAX_WSCALE)) | (
+            SACK_BIT if sack else 0)
+        return None if wscale is None else self._our_wscale, sack, bits
 
     def check(self, ack: Segment, now: float) -> Segment | None:
         """The SYN that `ack` completes, as its cookie remembers it (sequence
@@ -118,7 +134,7 @@ class SynCookies:
         isn = seq_add(ack.seq, -1)
         now_count = _count(now)
         for count in range(now_count, now_count - MAX_AGE, -1):
-            h1, h2 = self._hash(ack, isn, count)
+            h1, h2 = self._hash(ack.src + ack.dst, ack.sport, ack.dport, isn, count)
             diff = (cookie - h1 - isn) & 0xFFFFFFFF
             index = (diff - h2) & COOKIE_MASK
             if diff >> COOKIE_BITS == count & COUNT_MASK and index < len(MSS_TABLE):
@@ -139,11 +155,12 @@ class SynCookies:
         return Segment(src=ack.src, dst=ack.dst, sport=ack.sport, dport=ack.dport, seq=isn,
                        ack=0, flags=Flags.SYN, window=ack.window, options=options)
 
-    def _hash(self, seg: Segment, isn: int, count: int) -> tuple[int, int]:
+    def _hash(self, addresses: bytes, sport: int, dport: int, isn: int,
+              count: int) -> tuple[int, int]:
         """H1 and H2: one keyed hash of the 4-tuple as the peer sends it, the
         peer's ISN and the counter, cut in two 32-bit halves."""
         h = self._keyed.copy()
-        h.update(seg.src + seg.dst + _TUPLE.pack(seg.sport, seg.dport, isn, count))
+        h.update(addresses + _TUPLE.pack(sport, dport, isn, count))
         both = int.from_bytes(h.digest(), "big")
         return both >> 32, both & 0xFFFFFFFF
 
@@ -159,7 +176,7 @@ def _mss_index(mss: int | None) -> int:
     return max(bisect.bisect_right(MSS_TABLE, mss or DEFAULT_MSS) - 1, 0)
 
 
-def _cookie_tsval(iss: int, now: float, bits: int) -> int:
+def cookie_tsval(iss: int, now: float, bits: int) -> int:
     """The SYN+ACK's TSval: the connection's clock (Tcb._ts_val: 1 ms ticks offset
     by the ISS) with its low bits replaced by `bits`, moved back one step if that
     put it ahead, so the connection's later TSvals never go below it (RFC 7323 5.3)."""
