@@ -8,8 +8,9 @@ Each connection is a passive open whose application closes at once; the peer
 TIME-WAIT. What is left allocated afterwards, less the baseline, divided by N
 is the cost of one entry: the table entry, the timer-wheel entry, and whatever
 the stack keeps for the 4-tuple. A half-open connection is measured the same
-way right after the SYNs are answered and the loop has run a few iterations. Only the public API is used, so the script
-also measures older versions of the stack (run it with their tree on PYTHONPATH).
+way right after the SYNs are answered and the loop has run a few iterations.
+Only the public API is used, so the script also measures older versions of the
+stack (run it with their tree on PYTHONPATH).
 """
 
 from __future__ import annotations
