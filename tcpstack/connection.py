@@ -140,6 +140,7 @@ class Connection:
         self._loop = loop
         self._inbox: list[InboxItem] = []  # applied in order, TURN_ITEMS per turn
         self._queued = False  # a turn is queued with the stack (Stack.queue_turn)
+        self._backlog = False  # ... because the last turn was full: the others go first
         self._turning = False  # a turn is running: inputs wait for its end
         # Written data, in order, handed over as sent; () until ESTABLISHED, when
         # the writer that fills it is made (a half-open connection has no queue).
@@ -227,14 +228,21 @@ class Connection:
         self._act()
 
     def _consumed(self, n: int) -> None:
+        """A read reopens the window in the next turn: the one the application's
+        write runs at once (an echo), else a queued one. Reads rarely change
+        what the TCB sends (receiver SWS avoidance), so a turn of their own per
+        read would be spent flushing nothing."""
         self._inbox.append(Consumed(n))
-        self._act()
+        self._queue()
 
     def _act(self) -> None:
         """Apply the application's input now, in its own loop iteration (an echo
-        reply leaves in the iteration that writes it), unless a turn is queued or
-        running: that turn takes it, after what it holds (the order of inputs)."""
-        if not (self._queued or self._turning):
+        reply leaves in the iteration that writes it), with the inputs queued
+        before it (the order of inputs). During a turn, that turn takes it; after
+        a full turn, the queued next one: a writer that never waits (drain()
+        returns at once below the high-water mark) must not get a turn per
+        write, or it would send its whole window in one iteration."""
+        if not (self._turning or self._backlog):
             self.turn()
 
     def abort_now(self, cause: str) -> None:
@@ -250,12 +258,14 @@ class Connection:
 
     def run_queued_turn(self) -> None:
         """The stack runs the turn this connection queued."""
-        self._queued = False
+        self._queued = self._backlog = False
         self.turn()
 
     def turn(self) -> None:
         """Apply at most TURN_ITEMS inputs, hand the TCB written data up to
-        TURN_SEGMENTS unsent, flush. If work is left, queue another turn: the
+        TURN_SEGMENTS unsent, flush. If work is left, queue another turn (unless
+        one is queued already; an application's input may run a turn before the
+        queued one, which then finds less to do, or nothing): the
         stack runs it in the next loop iteration, after every other ready
         callback (the TUN reader, the timers, the control socket, the other
         connections' turns and the applications)."""
@@ -263,6 +273,8 @@ class Connection:
         if tcb.state in _INPUT_DONE:  # gone to a TIME-WAIT record or closed: moot
             self._inbox.clear()
             return
+        if not (self._inbox or self._writes):
+            return  # an earlier turn took it all: nothing to apply, nothing to flush
         self._turning = True
         try:
             now = self._loop.time()
@@ -289,7 +301,8 @@ class Connection:
             self._turning = False
         if tcb.state not in _INPUT_DONE and (
                 self._inbox or (self._writes and self._unsent() < self._turn_bytes())):
-            self._queue()  # the turn was full, or inputs came during it
+            self._backlog = True  # the turn was full, or inputs came during it
+            self._queue()
 
     def _apply(self, item: InboxItem, now: float) -> None:
         tcb = self.tcb

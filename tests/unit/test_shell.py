@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tcpstack.config import TcpConfig
 from tcpstack.stack import Stack
 from tests.unit.test_stack import ACK, PEER, PSH, SYN, VIP, Wire, echo, feed, packet
 
@@ -59,7 +58,7 @@ class Tun:
 @pytest.fixture
 async def lab() -> AsyncIterator[tuple[Stack, Wire, Tun, Iterations]]:
     wire = Wire()
-    stack = Stack(VIP, wire.output, TcpConfig(rcv_buf=16384))  # windows below 64 KiB
+    stack = Stack(VIP, wire.output)
     tun = Tun(stack)
     ticks = Iterations()
     yield stack, wire, tun, ticks
@@ -128,27 +127,6 @@ async def test_a_write_is_sent_before_write_returns(lab) -> None:
     await asyncio.wait_for(_until(lambda: seen), 2)
     assert seen == [1]
     assert [s.payload for s in wire.segments()][-1] == b"hello"
-
-
-async def test_a_read_reopens_the_window_at_once(lab) -> None:
-    """The bytes an application reads reopen the receive window in the read
-    itself, not after a round trip through another task."""
-    stack, wire, tun, _ = lab
-    windows: list[tuple[int, int]] = []
-
-    async def reader_app(reader, writer) -> None:
-        tcb = stack.conns[KEY].tcb
-        await reader.readexactly(1)  # the first segment: the buffer now holds 1000
-        before = tcb.rcv_wnd
-        await reader.readexactly(1000)
-        windows.append((before, tcb.rcv_wnd))
-
-    await stack.start_server(reader_app, 7)
-    iss1 = await established(stack, wire, tun)
-    tun.send(packet(ACK | PSH, 1001, iss1, dport=7, payload=b"x" * 1001))
-    await asyncio.wait_for(_until(lambda: windows), 2)
-    [(before, after)] = windows
-    assert after == before + 1000
 
 
 async def test_a_half_open_connection_has_no_task_and_no_streams() -> None:
