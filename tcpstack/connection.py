@@ -430,8 +430,8 @@ class Connection:
     def _account(self) -> None:
         """Charge what this connection buffers (written and not acknowledged,
         received and not read) to the stack-wide total that --mem-limit caps.
-        From TIME-WAIT on the task is gone and nothing would update the charge,
-        so it is released then (what the application has not read yet stays
+        From TIME-WAIT on the connection takes no input and nothing would update
+        the charge, so it is released then (what the application has not read yet stays
         with its reader, bounded by --rcv-buf)."""
         held = 0 if self.tcb.state in _INPUT_DONE else self.write_buffer_size + self.unread
         self.stack.buffered += held - self._charged

@@ -41,7 +41,7 @@ log = logging.getLogger("tcpstack.stack")
 trace = logging.getLogger("tcpstack.trace")
 
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's net.ipv4.ip_local_port_range
-READ_BATCH = 512  # packets per wake-up before other tasks get a turn
+READ_BATCH = 512  # packets per wake-up before the applications and timers get a turn
 READ_SIZE = 65536 + vnet.HEADER_LEN  # the largest IPv4 packet and a virtio-net header
 
 ConnKey = tuple[int, bytes, int]  # (local port, remote address, remote port)
@@ -352,7 +352,7 @@ class Stack:
     # -- TIME-WAIT -------------------------------------------------------------
 
     def enter_time_wait(self, conn: Connection, segments: list[Segment]) -> None:
-        """`conn` reached TIME-WAIT: a small record replaces it (its task ends and
+        """`conn` reached TIME-WAIT: a small record replaces it (its streams and
         everything else is freed) and takes `segments`, which arrived meanwhile.
         With `config.max_tw_buckets` records already, close at once instead,
         as Linux does when tcp_max_tw_buckets is reached."""
