@@ -71,8 +71,8 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 PART_NOTES = {
     "codec": "decode/encode, checksums (codec.py, segment.py, dpkt)",
     "TCB": "RFC 9293 state machine, buffers, timers, congestion control",
-    "TUN write": "the write syscall (reads are inline in Stack.run_reader: shell)",
-    "shell": "TUN reader, dispatch, connection tasks, streams, listener",
+    "TUN write": "the write syscall (reads are inline in Stack._read_batch: shell)",
+    "shell": "TUN reader, dispatch, connection turns, streams, listener",
     "enum": "IntFlag/Enum arithmetic (segment flags, states) in enum.py",
     "event loop": "asyncio/uvloop: callbacks, task steps, futures, queues",
     "apps": "the HTTP and echo handlers (hashing included)",
@@ -400,7 +400,8 @@ def main(argv: list[str]) -> int:
             f"{r.seconds:.1f} s, {r.segments:,} segments in+out; py-spy counted "
             f"{samples / args.rate:.1f} s as running ({args.rate} Hz)",
             *([f"daemon CPU per connection: {(user + system) / r.opens * 1e6:,.0f} us "
-               f"({r.opens:,} connections opened)"] if r.opens else []),
+               f"({r.opens:,} connections opened)"] if args.workload == "conn" and r.opens
+              else []),
             *cpu_note(samples / args.rate, user + system)]
     per_segment = (user + system) / r.segments * 1e6 if r.segments else None
     text = summary(stacks, head, us_per_segment=per_segment, top=args.top)
