@@ -99,14 +99,17 @@ class Stack:
         and return to the loop. It reads in the loop's fd callback itself, not in
         a task the callback wakes: that would cost a loop iteration per wake-up.
         The fd stays readable while packets wait, so the loop calls again in its
-        next iteration, after the applications and timers (level-triggered)."""
-        self._loop.add_reader(fd, self._read_batch, fd)
+        next iteration, after the applications and timers (level-triggered).
+        Returns only by cancellation; a failed read (or a bug in handling what
+        was read) stops reading and is raised here, as from a reader task."""
+        failed: asyncio.Future[None] = self._loop.create_future()
+        self._loop.add_reader(fd, self._read_batch, fd, failed)
         try:
-            await self._loop.create_future()  # until cancelled
+            await failed
         finally:
             self._loop.remove_reader(fd)
 
-    def _read_batch(self, fd: int) -> None:
+    def _read_batch(self, fd: int, failed: asyncio.Future[None]) -> None:
         now = self._loop.time()
         self._batching = True
         try:
@@ -116,6 +119,10 @@ class Stack:
                 except BlockingIOError:
                     break
                 self.receive(packet, now)
+        except Exception as e:  # the fd stays readable: calling again would spin
+            self._loop.remove_reader(fd)
+            if not failed.done():
+                failed.set_exception(e)
         finally:
             self._batching = False
             self._run_turns()  # what this batch brought, in this loop iteration

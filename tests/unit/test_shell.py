@@ -160,3 +160,18 @@ async def _until(pred) -> None:
     while not pred():
         await asyncio.sleep(0)
 
+
+
+async def test_a_failure_in_the_reader_ends_run_reader_with_its_error(lab) -> None:
+    """Reading happens in the loop's fd callback, but a failure still ends
+    `run_reader` with its error, as a failed reader task did (the daemon exits
+    with it), instead of the callback failing again on every iteration."""
+    stack, _, tun, _ = lab
+
+    def broken(pkt: bytes, now: float) -> None:
+        raise OSError("the device went away")
+
+    stack.receive = broken
+    tun.send(packet(SYN, 1000, dport=7))
+    with pytest.raises(OSError, match="went away"):
+        await asyncio.wait_for(asyncio.shield(tun.reader), 2)
