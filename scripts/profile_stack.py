@@ -71,8 +71,8 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 PART_NOTES = {
     "codec": "decode/encode, checksums (codec.py, segment.py, dpkt)",
     "TCB": "RFC 9293 state machine, buffers, timers, congestion control",
-    "TUN write": "the write syscall (reads are inline in Stack.run_reader: shell)",
-    "shell": "TUN reader, dispatch, connection tasks, streams, listener",
+    "TUN write": "the write syscall (reads are inline in Stack._read_batch: shell)",
+    "shell": "TUN reader, dispatch, connection turns, streams, listener",
     "enum": "IntFlag/Enum arithmetic (segment flags, states) in enum.py",
     "event loop": "asyncio/uvloop: callbacks, task steps, futures, queues",
     "apps": "the HTTP and echo handlers (hashing included)",
@@ -279,6 +279,7 @@ class Profiled:
     seconds: float  # the window's wall time
     segments: int  # InSegs + OutSegs
     cpu: tuple[float, float]  # user, system seconds
+    opens: int = 0  # PassiveOpens + ActiveOpens: connections in the window
 
 
 def cpu_times(pid: int) -> tuple[float, float]:
@@ -331,7 +332,8 @@ def run(args: argparse.Namespace, log_dir: Path) -> Profiled:
         lab.finish(spy)
     return Profiled(raw.read_text(), what, unit, figures, t1 - t0,
                     sum(stats1[k] - stats0[k] for k in ("InSegs", "OutSegs")),
-                    (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]))
+                    (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]),
+                    sum(stats1[k] - stats0[k] for k in ("PassiveOpens", "ActiveOpens")))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -397,6 +399,9 @@ def main(argv: list[str]) -> int:
             f"daemon CPU while sampled: {user:.1f} s user + {system:.1f} s system in "
             f"{r.seconds:.1f} s, {r.segments:,} segments in+out; py-spy counted "
             f"{samples / args.rate:.1f} s as running ({args.rate} Hz)",
+            *([f"daemon CPU per connection: {(user + system) / r.opens * 1e6:,.0f} us "
+               f"({r.opens:,} connections opened)"] if args.workload == "conn" and r.opens
+              else []),
             *cpu_note(samples / args.rate, user + system)]
     per_segment = (user + system) / r.segments * 1e6 if r.segments else None
     text = summary(stacks, head, us_per_segment=per_segment, top=args.top)

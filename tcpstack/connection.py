@@ -1,13 +1,28 @@
-"""The asyncio shell around one TCB: its inbox, its task and its streams.
+"""The asyncio shell around one TCB: its inputs, its turns and its streams.
 
-Every input for a connection (segments from the TUN reader, timer expiries
-from the wheel, calls from the application) goes through the inbox, and what
-the application writes through the write queue; both are applied by the
-connection's own task, so the TCB has a single writer. A turn of the task is
-bounded (TURN_ITEMS, TURN_SEGMENTS), so a bulk transfer cannot stall the other
-connections. After each turn the task flushes what the TCB produced: segments
-to the TUN, events to the streams, and its next deadline to the timer wheel.
-One turn's received segments are acknowledged by one ACK.
+A connection has no task of its own. Segments from the TUN reader and timer
+expiries from the wheel are queued in its inbox and applied in a *turn*,
+which the stack runs at the end of the reader's wake-up (or of the wheel's
+firing) in the same loop iteration: everything one wake-up brought a
+connection is applied in one go and acknowledged by one ACK decision. What
+the application does (write, close, abort, a read that reopens the window) is
+applied at once, in the application's own loop iteration, by a turn run right
+there, unless a turn is queued or running: then that turn takes it. So an
+echo reply leaves in the iteration in which the application writes it, and
+the application sees received data in the iteration after the segment was
+read (the StreamReader's future wakes its task). Only Connection code mutates
+the TCB, always on the loop thread: the TCB still has a single writer.
+
+A turn is bounded (TURN_ITEMS inputs, TURN_SEGMENTS unsent segments handed
+to the TCB), so a bulk transfer cannot stall the other connections: a
+connection with work left queues another turn, which runs in the next loop
+iteration, after every other ready callback. After each turn the shell
+flushes what the TCB produced: segments to the TUN, events to the streams,
+and its next deadline to the timer wheel.
+
+Until the handshake completes a connection is the TCB and this record only:
+the streams, the write queue and the application's task come with
+ESTABLISHED (issue 9, item 4).
 """
 
 from __future__ import annotations
@@ -40,9 +55,9 @@ log = logging.getLogger("tcpstack.conn")
 
 #: States in which our side has finished sending: `wait_closed()` returns.
 _SEND_DONE = frozenset({State.FIN_WAIT_2, State.TIME_WAIT}) | FINISHED
-#: States in which the task ends: TIME-WAIT is handed to a small record
-#: (`Stack.enter_time_wait`), which needs no task.
-_TASK_DONE = frozenset({State.TIME_WAIT}) | FINISHED
+#: States in which the connection takes no more input: TIME-WAIT is handed to
+#: a small record (`Stack.enter_time_wait`).
+_INPUT_DONE = frozenset({State.TIME_WAIT}) | FINISHED
 
 #: Inbox items (segments, timers, reads) one connection applies per turn before
 #: the others get theirs: a reader batch can post hundreds of ACKs to one flow.
@@ -76,7 +91,7 @@ class TimerFired:
 
 class Send:
     """Write-queue item: bytes the application wrote. They count toward the write
-    buffer from the moment they are posted, not only once the TCB holds them:
+    buffer from the moment they are written, not only once the TCB holds them:
     otherwise `drain()` sees an empty send queue while the queue grows without bound."""
 
     __slots__ = ("data",)
@@ -123,22 +138,21 @@ class Connection:
         self.reopened: TimeWait | None = None
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._inbox: deque[InboxItem] = deque()
-        # A turn takes TURN_ITEMS, so a flood could outrun it: beyond this many
-        # waiting segments, more are dropped and counted, like Linux's socket
-        # backlog limit (TCPBacklogDrop). Twice the full-sized segments both
-        # buffers hold: a legitimate peer, held by the windows, never gets there.
-        config = stack.config
-        self._inbox_max = 2 * (config.rcv_buf + config.snd_buf) // config.mss
-        self._writes: deque[Send | Close] = deque()  # in order, handed over as sent
-        self._wakeup = asyncio.Event()
-        self.reader = StreamReader(self._consumed)
-        self.writer = StreamWriter(self, self.reader)
+        self._inbox: list[InboxItem] = []  # applied in order, TURN_ITEMS per turn
+        self._queued = False  # a turn is queued with the stack (Stack.queue_turn)
+        self._backlog = False  # ... because the last turn was full: the others go first
+        self._turning = False  # a turn is running: inputs wait for its end
+        # Written data, in order, handed over as sent; () until ESTABLISHED, when
+        # the writer that fills it is made (a half-open connection has no queue).
+        self._writes: deque[Send | Close] | tuple[()] = ()
+        self.reader: StreamReader | None = None  # made at ESTABLISHED, as the writer
+        self.writer: StreamWriter | None = None
         #: Where received data goes: the stream reader, or a protocol's
-        #: transport once one is attached (`attach`).
-        self.receiver: Receiver = self.reader
+        #: transport once one is attached (`attach`); None until ESTABLISHED.
+        self.receiver: Receiver | None = None
         self.established: asyncio.Future[None] = loop.create_future()
-        self._send_done: asyncio.Future[None] = loop.create_future()
+        self._send_done: asyncio.Future[None] | None = None  # made by wait_closed()
+        self._sent_all = False  # our side finished sending (or the connection ended)
         # Write flow control, as asyncio's transports: writing pauses once the
         # write buffer exceeds the high-water mark and resumes at the low one.
         self._posted = 0  # bytes in Send items not yet applied to the TCB
@@ -147,7 +161,6 @@ class Connection:
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._charged = 0  # bytes of ours in stack.buffered (--mem-limit)
-        self.task = loop.create_task(self._run(), name=f"tcb {self}")
 
     def __str__(self) -> str:
         return f"{self.local}-{self.remote}"
@@ -166,89 +179,133 @@ class Connection:
     def finished(self) -> bool:
         return self.tcb.state in FINISHED
 
-    # -- inputs ----------------------------------------------------------------
+    # -- inputs from the stack ---------------------------------------------------
 
     def post(self, item: InboxItem) -> None:
-        """Queue an input for the connection's task. Segments are dropped (and
-        counted) when the inbox is full, and those with data when the stack holds
-        --mem-limit bytes (Linux drops at tcp_mem[2]): ACKs still get through, so
-        send buffers drain; the peer retransmits the data later."""
+        """Queue an input from the stack for this connection's next turn, which
+        the stack runs at the end of the current reader wake-up or wheel firing.
+        Segments are dropped (and counted) when the inbox is full, and those with
+        data when the stack holds --mem-limit bytes (Linux drops at tcp_mem[2]):
+        ACKs still get through, so send buffers drain; the peer retransmits the
+        data later."""
         if isinstance(item, Segment):
-            if len(self._inbox) >= self._inbox_max:
+            # A turn takes TURN_ITEMS, so a flood could outrun it: beyond this many
+            # waiting segments, more are dropped and counted, like Linux's socket
+            # backlog limit (TCPBacklogDrop). Twice the full-sized segments both
+            # buffers hold: a legitimate peer, held by the windows, never gets there.
+            config = self.stack.config
+            if len(self._inbox) >= 2 * (config.rcv_buf + config.snd_buf) // config.mss:
                 self.stack.stats["InboxDrops"] += 1
                 return
-            if item.payload and self.stack.buffered >= self.stack.config.mem_limit:
+            if item.payload and self.stack.buffered >= config.mem_limit:
                 self.stack.stats["MemoryDrops"] += 1
                 return
         self._inbox.append(item)
-        self._wakeup.set()
+        self._queue()
+
+    def _queue(self) -> None:
+        if not self._queued:
+            self._queued = True
+            self.stack.queue_turn(self)
+
+    # -- inputs from the application ----------------------------------------------
 
     def send(self, data: bytes) -> None:
-        """Queue written bytes; pause writing above the high-water mark, or above
-        the low one while the stack is under memory pressure."""
+        """Written bytes: handed to the TCB and sent now (up to a turn's worth);
+        pause writing above the high-water mark, or above the low one while the
+        stack is under memory pressure."""
         self._posted += len(data)
-        self._write(Send(data))
+        self._writes.append(Send(data))  # type: ignore[union-attr]  # the writer exists
         self._account()
         high = self.write_low if self._under_pressure() else self.write_high
         if self.write_buffer_size > high:
             self._write_paused = True
+        self._act()
 
     def close_send(self, *, orphan: bool) -> None:
-        self._write(Close(orphan))
-
-    def _write(self, item: Send | Close) -> None:
-        self._writes.append(item)
-        self._wakeup.set()
+        self._writes.append(Close(orphan))  # type: ignore[union-attr]  # the writer exists
+        self._act()
 
     def abort(self) -> None:
-        self.post(self.tcb.abort)
+        self._inbox.append(self.tcb.abort)
+        self._act()
 
     def _consumed(self, n: int) -> None:
-        self.post(Consumed(n))
+        """A read reopens the window in the next turn: the one the application's
+        write runs at once (an echo), else a queued one. Reads rarely change
+        what the TCB sends (receiver SWS avoidance), so a turn of their own per
+        read would be spent flushing nothing."""
+        self._inbox.append(Consumed(n))
+        self._queue()
+
+    def _act(self) -> None:
+        """Apply the application's input now, in its own loop iteration (an echo
+        reply leaves in the iteration that writes it), with the inputs queued
+        before it (the order of inputs). During a turn, that turn takes it; after
+        a full turn, the queued next one: a writer that never waits (drain()
+        returns at once below the high-water mark) must not get a turn per
+        write, or it would send its whole window in one iteration."""
+        if not (self._turning or self._backlog):
+            self.turn()
 
     def abort_now(self, cause: str) -> None:
         """Reset at once, bypassing the inbox (stack shutdown, TIME-WAIT reopened by
-        a new SYN). The task is woken so it sees CLOSED and ends: otherwise it waits
-        forever on an event nobody sets and is garbage-collected while pending.
+        a new SYN, a half-open superseded by a SYN cookie).
 
         `cause` replaces the TCB's "aborted by the user" in the trace: the stack
         knows why it aborts, the TCB only that it was told to."""
         self.tcb.abort(self._loop.time())
         self.flush(cause=cause)
-        self._wakeup.set()
 
-    # -- the task --------------------------------------------------------------
+    # -- turns ---------------------------------------------------------------
 
-    async def _run(self) -> None:
-        """One turn per wake-up: apply at most TURN_ITEMS inputs, hand the TCB
-        written data up to TURN_SEGMENTS unsent, flush. If work is left, yield
-        with sleep(0) so every other ready task (the TUN reader, the timers, the
-        control socket, other connections) runs before the next turn."""
-        inbox = self._inbox
+    def run_queued_turn(self) -> None:
+        """The stack runs the turn this connection queued."""
+        self._queued = self._backlog = False
+        self.turn()
+
+    def turn(self) -> None:
+        """Apply at most TURN_ITEMS inputs, hand the TCB written data up to
+        TURN_SEGMENTS unsent, flush. If work is left, queue another turn (unless
+        one is queued already; an application's input may run a turn before the
+        queued one, which then finds less to do, or nothing): the
+        stack runs it in the next loop iteration, after every other ready
+        callback (the TUN reader, the timers, the control socket, the other
+        connections' turns and the applications)."""
         tcb = self.tcb
+        if tcb.state in _INPUT_DONE:  # gone to a TIME-WAIT record or closed: moot
+            self._inbox.clear()
+            return
+        if not (self._inbox or self._writes):
+            return  # an earlier turn took it all: nothing to apply, nothing to flush
+        self._turning = True
         try:
-            while tcb.state not in _TASK_DONE:
-                if inbox or (self._writes and self._unsent() < self._turn_bytes()):
-                    await asyncio.sleep(0)  # the last turn was full: the others go first
-                else:
-                    await self._wakeup.wait()
-                self._wakeup.clear()
-                now = self._loop.time()
-                tcb.config = _pressed(self.stack.config) if self._under_pressure() \
-                    else self.stack.config
-                for _ in range(min(len(inbox), TURN_ITEMS)):
-                    if tcb.state in _TASK_DONE:
-                        break
-                    self._apply(inbox.popleft(), now)
-                if tcb.state not in _TASK_DONE:
-                    self._hand_over(now)
-                self.flush()
+            now = self._loop.time()
+            tcb.config = _pressed(self.stack.config) if self._under_pressure() \
+                else self.stack.config
+            inbox = self._inbox
+            applied = 0
+            for item in inbox[:TURN_ITEMS]:
+                if tcb.state in _INPUT_DONE:
+                    break
+                applied += 1
+                self._apply(item, now)
+            del inbox[:applied]
+            if tcb.state not in _INPUT_DONE:
+                self._hand_over(now)
+            self.flush()
         except Exception:  # a bug must not take the whole stack down: reset this one
             log.exception("connection %s failed; resetting it", self)
             self.stack.stats["InternalErrors"] += 1
             if tcb.state not in FINISHED:
                 tcb.abort(self._loop.time())
                 self.flush()
+        finally:
+            self._turning = False
+        if tcb.state not in _INPUT_DONE and (
+                self._inbox or (self._writes and self._unsent() < self._turn_bytes())):
+            self._backlog = True  # the turn was full, or inputs came during it
+            self._queue()
 
     def _apply(self, item: InboxItem, now: float) -> None:
         tcb = self.tcb
@@ -275,6 +332,9 @@ class Connection:
         unsent; a large write is cut (a memoryview: no copy). CLOSE follows the
         data written before it."""
         tcb, writes = self.tcb, self._writes
+        if not writes:
+            return
+        assert isinstance(writes, deque)
         room = self._turn_bytes() - self._unsent()
         while writes and room > 0:
             item = writes[0]
@@ -305,6 +365,7 @@ class Connection:
             self._dispatch(event)
         self._account()
         if tcb.state in FINISHED:
+            self._inbox.clear()
             self.stack.forget(self)
         elif tcb.state is State.TIME_WAIT:
             # Segments still queued go to the record; anything else is moot now.
@@ -318,34 +379,59 @@ class Connection:
     def attach(self, receiver: Receiver) -> None:
         """Deliver received data to `receiver` (a protocol's transport) instead
         of the stream reader, which hands it what it holds first."""
+        self._open_streams()
+        assert self.reader is not None
         self.receiver = receiver
         self.reader.hand_over(receiver)
 
     def _dispatch(self, event: object) -> None:
-        if isinstance(event, DataReceived):
-            self.receiver.feed_data(event.data)
+        if isinstance(event, (DataReceived, EofReceived)):
+            self._deliver(event)
         elif isinstance(event, StateChanged):
             self.stack.on_state_change(self, event)
-            if event.new in _SEND_DONE and not self._send_done.done():
-                self._send_done.set_result(None)
+            if event.new in _SEND_DONE:
+                self._sending_done()
         elif isinstance(event, Established):
             self.reopened = None  # the new incarnation is real: the old TIME-WAIT is over
+            self._open_streams()
             if not self.established.done():
                 self.established.set_result(None)
             if self.listener is not None:
                 self.listener.on_established(self)
-        elif isinstance(event, EofReceived):
-            self.receiver.feed_eof()
         elif isinstance(event, ConnectionLost):
             self._lost(event.error)
 
+    def _open_streams(self) -> None:
+        """ESTABLISHED: the streams and the write queue the application uses."""
+        if self.reader is None:
+            self.reader = StreamReader(self._consumed)
+            self.writer = StreamWriter(self, self.reader)
+            self.receiver = self.reader
+            self._writes = deque()
+
+    def _deliver(self, event: DataReceived | EofReceived) -> None:
+        """The one place where received data and the peer's FIN reach the
+        application (its StreamReader or a protocol's transport)."""
+        receiver = self.receiver
+        if receiver is None:
+            return  # before ESTABLISHED nothing is delivered (RFC 9293 3.10.7.3)
+        if isinstance(event, DataReceived):
+            receiver.feed_data(event.data)
+        else:
+            receiver.feed_eof()
+
     def _lost(self, error: BaseException | None) -> None:
         self.error = error
-        self.receiver.connection_lost(error)
+        if self.receiver is not None:
+            self.receiver.connection_lost(error)
         if not self.established.done():
             self.established.set_exception(error or ConnectionAbortedError("connection closed"))
             self.established.exception()  # retrieved: a half-open nobody waits for is fine
-        if not self._send_done.done():
+        self._sending_done()
+
+    def _sending_done(self) -> None:
+        self._sent_all = True
+        if self._send_done is not None and not self._send_done.done():
             self._send_done.set_result(None)
 
     # -- memory ----------------------------------------------------------------
@@ -353,11 +439,10 @@ class Connection:
     def _account(self) -> None:
         """Charge what this connection buffers (written and not acknowledged,
         received and not read) to the stack-wide total that --mem-limit caps.
-        From TIME-WAIT on the task is gone and nothing would update the charge,
-        so it is released then (what the application has not read yet stays
+        From TIME-WAIT on the connection takes no input and nothing would update
+        the charge, so it is released then (what the application has not read yet stays
         with its reader, bounded by --rcv-buf)."""
-        held = 0 if self.tcb.state in _TASK_DONE else (
-            self.write_buffer_size + self.receiver.unread)
+        held = 0 if self.tcb.state in _INPUT_DONE else self.write_buffer_size + self.unread
         self.stack.buffered += held - self._charged
         self._charged = held
 
@@ -366,6 +451,11 @@ class Connection:
         return 3 * self.stack.buffered > 2 * self.stack.config.mem_limit
 
     # -- for the streams -------------------------------------------------------
+
+    @property
+    def unread(self) -> int:
+        """Bytes received and not yet read by the application."""
+        return 0 if self.receiver is None else self.receiver.unread
 
     @property
     def write_buffer_size(self) -> int:
@@ -418,6 +508,10 @@ class Connection:
                     waiter.set_result(None)
 
     async def wait_closed(self) -> None:
+        if self._sent_all:
+            return
+        if self._send_done is None:
+            self._send_done = self._loop.create_future()
         await asyncio.shield(self._send_done)
 
     def extra_info(self, name: str, default: Any = None) -> Any:

@@ -40,8 +40,10 @@ def stats(stack: Stack) -> dict[str, int]:
     counters = {name: stack.stats.get(name, 0) for name in MIB_COUNTERS}
     counters["CurrEstab"] = sum(1 for c in stack.conns.values()
                                 if c.tcb.state in CURR_ESTAB_STATES)
-    # Gauges: connections with a task, and TIME-WAIT records (which have none).
-    gauges = {"ConnTasks": sum(1 for c in stack.conns.values() if not c.task.done()),
+    # Gauges: connections the shell drives (ConnTasks: each had a task of its own
+    # until the shell ran their turns itself; the name stays for the scripts that
+    # read it), and TIME-WAIT records (which need neither).
+    gauges = {"ConnTasks": sum(1 for c in stack.conns.values() if not c.finished),
               "TimeWait": len(stack.time_wait)}
     counters.update(sorted([*gauges.items(),
                             *((k, v) for k, v in stack.stats.items() if k not in counters)]))
@@ -122,7 +124,7 @@ def connection_info(conn: Connection, now: float) -> dict[str, Any]:
         "retransmits": t.total_retransmits,
         "backoff": t.retransmits,
         "send_queue": conn.write_buffer_size,  # written, not yet acknowledged (Send-Q)
-        "unread": conn.reader.unread,
+        "unread": conn.unread,
         "timers": {name: round(when - now, 6) for name, when in sorted(
             t.timers().items(), key=lambda item: item[1])},
         "options": {

@@ -44,7 +44,7 @@ log = logging.getLogger("tcpstack.stack")
 trace = logging.getLogger("tcpstack.trace")
 
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's net.ipv4.ip_local_port_range
-READ_BATCH = 512  # packets per wake-up before other tasks get a turn
+READ_BATCH = 512  # packets per wake-up before the applications and timers get a turn
 READ_SIZE = 65536 + vnet.HEADER_LEN  # the largest IPv4 packet and a virtio-net header
 
 ConnKey = tuple[int, bytes, int]  # (local port, remote address, remote port)
@@ -88,6 +88,11 @@ class Stack:
         #: RFC 5961 7: one budget of challenge ACKs per second for every TCB.
         self.challenge_acks = ChallengeAckLimiter(self.config.challenge_ack_limit)
         self._loop = asyncio.get_running_loop()
+        #: Connections with a turn to run (Connection.post): at the end of the
+        #: reader's wake-up or the wheel's firing, else soon (`queue_turn`).
+        self._turns: list[Connection] = []
+        self._turns_soon = False  # a call_soon of _run_turns is pending
+        self._batching = False  # in a reader batch or wheel firing, whose end runs the turns
         self.wheel: TimerWheel[Connection | TimeWait] = TimerWheel(now=self._loop.time())
         self._wheel_timer = EarliestTimer(self._loop, self._on_wheel)
         #: IPv4 reassembly and fragmentation (tcpstack.fragments, docs/ip.md).
@@ -99,25 +104,38 @@ class Stack:
     # -- receiving -------------------------------------------------------------
 
     async def run_reader(self, fd: int) -> None:
-        """The TUN reader coroutine: wake when the fd is readable, then read
-        every packet that is ready (up to READ_BATCH) before sleeping again."""
-        readable = asyncio.Event()
-        self._loop.add_reader(fd, readable.set)
+        """The TUN reader: whenever the fd is readable, read every packet that is
+        ready (up to READ_BATCH), run the connections' turns for what they got,
+        and return to the loop. It reads in the loop's fd callback itself, not in
+        a task the callback wakes: that would cost a loop iteration per wake-up.
+        The fd stays readable while packets wait, so the loop calls again in its
+        next iteration, after the applications and timers (level-triggered).
+        Returns only by cancellation; a failed read (or a bug in handling what
+        was read) stops reading and is raised here, as from a reader task."""
+        failed: asyncio.Future[None] = self._loop.create_future()
+        self._loop.add_reader(fd, self._read_batch, fd, failed)
         try:
-            while True:
-                await readable.wait()
-                readable.clear()
-                now = self._loop.time()
-                for _ in range(READ_BATCH):
-                    try:
-                        packet = os.read(fd, READ_SIZE)
-                    except BlockingIOError:
-                        break
-                    self.receive(packet, now)
-                else:
-                    await asyncio.sleep(0)  # more is waiting: let the connections run
+            await failed
         finally:
             self._loop.remove_reader(fd)
+
+    def _read_batch(self, fd: int, failed: asyncio.Future[None]) -> None:
+        now = self._loop.time()
+        self._batching = True
+        try:
+            for _ in range(READ_BATCH):
+                try:
+                    packet = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    break
+                self.receive(packet, now)
+        except Exception as e:  # the fd stays readable: calling again would spin
+            self._loop.remove_reader(fd)
+            if not failed.done():
+                failed.set_exception(e)
+        finally:
+            self._batching = False
+            self._run_turns()  # what this batch brought, in this loop iteration
 
     def handle_packet(self, packet: bytes, now: float) -> None:
         """Decode one IPv4 packet and hand it on; bad ones are counted and dropped.
@@ -282,6 +300,25 @@ class Stack:
         if rst is not None:
             self.transmit([rst])
 
+    # -- turns -----------------------------------------------------------------
+
+    def queue_turn(self, conn: Connection) -> None:
+        """`conn` has input to apply: its turn runs at the end of the reader's
+        batch or the wheel's firing that queued it, or else (a packet handed in
+        from elsewhere, a turn that left work) in the next loop iteration."""
+        self._turns.append(conn)
+        if not self._batching and not self._turns_soon:
+            self._turns_soon = True
+            self._loop.call_soon(self._run_turns)
+
+    def _run_turns(self) -> None:
+        """One turn for each connection queued now; those with work left queue
+        another, for the next iteration (the fairness quantum)."""
+        self._turns_soon = False
+        turns, self._turns = self._turns, []
+        for conn in turns:
+            conn.run_queued_turn()
+
     # -- sending ---------------------------------------------------------------
 
     def transmit(self, segments: list[Segment]) -> None:
@@ -340,12 +377,17 @@ class Stack:
         self._reassembly_timer.arm(self.reassembler.next_deadline())
 
     def _on_wheel(self, now: float) -> None:
-        for item in self.wheel.expire(now):
-            item.timer = None
-            if isinstance(item, TimeWait):
-                self._time_wait_timer(item, now)
-            else:
-                item.post(TimerFired(now))
+        self._batching = True  # the turns run below, in this iteration
+        try:
+            for item in self.wheel.expire(now):
+                item.timer = None
+                if isinstance(item, TimeWait):
+                    self._time_wait_timer(item, now)
+                else:
+                    item.post(TimerFired(now))
+        finally:
+            self._batching = False
+            self._run_turns()
         self._arm_wheel()
 
     # -- connection table ----------------------------------------------------
@@ -366,7 +408,7 @@ class Stack:
     # -- TIME-WAIT -------------------------------------------------------------
 
     def enter_time_wait(self, conn: Connection, segments: list[Segment]) -> None:
-        """`conn` reached TIME-WAIT: a small record replaces it (its task ends and
+        """`conn` reached TIME-WAIT: a small record replaces it (its streams and
         everything else is freed) and takes `segments`, which arrived meanwhile.
         With `config.max_tw_buckets` records already, close at once instead,
         as Linux does when tcp_max_tw_buckets is reached."""
@@ -505,16 +547,12 @@ class Stack:
         raise OSError(99, "no free local port")
 
     async def close(self) -> None:
-        """Shut down: stop listening, reset every connection, stop every task;
-        TIME-WAIT records go without a word (there is nothing to reset)."""
+        """Shut down: stop listening, reset every connection; TIME-WAIT records
+        go without a word (there is nothing to reset)."""
         for listener in list(self.listeners.values()):
             self.stop_listening(listener)
-        conns = list(self.conns.values())
-        for conn in conns:
+        for conn in list(self.conns.values()):
             conn.abort_now("aborted: the stack is shutting down")
-        for conn in conns:
-            conn.task.cancel()
-        await asyncio.gather(*(c.task for c in conns), return_exceptions=True)
         for tw in list(self.time_wait.values()):
             self._drop_time_wait(tw, "discarded: the stack is shutting down")
         self._wheel_timer.cancel()

@@ -74,7 +74,11 @@ class TimerWheel(Generic[T]):
             del self._slots[timer.tick % len(self._slots)][timer]
         elif timer.state != Timer.FAR:
             return
-        timer.state = Timer.GONE  # a far one stays in the heap until it surfaces
+        else:
+            # A far one stays in the heap until it surfaces (a keep-alive deadline:
+            # hours): it must not keep its item (a whole connection) alive that long.
+            timer.item = None  # type: ignore[assignment]
+        timer.state = Timer.GONE
         self._count -= 1
 
     def expire(self, now: float) -> list[T]:

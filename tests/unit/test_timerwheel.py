@@ -1,6 +1,7 @@
 """The hashed timer wheel: never early, at the first tick at/after the deadline."""
 
 import math
+import weakref
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -53,6 +54,22 @@ def test_cancel_after_fire_is_harmless():
     assert w.expire(0.05) == ["a"]
     w.cancel(t)
     assert len(w) == 0
+
+
+def test_a_cancelled_far_timer_lets_its_item_go():
+    """A far timer stays in the heap until its tick surfaces (a keep-alive
+    deadline: hours); it must not keep a finished connection alive that long."""
+
+    class Item:
+        pass
+
+    w = TimerWheel(tick=0.01, slots=8)
+    item = Item()
+    gone = weakref.ref(item)
+    w.cancel(w.schedule(7200.0, item))
+    del item
+    assert gone() is None
+    assert w.next_deadline() is None and w.expire(7200.0) == []
 
 
 def test_many_rotations_ahead():
