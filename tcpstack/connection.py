@@ -31,7 +31,6 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
@@ -119,7 +118,29 @@ class Close:
         self.orphan = orphan
 
 
-InboxItem = Segment | TimerFired | Consumed | Callable[[float], None]
+class SetOption:
+    """Inbox item: a socket option set through get_extra_info('socket')
+    (tcpstack.sockopts): the TCB field `attr` gets `value` in a turn, so only the
+    connection's own code writes the TCB."""
+
+    __slots__ = ("attr", "value")
+
+    def __init__(self, attr: str, value: int | bool) -> None:
+        self.attr = attr
+        self.value = value
+
+
+class LowerMtu:
+    """Inbox item: a checked ICMP "fragmentation needed" (RFC 1191, RFC 5927)
+    naming this connection: send segments that fit `mtu` from now on."""
+
+    __slots__ = ("mtu",)
+
+    def __init__(self, mtu: int) -> None:
+        self.mtu = mtu
+
+
+InboxItem = Segment | TimerFired | Consumed | SetOption | LowerMtu
 
 
 class Connection:
@@ -202,6 +223,12 @@ class Connection:
                 return
         self._inbox.append(item)
         self._queue()
+
+    def set_option(self, attr: str, value: int | bool) -> None:
+        """A socket option from the application: applied now, as its writes are."""
+        self._inbox.append(SetOption(attr, value))
+        self._queue()
+        self._act()
 
     def _queue(self) -> None:
         if not self._queued:
@@ -315,8 +342,10 @@ class Connection:
             tcb.consumed(item.n, now)
         elif isinstance(item, TimerFired):
             tcb.on_timer(max(now, item.at))
+        elif isinstance(item, LowerMtu):
+            tcb.lower_mtu(item.mtu, now)
         else:
-            item(now)
+            setattr(tcb, item.attr, item.value)  # the turn re-arms the timer after it
 
     def _turn_bytes(self) -> int:
         return TURN_SEGMENTS * self.tcb.send_mss

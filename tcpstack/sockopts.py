@@ -54,8 +54,7 @@ class SocketOptions:
         number = int.from_bytes(value, "little") if isinstance(value, bytes) else value
         if kind is not bool and number <= 0:
             raise OSError(errno.EINVAL, f"{attr} must be positive")
-        setattr(self._conn.tcb, attr, kind(number))
-        self._conn.post(lambda now: None)  # let the shell re-arm the connection's timer
+        self._conn.set_option(attr, kind(number))
 
     def getsockopt(self, level: int, optname: int) -> int:
         attr, _ = self._lookup(level, optname)

@@ -21,7 +21,7 @@ from ipaddress import IPv4Address
 from tcpstack import codec, icmp, vnet
 from tcpstack.codec import IcmpEcho, Malformed
 from tcpstack.config import TcpConfig
-from tcpstack.connection import Connection, TimerFired
+from tcpstack.connection import Connection, LowerMtu, TimerFired
 from tcpstack.events import StateChanged
 from tcpstack.fragments import Fragmenter, Reassembler
 from tcpstack.isn import IsnGenerator
@@ -216,9 +216,8 @@ class Stack:
         return None if conn is None else conn.tcb
 
     def _frag_needed(self, key: ConnKey, mtu: int) -> None:
-        """A checked "fragmentation needed": the connection's own task lowers its MSS."""
-        conn = self.conns[key]
-        conn.post(lambda now: conn.tcb.lower_mtu(mtu, now))
+        """A checked "fragmentation needed": the connection's next turn lowers its MSS."""
+        self.conns[key].post(LowerMtu(mtu))
 
     def _listen_receive(self, listener: Listener, seg: Segment, now: float,
                         iss: int | None = None) -> SynVerdict | None:

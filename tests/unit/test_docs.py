@@ -43,11 +43,11 @@ EXTERNAL = {
     "--directory": "python -m http.server", "--cap-add": "docker run", "--device": "docker run",
 }
 #: The scripts whose options the pages may mention (make bench, profile, fuzz, ...).
-SCRIPTS = ("bench", "profile_stack", "fuzz", "flood", "soak", "bench_codec",
+SCRIPTS = ("bench", "profile_stack", "fuzz", "flood", "soak", "bench_codec", "bench_shell",
            "bench_reassembly")
 
-#: An option an example script defines: add_argument("--name", ...).
-EXAMPLE_OPTION = re.compile(r"add_argument\(\s*\"(--[a-z0-9-]+)\"")
+#: An option a script defines literally: add_argument("--name", ...).
+LITERAL_OPTION = re.compile(r"add_argument\(\s*\"(--[a-z0-9-]+)\"")
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 #: `tcpstack SUB` (also `make run ARGS=`, which is `tcpstack serve`).
 COMMAND = re.compile(r"\btcpstack\s+(serve|connect|ss|stats|ladder|demo)\b|\bmake run ARGS=")
@@ -113,8 +113,9 @@ def known_options() -> frozenset[str]:
             known |= _script_options(name)
     finally:
         sys.path.remove(str(ROOT / "scripts"))
-    for example in (ROOT / "examples").glob("*.py"):  # their parsers are built under __main__
-        known |= set(EXAMPLE_OPTION.findall(example.read_text()))
+    # Parsers built under `if __name__ == "__main__":` (examples, small scripts).
+    for source in [*(ROOT / "examples").glob("*.py"), *(ROOT / "scripts").glob("*.py")]:
+        known |= set(LITERAL_OPTION.findall(source.read_text()))
     return frozenset(known)
 
 
