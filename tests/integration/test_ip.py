@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from tests.nstools import REPO_ROOT, daemon_env
+from tcpstack.netns import daemon_env
+from tests.nstools import REPO_ROOT
 
 ECHO_PORT = 7
 
