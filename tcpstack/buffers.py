@@ -16,11 +16,12 @@ class SendBuffer:
 
     A bytearray that every write is appended to copies each byte in, and again
     whenever its acknowledged head is cut off. Here each write stays the `bytes`
-    object the application handed over (immutable, so sharing it is safe): the
-    only copy is the segment's payload, cut from one block (joined at a block
-    boundary). Acknowledged blocks are dropped whole. The blocks' stream offsets
-    are kept sorted, so finding the block for a (re)transmission is a bisection,
-    O(log n) per segment.
+    object the application handed over (immutable, so sharing it is safe), and
+    a segment's payload is a view of it (`peek`): the only copy is the codec's,
+    into the packet (one more for a payload joined at a block boundary).
+    Acknowledged blocks are dropped whole. The blocks' stream offsets are kept
+    sorted, so finding the block for a (re)transmission is a bisection, O(log n)
+    per segment.
     """
 
     __slots__ = ("_blocks", "_end", "_first", "_gathering", "_head", "_starts")
@@ -57,8 +58,16 @@ class SendBuffer:
         self._blocks.append(block)
         self._starts.append(self._end)
 
-    def peek(self, offset: int, size: int) -> bytes:
-        """Up to `size` bytes starting `offset` bytes after the head."""
+    def peek(self, offset: int, size: int) -> bytes | memoryview:
+        """Up to `size` bytes starting `offset` bytes after the head.
+
+        Within one `bytes` block (what a large write leaves) the answer is a
+        memoryview of it, not a copy: the block is immutable and the view keeps
+        it alive even after `consume` lets go of it, so a segment queued for
+        (re)transmission or cut by TSO stays valid; the codec copies it once,
+        into the packet. A gathering bytearray still grows (and a view would pin
+        its size), so a piece of one, or one spanning blocks, is copied.
+        """
         start = self._head + offset
         stop = min(start + size, self._end)
         if start >= stop:
@@ -66,8 +75,11 @@ class SendBuffer:
         i = bisect_right(self._starts, start, self._first) - 1
         blocks, starts = self._blocks, self._starts
         at = start - starts[i]
-        if stop - starts[i] <= len(blocks[i]):  # the usual case: within one block
-            return bytes(blocks[i][at : stop - starts[i]])
+        block = blocks[i]
+        if stop - starts[i] <= len(block):  # the usual case: within one block
+            if type(block) is bytes:
+                return memoryview(block)[at : stop - starts[i]]
+            return bytes(memoryview(block)[at : stop - starts[i]])
         parts = []
         while start < stop:
             block = blocks[i]

@@ -13,6 +13,7 @@ Section numbers in comments refer to RFC 9293 unless another RFC is named.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 from tcpstack.buffers import SendBuffer
 from tcpstack.cc import make as make_cc
@@ -29,7 +30,7 @@ from tcpstack.ratelimit import ChallengeAckLimiter
 from tcpstack.reassembly import Reassembly
 from tcpstack.resets import reset_for
 from tcpstack.scoreboard import Scoreboard
-from tcpstack.segment import Flags, Options, Segment
+from tcpstack.segment import ACK, EMPTY_OPTIONS, FIN, PSH, RST, SYN, Options, Segment
 from tcpstack.seq import seq_add, seq_diff, seq_le, seq_lt
 from tcpstack.states import FINISHED, RECEIVING, State
 
@@ -46,12 +47,6 @@ TSO_MAX = 65535 - 20 - 60
 # The fastest TSval clock Linux expects of a peer (tcp_tsval_replay): RFC 7323 5.4
 # allows 1 ms to 1 s per tick, and some stacks (old Linux among them) tick at 1200 Hz.
 TS_REPLAY_HZ = 1200
-
-ACK = Flags.ACK
-SYN = Flags.SYN
-FIN = Flags.FIN
-RST = Flags.RST
-PSH = Flags.PSH
 
 
 class Tcb:
@@ -1009,7 +1004,7 @@ class Tcb:
             if (n < self.send_mss and not forced and not fin
                     and not seq_lt(self.snd_nxt, self.snd_max) and self._hold_short(n, at_end)):
                 return
-            flags = ACK | (FIN if fin else Flags(0)) | (PSH if n and n == at_end else Flags(0))
+            flags = ACK | (FIN if fin else 0) | (PSH if n and n == at_end else 0)
             seq = self.snd_nxt
             if forced:
                 self.stats["ZeroWindowProbes"] += 1  # not a retransmission (Linux TCPWinProbe)
@@ -1152,12 +1147,14 @@ class Tcb:
         if self._rtx_deadline is None:
             self._rtx_deadline = now + self.rto
 
-    def _emit(self, flags: Flags, *, seq: int | None = None, payload: bytes = b"",
+    def _emit(self, flags: int, *, seq: int | None = None, payload: bytes = b"",
               options: Options | None = None, gso_size: int = 0) -> None:
         """Queue one segment from this connection. ACK-bearing ones carry RCV.NXT,
         our window (scaled, RFC 7323 2.3) and, on pure ACKs, SACK blocks; they
-        settle any pending or delayed ACK."""
+        settle any pending or delayed ACK. `options` are a SYN's; the rest get a
+        new Options only when they carry one (TSopt, SACK), else the shared empty one."""
         wnd = self.rcv_wnd
+        sack_blocks: Sequence[tuple[int, int]] = ()
         if flags & SYN:
             field = min(wnd, MAX_WINDOW)  # never scaled in a SYN (RFC 7323 2.2)
             advertised = field
@@ -1172,11 +1169,16 @@ class Tcb:
             self._rcv_adv = seq_add(self.rcv_nxt, advertised)
             self._last_ack_sent = self.rcv_nxt
             if options is None and not payload and self.sack_ok and self._reasm:
-                options = Options(sack_blocks=self._reasm.sack_blocks())
-        if self.ts_ok and not flags & (SYN | RST):
-            # RFC 7323 3.2: once negotiated, every segment but an RST carries TSopt.
-            options = options or Options()
-            options.timestamp = (self._ts_val(), self.ts_recent)
+                sack_blocks = self._reasm.sack_blocks()
+        if options is None:
+            if self.ts_ok and not flags & (SYN | RST):
+                # RFC 7323 3.2: once negotiated, every segment but an RST carries TSopt.
+                options = Options(timestamp=(self._ts_val(), self.ts_recent),
+                                  sack_blocks=sack_blocks)
+            elif sack_blocks:
+                options = Options(sack_blocks=sack_blocks)
+            else:
+                options = EMPTY_OPTIONS
         self._out.append(Segment(
             src=self.local_ip, dst=self.remote_ip, sport=self.local_port, dport=self.remote_port,
             # <SEQ=SND.NXT> (3.10.7.4) is snd_max: while go-back-N has pulled snd_nxt
@@ -1184,7 +1186,7 @@ class Tcb:
             # dropped unread as unacceptable, losing its acknowledgment.
             seq=self._ack_seq() if seq is None else seq,
             ack=self.rcv_nxt if flags & ACK else 0,
-            flags=flags, window=field, options=options or Options(), payload=payload,
+            flags=flags, window=field, options=options, payload=payload,
             gso_size=gso_size,
         ))
 

@@ -13,13 +13,12 @@ import pytest
 
 from tcpstack import codec
 from tcpstack.config import TcpConfig
-from tcpstack.segment import Flags, Options, Segment
+from tcpstack.segment import ACK, FIN, PSH, RST, SYN, Options, Segment
 from tcpstack.stack import Stack
 
 PEER = IPv4Address("10.0.0.1").packed
 VIP = "10.0.0.2"
 VIP_B = IPv4Address(VIP).packed
-SYN, ACK, RST, FIN, PSH = Flags.SYN, Flags.ACK, Flags.RST, Flags.FIN, Flags.PSH
 
 
 class Wire:
@@ -50,7 +49,7 @@ class Wire:
         return await asyncio.wait_for(loop(), timeout)
 
 
-def packet(flags: Flags, seq: int, ack: int = 0, *, sport: int = 40000, dport: int = 80,
+def packet(flags: int, seq: int, ack: int = 0, *, sport: int = 40000, dport: int = 80,
            payload: bytes = b"", mss: int | None = 1460) -> bytes:
     return codec.encode(Segment(PEER, VIP_B, sport, dport, seq, ack, flags, 65535,
                                 Options(mss=mss if flags & SYN else None), payload))
