@@ -21,6 +21,11 @@ class State(Enum):
     def __str__(self) -> str:
         return self.value
 
+    # Enum hashes a member by its name, in Python (~0.5 µs), and the hot path asks
+    # `state in RECEIVING` per segment; members are singletons compared by identity,
+    # so the identity hash (in C) is as good and a tenth of the cost.
+    __hash__ = object.__hash__
+
 
 #: States in which the connection is synchronized (RFC 9293 3.5): both ISNs known.
 SYNCHRONIZED = frozenset(
