@@ -93,6 +93,7 @@ _IP_DF = 0x4000
 _IP_FRAGMENT_BITS = 0x3FFF  # MF and the fragment offset; the reserved bit and DF do not matter
 _TCP_FLAG_BITS = 0x1FF  # the nine control bits dpkt (and so the reference) keeps, NS included
 _NOP_NOP_TIMESTAMP = bytes((OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10))
+_TS_OPTION = struct.Struct(">BBBBII")  # two kind/length/NOP bytes, kind 8, length 10, TSval, TSecr
 _IP_HEADER_WORDS = 0x4500 + _IP_DF + (TTL << 8)  # version/IHL, DF and TTL, as 16-bit words
 
 _from_bytes = int.from_bytes
@@ -236,13 +237,19 @@ def _decode_icmp(packet: bytes, total: int, src: bytes, dst: bytes) -> IcmpEcho:
 
 def build_options(opts: Options) -> bytes:
     """Encode options in Linux's order, NOP-padded to a multiple of four bytes."""
+    if opts is EMPTY_OPTIONS:
+        return b""
+    if (opts.timestamp is not None and opts.mss is None and opts.wscale is None
+            and not opts.sack_permitted and not opts.sack_blocks):
+        # TSopt alone: every segment of a connection with timestamps (RFC 7323 3.2).
+        return _TS_OPTION.pack(OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10, *opts.timestamp)
     out = bytearray()
     if opts.mss is not None:
         out += struct.pack(">BBH", OPT_MSS, 4, opts.mss)
     if opts.sack_permitted and opts.timestamp is not None:
-        out += struct.pack(">BBBBII", OPT_SACK_PERMITTED, 2, OPT_TIMESTAMP, 10, *opts.timestamp)
+        out += _TS_OPTION.pack(OPT_SACK_PERMITTED, 2, OPT_TIMESTAMP, 10, *opts.timestamp)
     elif opts.timestamp is not None:
-        out += struct.pack(">BBBBII", OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10, *opts.timestamp)
+        out += _TS_OPTION.pack(OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10, *opts.timestamp)
     elif opts.sack_permitted:
         out += bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERMITTED, 2))
     if opts.wscale is not None:
