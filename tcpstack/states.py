@@ -46,5 +46,13 @@ RECEIVING = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
 #: States in which the user may still send (RFC 9293 3.10.2).
 SENDING = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
 
+#: States in which queued data and our FIN go out (RFC 9293 3.10.2, 3.10.4): SENDING,
+#: and after our close until the FIN is acknowledged. A frozenset, not a tuple of
+#: members: looking a member up on the Enum class costs four times a plain class
+#: attribute (EnumType's __getattr__ hook, Python 3.11), and this runs per segment.
+TRANSMITTING = frozenset(
+    {State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK}
+)
+
 #: States after which the TCB is gone: CLOSED, or LISTEN for a passive TCB that was reset.
 FINISHED = frozenset({State.CLOSED, State.LISTEN})
