@@ -9,6 +9,9 @@ from bisect import bisect_right
 GATHER_BELOW = 512
 #: A gathering block is closed once it holds this much.
 GATHER_MAX = 65536
+#: Pieces from this long on are handed out as views, not copies: below it a copy
+#: (and the codec's join of a bytes object) costs less than making a memoryview.
+VIEW_MIN = 4096
 
 
 class SendBuffer:
@@ -61,12 +64,13 @@ class SendBuffer:
     def peek(self, offset: int, size: int) -> bytes | memoryview:
         """Up to `size` bytes starting `offset` bytes after the head.
 
-        Within one `bytes` block (what a large write leaves) the answer is a
-        memoryview of it, not a copy: the block is immutable and the view keeps
-        it alive even after `consume` lets go of it, so a segment queued for
-        (re)transmission or cut by TSO stays valid; the codec copies it once,
-        into the packet. A gathering bytearray still grows (and a view would pin
-        its size), so a piece of one, or one spanning blocks, is copied.
+        A TSO-sized piece (`VIEW_MIN` on) within one `bytes` block (what a large
+        write leaves) is a memoryview of it, not a copy: the block is immutable
+        and the view keeps it alive even after `consume` lets go of it, so a
+        segment queued for (re)transmission or cut by TSO stays valid; the codec
+        copies it once, into the packet. A gathering bytearray still grows (and a
+        view would pin its size), so a piece of one, or one spanning blocks, is
+        copied, once.
         """
         start = self._head + offset
         stop = min(start + size, self._end)
@@ -76,10 +80,11 @@ class SendBuffer:
         blocks, starts = self._blocks, self._starts
         at = start - starts[i]
         block = blocks[i]
-        if stop - starts[i] <= len(block):  # the usual case: within one block
-            if type(block) is bytes:
-                return memoryview(block)[at : stop - starts[i]]
-            return bytes(memoryview(block)[at : stop - starts[i]])
+        end = stop - starts[i]
+        if end <= len(block):  # the usual case: within one block
+            if type(block) is not bytes:
+                return bytes(memoryview(block)[at:end])  # one copy, not two
+            return memoryview(block)[at:end] if end - at >= VIEW_MIN else block[at:end]
         parts = []
         while start < stop:
             block = blocks[i]
