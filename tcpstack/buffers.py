@@ -70,7 +70,7 @@ class SendBuffer:
         segment queued for (re)transmission or cut by TSO stays valid; the codec
         copies it once, into the packet. A gathering bytearray still grows (and a
         view would pin its size), so a piece of one, or one spanning blocks, is
-        copied, once.
+        copied, once (the views taken for the copy are gone when it returns).
         """
         start = self._head + offset
         stop = min(start + size, self._end)
@@ -85,10 +85,10 @@ class SendBuffer:
             if type(block) is not bytes:
                 return bytes(memoryview(block)[at:end])  # one copy, not two
             return memoryview(block)[at:end] if end - at >= VIEW_MIN else block[at:end]
-        parts = []
+        parts = []  # views: the join is the one copy (most TSO pieces span two writes)
         while start < stop:
             block = blocks[i]
-            piece = block[at : min(len(block), stop - starts[i])]
+            piece = memoryview(block)[at : min(len(block), stop - starts[i])]
             parts.append(piece)
             start += len(piece)
             i, at = i + 1, 0
