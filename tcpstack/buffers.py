@@ -9,6 +9,9 @@ from bisect import bisect_right
 GATHER_BELOW = 512
 #: A gathering block is closed once it holds this much.
 GATHER_MAX = 65536
+#: Pieces from this long on are handed out as views, not copies: below it a copy
+#: (and the codec's join of a bytes object) costs less than making a memoryview.
+VIEW_MIN = 4096
 
 
 class SendBuffer:
@@ -16,11 +19,12 @@ class SendBuffer:
 
     A bytearray that every write is appended to copies each byte in, and again
     whenever its acknowledged head is cut off. Here each write stays the `bytes`
-    object the application handed over (immutable, so sharing it is safe): the
-    only copy is the segment's payload, cut from one block (joined at a block
-    boundary). Acknowledged blocks are dropped whole. The blocks' stream offsets
-    are kept sorted, so finding the block for a (re)transmission is a bisection,
-    O(log n) per segment.
+    object the application handed over (immutable, so sharing it is safe), and
+    a segment's payload is a view of it (`peek`): the only copy is the codec's,
+    into the packet (one more for a payload joined at a block boundary).
+    Acknowledged blocks are dropped whole. The blocks' stream offsets are kept
+    sorted, so finding the block for a (re)transmission is a bisection, O(log n)
+    per segment.
     """
 
     __slots__ = ("_blocks", "_end", "_first", "_gathering", "_head", "_starts")
@@ -57,8 +61,17 @@ class SendBuffer:
         self._blocks.append(block)
         self._starts.append(self._end)
 
-    def peek(self, offset: int, size: int) -> bytes:
-        """Up to `size` bytes starting `offset` bytes after the head."""
+    def peek(self, offset: int, size: int) -> bytes | memoryview:
+        """Up to `size` bytes starting `offset` bytes after the head.
+
+        A TSO-sized piece (`VIEW_MIN` on) within one `bytes` block (what a large
+        write leaves) is a memoryview of it, not a copy: the block is immutable
+        and the view keeps it alive even after `consume` lets go of it, so a
+        segment queued for (re)transmission or cut by TSO stays valid; the codec
+        copies it once, into the packet. A gathering bytearray still grows (and a
+        view would pin its size), so a piece of one, or one spanning blocks, is
+        copied, once (the views taken for the copy are gone when it returns).
+        """
         start = self._head + offset
         stop = min(start + size, self._end)
         if start >= stop:
@@ -66,12 +79,16 @@ class SendBuffer:
         i = bisect_right(self._starts, start, self._first) - 1
         blocks, starts = self._blocks, self._starts
         at = start - starts[i]
-        if stop - starts[i] <= len(blocks[i]):  # the usual case: within one block
-            return bytes(blocks[i][at : stop - starts[i]])
-        parts = []
+        block = blocks[i]
+        end = stop - starts[i]
+        if end <= len(block):  # the usual case: within one block
+            if type(block) is not bytes:
+                return bytes(memoryview(block)[at:end])  # one copy, not two
+            return memoryview(block)[at:end] if end - at >= VIEW_MIN else block[at:end]
+        parts = []  # views: the join is the one copy (most TSO pieces span two writes)
         while start < stop:
             block = blocks[i]
-            piece = block[at : min(len(block), stop - starts[i])]
+            piece = memoryview(block)[at : min(len(block), stop - starts[i])]
             parts.append(piece)
             start += len(piece)
             i, at = i + 1, 0

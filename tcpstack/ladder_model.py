@@ -61,7 +61,7 @@ class Seg:
     @classmethod
     def of(cls, segment: TcpSegment, time: float, from_client: bool) -> Seg:
         """The record for a stack `Segment` (e.g. one a TCB produced)."""
-        return cls(time, from_client, segment.flags, segment.seq, segment.ack,
+        return cls(time, from_client, Flags(segment.flags), segment.seq, segment.ack,
                    len(segment.payload))
 
     @property

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tcpstack.segment import Flags, Segment
+from tcpstack.segment import ACK, RST, Segment
 from tcpstack.seq import seq_add
 
 
@@ -14,12 +14,12 @@ def reset_for(seg: Segment) -> Segment | None:
     - if ACK is off: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>;
     - if ACK is on:  <SEQ=SEG.ACK><CTL=RST>.
     """
-    if seg.flags & Flags.RST:
+    if seg.flags & RST:
         return None
-    if seg.flags & Flags.ACK:
-        seq, ack, flags = seg.ack, 0, Flags.RST
+    if seg.flags & ACK:
+        seq, ack, flags = seg.ack, 0, RST
     else:
-        seq, ack, flags = 0, seq_add(seg.seq, seg.seg_len), Flags.RST | Flags.ACK
+        seq, ack, flags = 0, seq_add(seg.seq, seg.seg_len), RST | ACK
     return Segment(
         src=seg.dst, dst=seg.src, sport=seg.dport, dport=seg.sport,
         seq=seq, ack=ack, flags=flags, window=0,

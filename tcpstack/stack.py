@@ -29,7 +29,7 @@ from tcpstack.listener import Handler, Listener, Server, SynVerdict
 from tcpstack.looptimer import EarliestTimer
 from tcpstack.ratelimit import ChallengeAckLimiter
 from tcpstack.resets import reset_for
-from tcpstack.segment import Flags, Segment
+from tcpstack.segment import ACK, FIN, RST, SYN, Segment
 from tcpstack.seq import seq_add
 from tcpstack.states import State
 from tcpstack.stream import StreamReader, StreamWriter
@@ -50,7 +50,6 @@ READ_SIZE = 65536 + vnet.HEADER_LEN  # the largest IPv4 packet and a virtio-net 
 ConnKey = tuple[int, bytes, int]  # (local port, remote address, remote port)
 # The control bits as plain ints: IntFlag's `&` builds an enum member per test,
 # a quarter of the cost of answering a SYN with a cookie.
-_SYN, _ACK, _RST, _FIN = (int(f) for f in (Flags.SYN, Flags.ACK, Flags.RST, Flags.FIN))
 
 
 class Stack:
@@ -227,17 +226,17 @@ class Stack:
 
         An ACK may return a SYN cookie (RFC 4987 3.6): a valid one opens the
         connection straight into ESTABLISHED and the accept queue."""
-        flags = int(seg.flags)
-        if flags & _RST:
+        flags = seg.flags
+        if flags & RST:
             return None
-        if flags & _ACK:
-            syn = None if flags & _SYN else listener.cookie_syn(seg, now)
+        if flags & ACK:
+            syn = None if flags & SYN else listener.cookie_syn(seg, now)
             if syn is None:
                 self._refuse(seg)
             else:
                 self._open_from_cookie(listener, syn, seg, now)
             return None
-        if not flags & _SYN or flags & _FIN:
+        if not flags & SYN or flags & FIN:
             return None  # nothing else is meaningful here; SYN+FIN is dropped, as by Linux
         verdict = listener.on_syn(now)
         if verdict is SynVerdict.COOKIE:
@@ -275,7 +274,7 @@ class Stack:
         checked, so the common path costs one set lookup."""
         listener = conn.listener
         if (listener is None or conn not in listener.half_open
-                or int(seg.flags) & (_SYN | _RST | _ACK) != _ACK
+                or seg.flags & (SYN | RST | ACK) != ACK
                 or seg.ack == seq_add(conn.tcb.iss, 1)):
             return False
         syn = listener.cookie_syn(seg, now)
@@ -324,7 +323,7 @@ class Stack:
         stats = self.stats
         for seg in segments:
             stats["OutSegs"] += seg.wire_segments
-            if int(seg.flags) & _RST:
+            if seg.flags & RST:
                 stats["OutRsts"] += 1
             if not self.vnet:
                 self._send(codec.encode(seg))

@@ -58,7 +58,7 @@ import os
 import struct
 
 from tcpstack.config import TcpConfig
-from tcpstack.segment import Flags, Options, Segment
+from tcpstack.segment import ACK, SYN, Options, Segment
 from tcpstack.seq import seq_add, seq_lt
 from tcpstack.tcb import DEFAULT_MSS, MAX_WINDOW, MAX_WSCALE, _wscale_for
 
@@ -73,7 +73,7 @@ COOKIE_MASK = (1 << COOKIE_BITS) - 1
 COUNT_MASK = 0xFF  # the 8 bits above COOKIE_BITS
 TS_BITS = 6  # low TSval bits carrying the options (Linux TSBITS)
 TS_MASK = (1 << TS_BITS) - 1
-SYN_ACK = Flags.SYN | Flags.ACK
+SYN_ACK = SYN | ACK
 _TUPLE = struct.Struct(">HHIq")  # ports, peer's ISN, counter
 WSCALE_NONE = 0xF
 SACK_BIT = 0x10
@@ -153,7 +153,7 @@ class SynCookies:
             options.sack_permitted = bool(bits & SACK_BIT)
             options.timestamp = (ts[0], 0)
         return Segment(src=ack.src, dst=ack.dst, sport=ack.sport, dport=ack.dport, seq=isn,
-                       ack=0, flags=Flags.SYN, window=ack.window, options=options)
+                       ack=0, flags=SYN, window=ack.window, options=options)
 
     def _hash(self, addresses: bytes, sport: int, dport: int, isn: int,
               count: int) -> tuple[int, int]:

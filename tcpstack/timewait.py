@@ -22,7 +22,7 @@ from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
 from tcpstack.config import TcpConfig
-from tcpstack.segment import Flags, Options, Segment
+from tcpstack.segment import ACK, EMPTY_OPTIONS, FIN, RST, SYN, Options, Segment
 from tcpstack.seq import seq_add, seq_diff, seq_lt
 from tcpstack.states import State
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from tcpstack.tcb import Tcb
     from tcpstack.timerwheel import Timer
 
-ACK, SYN, FIN, RST = Flags.ACK, Flags.SYN, Flags.FIN, Flags.RST
 MAX_WINDOW = 0xFFFF
 #: Linux's distance from the old SND.NXT to a new incarnation's ISS
 #: (tcp_timewait_state_process: tw_snd_nxt + 65535 + 2): beyond any octet the
@@ -175,11 +174,11 @@ class TimeWait:
 
     def _ack(self, now: float) -> Segment:
         """<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>, with TSopt when the connection had it."""
-        options = Options()
+        options = EMPTY_OPTIONS
         if self.ts_ok:
             # RFC 7323 3.2; the TCB's 1 ms clock offset by its ISS (Tcb._ts_val).
-            options.timestamp = ((int(now * 1000) + self.ts_offset) & 0xFFFFFFFF,
-                                 self.ts_recent)
+            options = Options(timestamp=((int(now * 1000) + self.ts_offset) & 0xFFFFFFFF,
+                                         self.ts_recent))
         port, remote_ip, remote_port = self.key
         return Segment(src=self.local_ip, dst=remote_ip, sport=port, dport=remote_port,
                        seq=self.snd_nxt, ack=self.rcv_nxt, flags=ACK, window=self.window,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 
 from tcpstack import codec
-from tcpstack.segment import Flags, Options, Segment
+from tcpstack.segment import SYN, Options, Segment
 from tcpstack.stack import Stack
 
 PEER = IPv4Address("10.0.0.1").packed
@@ -56,10 +56,10 @@ class Wire:
         return await asyncio.wait_for(loop(), timeout)
 
 
-def packet(flags: Flags, seq: int, ack: int = 0, *, sport: int = 40000, dport: int = 80,
+def packet(flags: int, seq: int, ack: int = 0, *, sport: int = 40000, dport: int = 80,
            payload: bytes = b"", mss: int | None = 1460, wscale: int | None = None) -> bytes:
     """A packet from the peer to `VIP`; a SYN offers `mss` (and `wscale` if given)."""
-    syn = bool(flags & Flags.SYN)
+    syn = bool(flags & SYN)
     return codec.encode(Segment(PEER, VIP_B, sport, dport, seq, ack, flags, 65535,
                                 Options(mss=mss if syn else None, wscale=wscale if syn else None),
                                 payload))

@@ -12,7 +12,7 @@ from collections import Counter
 from tcpstack.config import TcpConfig
 from tcpstack.events import ConnectionLost, StateChanged
 from tcpstack.ratelimit import ChallengeAckLimiter
-from tcpstack.segment import Flags, Options, Segment
+from tcpstack.segment import ACK, FIN, PSH, RST, SYN, Options, Segment  # noqa: F401 (re-exported)
 from tcpstack.seq import seq_add
 from tcpstack.states import State
 from tcpstack.tcb import Tcb
@@ -24,14 +24,13 @@ Y = 5000  # our ISS
 WND = 65535
 MSS = 1460
 
-ACK, SYN, FIN, RST, PSH = Flags.ACK, Flags.SYN, Flags.FIN, Flags.RST, Flags.PSH
 
 
 def add(a: int, n: int) -> int:
     return seq_add(a, n)
 
 
-def seg(flags: Flags, seq: int, ack: int = 0, payload: bytes = b"", window: int = WND,
+def seg(flags: int, seq: int, ack: int = 0, payload: bytes = b"", window: int = WND,
         mss: int | None = None, *, wscale: int | None = None, sack_permitted: bool = False,
         sack: list[tuple[int, int]] | None = None) -> Segment:
     """A segment from the peer to us; `sack` are the SACK blocks it carries."""
@@ -152,7 +151,7 @@ def tcb_time_wait(config: TcpConfig | None = None, *, now: float = 0.0) -> Tcb:
     return _clean(tcb, State.TIME_WAIT)
 
 
-def ts_seg(flags: Flags, seq: int, ack: int, payload: bytes = b"", *, tsval: int, tsecr: int,
+def ts_seg(flags: int, seq: int, ack: int, payload: bytes = b"", *, tsval: int, tsecr: int,
            window: int = WND) -> Segment:
     """A segment from the peer with the Timestamps option (RFC 7323 3.2)."""
     s = seg(flags, seq, ack, payload, window)

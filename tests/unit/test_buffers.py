@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcpstack.buffers import GATHER_BELOW, SendBuffer
+from tcpstack.buffers import GATHER_BELOW, VIEW_MIN, SendBuffer
 
 # An operation: ("w", size) appends `size` fresh bytes, ("a", size) acknowledges.
 ops = st.lists(st.tuples(st.sampled_from("wa"), st.integers(0, 3 * GATHER_BELOW)), max_size=60)
@@ -34,10 +34,22 @@ def test_a_large_write_is_kept_not_copied() -> None:
     buf = SendBuffer()
     buf.append(block)
     buf.append(block)
-    assert buf.peek(0, len(block)) is block  # a whole block comes back as itself
+    assert buf.peek(0, len(block)).obj is block  # a view of the write itself, no copy
+    piece = buf.peek(1000, VIEW_MIN)  # a super-segment's payload: a view too, not a copy
+    assert piece.obj is block and piece == block[1000 : 1000 + VIEW_MIN]
     assert buf.peek(len(block) - 10, 20) == block[-10:] + block[:10]  # across a boundary
     buf.consume(len(block) + 5)
     assert len(buf) == len(block) - 5 and buf.peek(0, 3) == block[5:8]
+    assert piece == block[1000 : 1000 + VIEW_MIN]  # still valid after its block was acked
+    assert type(buf.peek(0, VIEW_MIN - 1)) is bytes  # a short piece: a copy is cheaper
+
+
+def test_a_gathering_block_still_grows_while_a_piece_of_it_is_queued() -> None:
+    buf = SendBuffer()
+    buf.append(b"ab")
+    piece = buf.peek(0, 2)  # held by a segment in flight
+    buf.append(b"cd")  # appended to the same bytearray: a view would forbid the resize
+    assert piece == b"ab" and buf.peek(0, 4) == b"abcd"
 
 
 def test_tiny_writes_share_one_block() -> None:

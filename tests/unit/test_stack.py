@@ -12,11 +12,9 @@ import pytest
 
 from tcpstack import codec
 from tcpstack.config import TcpConfig
-from tcpstack.segment import Flags, Segment
+from tcpstack.segment import ACK, FIN, PSH, RST, SYN, Segment
 from tcpstack.stack import Stack
 from tests.helpers import PEER, VIP, VIP_B, Wire, echo, feed, packet, until
-
-SYN, ACK, RST, FIN, PSH = Flags.SYN, Flags.ACK, Flags.RST, Flags.FIN, Flags.PSH
 
 
 @pytest.fixture
