@@ -72,7 +72,7 @@ from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any
 
-from tcpstack import control, netns
+from tcpstack.lab import control, netns
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve()
@@ -138,7 +138,7 @@ def _packet_loop(fd: int, reply: Callable[[], None], seconds: float) -> None:
     each with `reply()`, for `seconds` after the first packet; print the rate."""
     import uvloop
 
-    from tcpstack.stack import READ_BATCH, READ_SIZE
+    from tcpstack.shell.stack import READ_BATCH, READ_SIZE
 
     async def main() -> dict[str, float]:
         loop = asyncio.get_running_loop()
@@ -177,7 +177,7 @@ def role_tun_loop(tun: str, host_cidr: str, addr: str, seconds: float) -> None:
     """The raw ceiling of Python packet I/O on a TUN: no decoding, no TCP."""
     import dpkt
 
-    from tcpstack.tun import TunDevice
+    from tcpstack.wire.tun import TunDevice
 
     host = IPv4Interface(host_cidr)
     dev = TunDevice(tun, host, 1500)

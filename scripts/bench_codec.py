@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Micro-benchmark of tcpstack/codec.py: the fast codec against the dpkt reference.
+"""Micro-benchmark of tcpstack/wire/codec.py: the fast codec against the dpkt reference.
 
 No root, no network: `.venv/bin/python scripts/bench_codec.py`. Prints µs per call,
 the best of `--repeat` timing runs (the least disturbed by other load), for decode
@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dpkt
 
-from tcpstack import codec
-from tcpstack.segment import ACK, PSH, Flags, Options, Segment
+from tcpstack.core.segment import ACK, PSH, Flags, Options, Segment
+from tcpstack.wire import codec
 
 
 def segment(payload: bytes) -> Segment:

@@ -2,8 +2,8 @@
 """Time the out-of-order queue and the SACK scoreboard under adversarial input.
 
 One-octet segments with one-octet gaps (ascending, descending, random order) go
-into tcpstack.reassembly.Reassembly; one-octet SACK blocks, four per ACK, go into
-tcpstack.scoreboard.Scoreboard, each ACK followed by the queries loss recovery
+into tcpstack.core.reassembly.Reassembly; one-octet SACK blocks, four per ACK, go into
+tcpstack.core.scoreboard.Scoreboard, each ACK followed by the queries loss recovery
 makes. Each is timed for the code in this tree (with the default cap on runs and
 without any cap) and for the code of a baseline revision read with `git show`
 (the quadratic queue before issue 8; it is run on far fewer segments, as its cost
@@ -27,9 +27,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tcpstack import reassembly, scoreboard  # noqa: E402
-from tcpstack.ranges import MAX_OFO_RUNS  # noqa: E402
-from tcpstack.seq import seq_add, seq_diff  # noqa: E402
+from tcpstack.core import reassembly, scoreboard  # noqa: E402
+from tcpstack.core.ranges import MAX_OFO_RUNS  # noqa: E402
+from tcpstack.core.seq import seq_add, seq_diff  # noqa: E402
 
 BASELINE = "ac63a3b"  # the last revision with the quadratic reassembly and scoreboard
 BASE = 2**32 - 1000  # across the wrap, as on a real connection now and then

@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import uvloop
 
-from tcpstack import codec
 from tcpstack.apps.echo import handle_echo
-from tcpstack.segment import Flags, Options, Segment
-from tcpstack.stack import Stack
+from tcpstack.core.segment import Flags, Options, Segment
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import codec
 
 PEER = IPv4Address("10.0.0.1").packed
 VIP = "10.0.0.2"

@@ -55,7 +55,7 @@ from typing import Any
 import proofkit
 from proofkit import Check, StackLab
 
-from tcpstack import netns
+from tcpstack.lab import netns
 
 SCRIPT = Path(__file__).resolve()
 BENCH = SCRIPT.with_name("bench.py")

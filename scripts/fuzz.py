@@ -63,7 +63,7 @@ from typing import Any, ClassVar
 import proofkit
 from proofkit import Check, ProofError, StackLab
 
-from tcpstack import netns
+from tcpstack.lab import netns
 
 SCRIPT = Path(__file__).resolve()
 SUBNET = "10.213.0"
@@ -628,7 +628,7 @@ def _stack_counted(stats: dict[str, int]) -> int:
     (InSuperSegs 0) each is also a segment, an echo or a drop, exactly; a GRO
     super-segment counts as several InSegs, so then only InReceives can be exact.
     A fragment counts in ReasmReqds; the datagram it completes is classified like
-    a packet (tcpstack/fragments.py), so ReasmOKs of them are counted twice."""
+    a packet (tcpstack/wire/fragments.py), so ReasmOKs of them are counted twice."""
     received = stats.get("InReceives", 0)
     classified = stats.get("InSegs", 0) + stats.get("IcmpInEchos", 0) + sum(
         v for k, v in stats.items() if k.startswith("Drop.")) + stats.get(

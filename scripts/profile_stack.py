@@ -57,13 +57,10 @@ Stacks = Counter[tuple[str, ...]]  # root-first frames -> samples
 #: Parts of the stack, by the file of the function that was running (first match
 #: wins); new modules of tcpstack fall into "shell" until they are named here.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("codec", ("tcpstack/codec.py", "tcpstack/segment.py", "dpkt/")),
-    ("TCB", ("tcpstack/tcb.py", "tcpstack/seq.py", "tcpstack/states.py", "tcpstack/cc/",
-             "tcpstack/reassembly.py", "tcpstack/scoreboard.py", "tcpstack/buffers.py",
-             "tcpstack/timerwheel.py", "tcpstack/isn.py", "tcpstack/syncookies.py",
-             "tcpstack/resets.py", "tcpstack/ratelimit.py")),
+    ("codec", ("tcpstack/wire/codec.py", "tcpstack/core/segment.py", "dpkt/")),
+    ("TCB", ("tcpstack/core/",)),  # the sans-I/O core, but segment.py (above)
     ("apps", ("tcpstack/apps/",)),
-    ("TUN write", ("tcpstack/tun.py",)),
+    ("TUN write", ("tcpstack/wire/tun.py",)),
     ("shell", ("tcpstack/",)),
     ("enum", ("enum.py",)),
     ("event loop", ("asyncio/", "uvloop/")),

@@ -1,7 +1,7 @@
 """What `make fuzz`, `make flood` and `make soak` share: the daemon in a namespace,
 its numbers, and the pass/fail report.
 
-The namespace, daemon and process handling is `tcpstack.netns` (the lab
+The namespace, daemon and process handling is `tcpstack.lab.netns` (the lab
 toolkit `tcpstack demo` and the test suites use too); this module adds what only the proof
 scripts need: a `StackLab` (namespace + `tcpstack serve` + its control socket),
 per-process samples (RSS, open fds), the TUN device's own counters read from
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # `tcpstack` from this checkout
 
-from tcpstack import control, netns  # noqa: E402
+from tcpstack.lab import control, netns  # noqa: E402
 
 RESULTS = REPO / "bench-results"
 #: A bounded wait that ran out (or a lab command that failed); in a script, one error line.

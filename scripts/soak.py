@@ -45,7 +45,7 @@ from typing import Any
 import proofkit
 from proofkit import Check, StackLab
 
-from tcpstack import control, netns
+from tcpstack.lab import control, netns
 
 SCRIPT = Path(__file__).resolve()
 SUBNET = "10.215.0"

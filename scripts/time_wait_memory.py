@@ -21,10 +21,10 @@ import gc
 import tracemalloc
 from ipaddress import IPv4Address
 
-from tcpstack import codec
-from tcpstack.config import TcpConfig
-from tcpstack.segment import Flags, Options, Segment
-from tcpstack.stack import Stack
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.segment import Flags, Options, Segment
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import codec
 
 PEER = IPv4Address("10.0.0.1").packed
 VIP = "10.0.0.2"

@@ -7,12 +7,12 @@ protocols (`Stack.create_server`, `Stack.create_connection`, `Transport`).
 """
 
 from tcpstack.api import open_connection, open_stack, start_server
-from tcpstack.config import TcpConfig
-from tcpstack.listener import Server
-from tcpstack.stack import Stack
-from tcpstack.stream import StreamReader, StreamWriter
-from tcpstack.transport import Transport
-from tcpstack.tun import TunDevice, TunError
+from tcpstack.core.config import TcpConfig
+from tcpstack.shell.listener import Server
+from tcpstack.shell.stack import Stack
+from tcpstack.shell.stream import StreamReader, StreamWriter
+from tcpstack.shell.transport import Transport
+from tcpstack.wire.tun import TunDevice, TunError
 
 __version__ = "0.1.0"
 

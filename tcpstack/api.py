@@ -32,13 +32,13 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
-from tcpstack import control, observe
-from tcpstack.config import TcpConfig
-from tcpstack.impair import ImpairPlan, install, parse_impair, parse_rules
-from tcpstack.listener import Handler, Server
-from tcpstack.stack import Stack
-from tcpstack.stream import StreamReader, StreamWriter
-from tcpstack.tun import DEFAULT_TXQUEUELEN, TunDevice, check_free_subnet
+from tcpstack.core.config import TcpConfig
+from tcpstack.lab import control, observe
+from tcpstack.lab.impair import ImpairPlan, install, parse_impair, parse_rules
+from tcpstack.shell.listener import Handler, Server
+from tcpstack.shell.stack import Stack
+from tcpstack.shell.stream import StreamReader, StreamWriter
+from tcpstack.wire.tun import DEFAULT_TXQUEUELEN, TunDevice, check_free_subnet
 
 log = logging.getLogger("tcpstack")
 
@@ -109,7 +109,7 @@ async def open_stack(tun: str = "tcps0", host_addr: str = "10.0.0.1/24",
     `trace` there is no control socket (`tcpstack ss` does not see the stack).
 
     Needs root (CAP_NET_ADMIN). Raises ValueError for a bad address or
-    impairment, TypeError for an unknown option, tcpstack.tun.TunError when
+    impairment, TypeError for an unknown option, tcpstack.wire.tun.TunError when
     the device cannot be created; all before anything is created (but the
     device)."""
     host = IPv4Interface(host_addr)

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from tcpstack import __version__, configfile, demo, impair, ladder, observe, query
+from tcpstack import __version__, configfile
 from tcpstack.api import running_stack
 from tcpstack.apps import (
     APPS,
@@ -42,16 +42,17 @@ from tcpstack.apps import (
     configured,
     parse_forward,
 )
-from tcpstack.argparsing import EXIT_USAGE, OneLineParser
-from tcpstack.cc import ALGORITHMS
-from tcpstack.config import TcpConfig
-from tcpstack.connect import relay
-from tcpstack.fragments import DEFAULT_MEM_LIMIT as DEFAULT_REASM_MEM
-from tcpstack.fragments import DEFAULT_TIMEOUT as DEFAULT_REASM_TIMEOUT
-from tcpstack.impair import ImpairPlan, ImpairSpecError
-from tcpstack.stack import Stack
-from tcpstack.states import RESET_ON_ABORT
-from tcpstack.tun import DEFAULT_TXQUEUELEN, TunDevice, TunError
+from tcpstack.core.cc import ALGORITHMS
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.states import RESET_ON_ABORT
+from tcpstack.lab import demo, impair, ladder, observe, query
+from tcpstack.lab.argparsing import EXIT_USAGE, OneLineParser
+from tcpstack.lab.connect import relay
+from tcpstack.lab.impair import ImpairPlan, ImpairSpecError
+from tcpstack.shell.stack import Stack
+from tcpstack.wire.fragments import DEFAULT_MEM_LIMIT as DEFAULT_REASM_MEM
+from tcpstack.wire.fragments import DEFAULT_TIMEOUT as DEFAULT_REASM_TIMEOUT
+from tcpstack.wire.tun import DEFAULT_TXQUEUELEN, TunDevice, TunError
 
 DEFAULT_APPS = ("echo:7", "discard:9", "http:80")
 EXIT_FAILURE = 1

@@ -9,7 +9,7 @@
 
 TCB-level builders (a TCB in each state, exact output checks) are in
 `tests/unit/tcpkit.py`; the namespace and daemon toolkit of the root-only
-suites is `tcpstack.netns`, with captures and nftables in `tests/nstools.py`.
+suites is `tcpstack.lab.netns`, with captures and nftables in `tests/nstools.py`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import asyncio
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
-from tcpstack import codec
-from tcpstack.segment import SYN, Options, Segment
-from tcpstack.stack import Stack
+from tcpstack.core.segment import SYN, Options, Segment
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import codec
 
 PEER = IPv4Address("10.0.0.1").packed
 VIP = "10.0.0.2"

@@ -11,7 +11,7 @@ test from poisoning later ones or the host live here, once:
 * nothing waits with a bare sleep: waits are on a condition (a line on a pipe,
   a process exit, a predicate) with a bounded timeout.
 
-The namespace, process and daemon handling is `tcpstack.netns` (shared with
+The namespace, process and daemon handling is `tcpstack.lab.netns` (shared with
 `tcpstack demo` and the scripts); this module adds what only the suites need:
 the prerequisite gate (skip, or fail under CI), packet capture with tcpdump
 and its pcap readers, and nftables drop rules. The pytest fixtures stay in
@@ -37,7 +37,7 @@ from typing import Any
 import dpkt
 import pytest
 
-from tcpstack.netns import LineCollector, NetNS, stop_process, wait_until
+from tcpstack.lab.netns import LineCollector, NetNS, stop_process, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI") == "true"

@@ -65,7 +65,7 @@ ORPHAN = ("Linux resets a socket the application has closed as soon as anything 
 TIME_WAIT = ("Linux's TIME-WAIT is a mini-socket (tcp_timewait_state_process) that only "
              "accepts a bare ACK or RST exactly at RCV.NXT: every other segment is answered "
              "with an ACK, no RFC 5961 challenge ACK is sent for an RST, and the ACK field is "
-             "never checked. tcpstack's TIME-WAIT record (tcpstack/timewait.py) keeps "
+             "never checked. tcpstack's TIME-WAIT record (tcpstack/core/timewait.py) keeps "
              "RFC 9293's rules with RFC 5961.")
 FW2_ORPHAN = ("A FIN-WAIT-2 socket that the application closed becomes a time-wait "
               "mini-socket in Linux (tcp_time_wait(sk, TCP_FIN_WAIT2)) with rules of its "

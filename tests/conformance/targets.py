@@ -25,7 +25,7 @@ The stack runs with its default offloads (docs/offload.md), so it writes
 TCP super-segments with partial checksums into its TUN; the packet socket
 asks for the virtio-net header of each packet (PACKET_VNET_HDR) and the wire
 cuts them into the segments the kernel would put on a real wire
-(`tcpstack.vnet.wire_packets`, which also completes, and so checks, every
+(`tcpstack.wire.vnet.wire_packets`, which also completes, and so checks, every
 partial checksum). TCPSTACK_CONFORMANCE_OFFLOAD=off runs the stack without.
 
 Linux is left at its defaults except for two knobs that tcpstack gets the
@@ -52,8 +52,7 @@ from pathlib import Path
 
 import pytun
 
-from tcpstack import vnet
-from tcpstack.netns import (
+from tcpstack.lab.netns import (
     READY_TIMEOUT,
     LineCollector,
     NetNS,
@@ -63,6 +62,7 @@ from tcpstack.netns import (
     stop_process,
     tcpstack_argv,
 )
+from tcpstack.wire import vnet
 from tests import nstools
 from tests.conformance.apps import PORTS
 from tests.conformance.harness import Hub, Link, Wire

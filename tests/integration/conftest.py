@@ -7,7 +7,7 @@ with a real, independent TCP implementation.
 
 The namespace, process and daemon machinery (and its hygiene rules: unique
 names, teardown on failure, signals by pid only, no bare sleeps) lives in
-`tcpstack/netns.py`, shared with `tcpstack demo` and the scripts; capture and
+`tcpstack/lab/netns.py`, shared with `tcpstack demo` and the scripts; capture and
 nftables in `tests/nstools.py`, shared with the conformance suite; this file
 only turns them into fixtures.
 
@@ -41,7 +41,7 @@ from typing import Any
 import dpkt
 import pytest
 
-from tcpstack.netns import (
+from tcpstack.lab.netns import (
     READY_TIMEOUT,
     Daemon,
     NetNS,
@@ -50,7 +50,7 @@ from tcpstack.netns import (
     spawn_daemon,
     tcpstack_argv,
 )
-from tcpstack.netns import wait_until as poll_until
+from tcpstack.lab.netns import wait_until as poll_until
 from tests import nstools
 from tests.nstools import REPO_ROOT, Capture, NftRule
 
@@ -86,7 +86,8 @@ def require_tools() -> Callable[..., None]:
 
 @pytest.fixture(scope="session")
 def wait_until() -> Callable[..., Any]:
-    """Expose :func:`tcpstack.netns.wait_until` as ``wait_until(predicate, timeout, interval)``."""
+    """Expose :func:`tcpstack.lab.netns.wait_until` as
+    ``wait_until(predicate, timeout, interval)``."""
     return poll_until
 
 

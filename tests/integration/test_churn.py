@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tcpstack.netns import NetNS
+from tcpstack.lab.netns import NetNS
 
 #: The `make_stack` fixture's StackFactory lives in conftest, which is not importable.
 StackFactory = Any
@@ -71,9 +71,9 @@ def test_connection_storm_leaves_empty_table(
 import asyncio, json, re
 from ipaddress import IPv4Interface
 from tcpstack.apps import APPS
-from tcpstack.config import TcpConfig
-from tcpstack.stack import Stack
-from tcpstack.tun import TunDevice
+from tcpstack.core.config import TcpConfig
+from tcpstack.shell.stack import Stack
+from tcpstack.wire.tun import TunDevice
 
 def conn_tasks():
     # Every Connection names its task "tcb <4-tuple>"; all_tasks() holds only live ones.

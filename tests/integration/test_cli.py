@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from tcpstack.netns import daemon_env, tcpstack_argv
+from tcpstack.lab.netns import daemon_env, tcpstack_argv
 from tests.nstools import REPO_ROOT, run_into_closed_pipe
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tcpstack.netns import tcpstack_argv
+from tcpstack.lab.netns import tcpstack_argv
 
 _ports = itertools.count(5100)
 

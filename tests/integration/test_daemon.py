@@ -310,8 +310,8 @@ def test_active_open_to_kernel_server(make_stack, netns) -> None:
     code = f"""
 import asyncio, json, socket, threading
 from ipaddress import IPv4Interface
-from tcpstack.stack import Stack
-from tcpstack.tun import TunDevice
+from tcpstack.shell.stack import Stack
+from tcpstack.wire.tun import TunDevice
 
 def kernel_server(sock):
     conn, _ = sock.accept()

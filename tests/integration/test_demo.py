@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tcpstack import demo, ladder, netns
+from tcpstack.lab import demo, ladder, netns
 from tests.helpers import arrows
 
 #: Bound for one demo run; the longest (lost-third) takes about 7.5 s.

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from tcpstack.netns import Daemon, daemon_env, spawn_daemon
+from tcpstack.lab.netns import Daemon, daemon_env, spawn_daemon
 from tests.nstools import REPO_ROOT
 
 EXAMPLES = REPO_ROOT / "examples"

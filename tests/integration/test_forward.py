@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tcpstack.netns import BackgroundProcess, NetNS, stop_process
+from tcpstack.lab.netns import BackgroundProcess, NetNS, stop_process
 
 #: A kernel-side HTTP server: GET serves the directory, POST answers the SHA-256
 #: of the body; it prints its port once listening.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import dpkt
 
-from tcpstack.netns import (
+from tcpstack.lab.netns import (
     BackgroundProcess,
     daemon_env,
     netns_scope,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tcpstack.netns import daemon_env
+from tcpstack.lab.netns import daemon_env
 from tests.nstools import REPO_ROOT
 
 ECHO_PORT = 7
@@ -37,8 +37,8 @@ def test_ping_2000_gets_every_reply(make_stack, netns, tcpstack_cli, require_too
 RAW_PEER = """
 import socket
 from ipaddress import IPv4Address
-from tcpstack import codec
-from tcpstack.segment import Flags, Options, Segment
+from tcpstack.wire import codec
+from tcpstack.core.segment import Flags, Options, Segment
 
 HOST, VIP, SPORT, DPORT = {host!r}, {vip!r}, {sport}, {dport}
 SYN, ACK, PSH = Flags.SYN, Flags.ACK, Flags.PSH

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tcpstack.tun import DEFAULT_TXQUEUELEN
+from tcpstack.wire.tun import DEFAULT_TXQUEUELEN
 
 ECHO_PORT = 7
 

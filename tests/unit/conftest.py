@@ -4,7 +4,7 @@ without a deadline or an on-disk example database (deterministic speed, no files
 import pytest
 from hypothesis import settings
 
-from tcpstack.segment import EMPTY_OPTIONS, Options
+from tcpstack.core.segment import EMPTY_OPTIONS, Options
 
 pytest.register_assert_rewrite("tests.unit.tcpkit")
 
@@ -14,7 +14,7 @@ settings.load_profile("unit")
 
 @pytest.fixture(autouse=True)
 def _empty_options_stay_empty():
-    """Segments without options share one Options (tcpstack.segment.EMPTY_OPTIONS),
+    """Segments without options share one Options (tcpstack.core.segment.EMPTY_OPTIONS),
     immutable only by convention: a test or a code path that assigns to a field of
     it would change every such segment after it, so catch it where it happens."""
     yield

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tcpstack.config import TcpConfig
-from tcpstack.events import ConnectionLost, StateChanged
-from tcpstack.ratelimit import ChallengeAckLimiter
-from tcpstack.segment import ACK, FIN, PSH, RST, SYN, Options, Segment  # noqa: F401 (re-exported)
-from tcpstack.seq import seq_add
-from tcpstack.states import State
-from tcpstack.tcb import Tcb
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.events import ConnectionLost, StateChanged
+from tcpstack.core.ratelimit import ChallengeAckLimiter
+from tcpstack.core.segment import ACK, FIN, PSH, RST, SYN, Options, Segment  # noqa: F401 (re-exported)
+from tcpstack.core.seq import seq_add
+from tcpstack.core.states import State
+from tcpstack.core.tcb import Tcb
 
 PEER, PEER_PORT = bytes([10, 0, 0, 1]), 40000
 US, US_PORT = bytes([10, 0, 0, 2]), 80

@@ -7,8 +7,8 @@ import pytest
 
 import tcpstack
 from tcpstack import api
-from tcpstack.config import TcpConfig
-from tcpstack.stack import Stack
+from tcpstack.core.config import TcpConfig
+from tcpstack.shell.stack import Stack
 from tests.unit.test_stack import VIP, Wire, echo
 
 

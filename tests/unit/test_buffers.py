@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcpstack.buffers import GATHER_BELOW, VIEW_MIN, SendBuffer
+from tcpstack.core.buffers import GATHER_BELOW, VIEW_MIN, SendBuffer
 
 # An operation: ("w", size) appends `size` fresh bytes, ("a", size) acknowledges.
 ops = st.lists(st.tuples(st.sampled_from("wa"), st.integers(0, 3 * GATHER_BELOW)), max_size=60)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tcpstack.cc import make
+from tcpstack.core.cc import make
 
 MSS = 1000
 

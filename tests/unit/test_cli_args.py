@@ -20,7 +20,7 @@ from tcpstack.apps import (
     handle_forward,
     handle_http,
 )
-from tcpstack.impair import ImpairSpec
+from tcpstack.lab.impair import ImpairSpec
 
 
 @pytest.fixture(autouse=True)

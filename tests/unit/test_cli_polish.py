@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 import tcpstack
-from tcpstack import cli, query, tun
-from tcpstack.config import TcpConfig
-from tcpstack.stack import Stack
+from tcpstack import cli
+from tcpstack.core.config import TcpConfig
+from tcpstack.lab import query
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import tun
 from tests.nstools import REPO_ROOT, run_into_closed_pipe
 from tests.unit.test_cli_args import run
 from tests.unit.test_ladder import c2s, pkt, s2c, write_pcap
@@ -158,7 +160,7 @@ def test_missing_capabilities_reads_the_effective_set(tmp_path: Path) -> None:
 
 
 def test_demo_without_cap_net_admin_is_one_line_and_exit_2(monkeypatch, capsys) -> None:
-    monkeypatch.setattr("tcpstack.demo.missing_capabilities", lambda *names: ["CAP_NET_ADMIN"])
+    monkeypatch.setattr("tcpstack.lab.demo.missing_capabilities", lambda *names: ["CAP_NET_ADMIN"])
     monkeypatch.setattr("os.geteuid", lambda: 0)
     rc, lines = run(["demo", "handshake"], capsys)
     assert rc == 2 and lines == [

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcpstack.codec import DropReason, IcmpEcho, Malformed, decode, encode, encode_echo_reply
-from tcpstack.segment import Flags, Options, Segment
+from tcpstack.core.segment import Flags, Options, Segment
+from tcpstack.wire.codec import DropReason, IcmpEcho, Malformed, decode, encode, encode_echo_reply
 
 A, B = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
 

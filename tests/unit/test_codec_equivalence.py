@@ -1,4 +1,4 @@
-"""The fast codec against the dpkt reference (tcpstack/codec.py).
+"""The fast codec against the dpkt reference (tcpstack/wire/codec.py).
 
 The fast codec is only correct if it is indistinguishable from the reference:
 every packet, valid or not, must give the same `Segment` (all fields, options,
@@ -21,9 +21,9 @@ import pytest
 from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 
-from tcpstack import codec
-from tcpstack.codec import DropReason, IcmpEcho, Malformed
-from tcpstack.segment import Flags, Options, Segment
+from tcpstack.core.segment import Flags, Options, Segment
+from tcpstack.wire import codec
+from tcpstack.wire.codec import DropReason, IcmpEcho, Malformed
 
 # Hypothesis costs ~3 ms of CPU per example here, the codecs a fraction of that: 400
 # examples per property (the malformed one breaks each of its 200 packets nine ways) keep
@@ -308,12 +308,12 @@ def test_memoryview_packets_decode_to_views():
 def test_environment_selects_the_codec(value, name):
     env = {"TCPSTACK_CODEC": value} if value else {}
     out = subprocess.run(
-        [sys.executable, "-c", "from tcpstack import codec; print(codec.decode.__name__)"],
+        [sys.executable, "-c", "from tcpstack.wire import codec; print(codec.decode.__name__)"],
         env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == name
 
 
 def test_unknown_codec_name_is_refused():
-    run = subprocess.run([sys.executable, "-c", "import tcpstack.codec"],
+    run = subprocess.run([sys.executable, "-c", "import tcpstack.wire.codec"],
                          env={"TCPSTACK_CODEC": "dpkt"}, capture_output=True, text=True)
     assert run.returncode != 0 and "TCPSTACK_CODEC must be" in run.stderr

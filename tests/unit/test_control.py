@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tcpstack import cli, codec, control, snapshot
-from tcpstack.config import TcpConfig
-from tcpstack.segment import Segment
-from tcpstack.stack import Stack
+from tcpstack import cli
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.segment import Segment
+from tcpstack.lab import control, snapshot
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import codec
 from tests.helpers import VIP, Wire, feed, idle, until
 from tests.unit.tcpkit import ACK, MSS, RST, SYN, X, add, peer_syn, seg
 

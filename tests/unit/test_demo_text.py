@@ -13,8 +13,8 @@ import unicodedata
 
 import pytest
 
-from tcpstack import demo
-from tcpstack.demo_text import CHINESE, ENGLISH, TEXTS, fill_wide, template_fields
+from tcpstack.lab import demo
+from tcpstack.lab.demo_text import CHINESE, ENGLISH, TEXTS, fill_wide, template_fields
 
 #: The chapter's terms each Chinese story must use (the chapter spells SYN-RCVD).
 CHAPTER_TERMS = {

@@ -12,7 +12,7 @@
 
 The parsers are the real ones (`tcpstack.cli.build_parser`, whose `ladder` and
 `demo` subparsers are filled by the same `add_arguments` as their standalone
-`python -m tcpstack.ladder|demo` parsers), so an option added, renamed or
+`python -m tcpstack.lab.ladder|demo` parsers), so an option added, renamed or
 removed in the code without the docs fails here with the option and the page.
 """
 

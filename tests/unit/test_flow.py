@@ -9,12 +9,12 @@ import itertools
 
 import pytest
 
-from tcpstack import codec
-from tcpstack.config import TcpConfig
-from tcpstack.connection import TURN_SEGMENTS
-from tcpstack.segment import Segment
-from tcpstack.seq import seq_add, seq_diff
-from tcpstack.stack import Stack
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.segment import Segment
+from tcpstack.core.seq import seq_add, seq_diff
+from tcpstack.shell.connection import TURN_SEGMENTS
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import codec
 from tests.helpers import VIP, Wire, echo, feed, packet
 from tests.unit.tcpkit import ACK, PSH, SYN
 

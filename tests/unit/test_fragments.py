@@ -1,4 +1,4 @@
-"""IPv4 reassembly and fragmentation (tcpstack/fragments.py), with a fake clock:
+"""IPv4 reassembly and fragmentation (tcpstack/wire/fragments.py), with a fake clock:
 time is the `now` each call is given."""
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcpstack import codec, fragments
-from tcpstack.fragments import (
+from tcpstack.core.segment import Flags, Options, Segment
+from tcpstack.wire import codec, fragments
+from tcpstack.wire.fragments import (
     DATAGRAM_OVERHEAD,
     FRAGMENT_OVERHEAD,
     Fragmenter,
     Reassembler,
     fragment,
 )
-from tcpstack.segment import Flags, Options, Segment
 
 PEER = IPv4Address("10.0.0.1").packed
 VIP = IPv4Address("10.0.0.2").packed

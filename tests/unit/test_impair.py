@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from tcpstack import codec
-from tcpstack.impair import (
+from tcpstack.core.segment import Flags
+from tcpstack.lab.impair import (
     REORDER_MAX_HOLD,
     ImpairedPath,
     Impairment,
@@ -22,8 +22,8 @@ from tcpstack.impair import (
     make_rng,
     parse_impair,
 )
-from tcpstack.segment import Flags
-from tcpstack.stack import Stack
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import codec
 from tests.unit.tcpkit import seg
 
 PACKETS = [b"p%d" % i for i in range(10)]

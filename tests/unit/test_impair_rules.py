@@ -12,8 +12,9 @@ from collections.abc import Iterable
 
 import pytest
 
-from tcpstack import cli, codec
-from tcpstack.impair import (
+from tcpstack import cli
+from tcpstack.core.segment import Flags, Options, Segment
+from tcpstack.lab.impair import (
     Impairment,
     ImpairPlan,
     ImpairRule,
@@ -25,8 +26,8 @@ from tcpstack.impair import (
     state_lookup,
     tcp_info,
 )
-from tcpstack.segment import Flags, Options, Segment
-from tcpstack.stack import Stack
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import codec
 from tests.helpers import idle
 from tests.unit.tcpkit import PEER, PEER_PORT, US, US_PORT, X, Y, seg
 
@@ -257,7 +258,7 @@ def test_state_is_looked_up_once_and_only_when_the_header_matches() -> None:
 def test_every_hit_is_logged_with_rule_and_packet(caplog) -> None:
     imp = core("in:drop:flags=ACK,state=SYN-RECEIVED,nth=1", "out:delay=2s:flags=SYN+ACK",
                states=["SYN-RECEIVED"])
-    with caplog.at_level(logging.INFO, logger="tcpstack.impair"):
+    with caplog.at_level(logging.INFO, logger="tcpstack.lab.impair"):
         feed(imp, [inbound(ACK), outbound(SYN | ACK)])
     assert caplog.messages == [
         "impair rule 1 (in:drop:flags=ACK,state=SYN-RECEIVED,nth=1) dropped "

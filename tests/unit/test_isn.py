@@ -1,6 +1,6 @@
 """RFC 6528 initial sequence numbers: keyed hash plus a 4 microsecond clock."""
 
-from tcpstack.isn import IsnGenerator
+from tcpstack.core.isn import IsnGenerator
 
 L, R = bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1])
 KEY = b"k" * 16

@@ -11,10 +11,10 @@ from pathlib import Path
 import dpkt
 import pytest
 
-from tcpstack import ladder
-from tcpstack.ladder import Endpoint, Seg, analyze, parse_trace, render_svg, render_text
-from tcpstack.segment import Flags, Segment
-from tcpstack.states import State
+from tcpstack.core.segment import Flags, Segment
+from tcpstack.core.states import State
+from tcpstack.lab import ladder
+from tcpstack.lab.ladder import Endpoint, Seg, analyze, parse_trace, render_svg, render_text
 from tests.helpers import arrows
 
 SYN, ACK, FIN, RST, PSH = Flags.SYN, Flags.ACK, Flags.FIN, Flags.RST, Flags.PSH

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tcpstack.looptimer import EarliestTimer
+from tcpstack.shell.looptimer import EarliestTimer
 
 
 async def test_keeps_the_earliest_deadline_and_reports_no_earlier_than_armed() -> None:

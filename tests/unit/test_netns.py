@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tcpstack.netns import LabError, LineCollector, NetnsCommandError, wait_until
+from tcpstack.lab.netns import LabError, LineCollector, NetnsCommandError, wait_until
 
 
 def collector(*lines: bytes, close: bool = True) -> tuple[LineCollector, int]:
@@ -56,8 +56,9 @@ def test_polling_wait_raises_lab_error_when_the_condition_never_holds() -> None:
 
 def test_the_stack_and_the_wire_never_import_the_lab_toolkit() -> None:
     """The toolkit is for demo, scripts and tests; the daemon must not depend on it."""
-    code = ("import sys, tcpstack.stack, tcpstack.codec, tcpstack.tcb, tcpstack.tun; "
-            "print('tcpstack.netns' in sys.modules)")
+    code = ("import sys, tcpstack.shell.stack, tcpstack.wire.codec, tcpstack.core.tcb, "
+            "tcpstack.wire.tun; "
+            "print('tcpstack.lab.netns' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.strip() == "False"

@@ -14,11 +14,11 @@ import time
 import dpkt
 import pytest
 
-from tcpstack.impair import ImpairPlan, ImpairSpec, install
-from tcpstack.observe import Observability, ObserveSettings
-from tcpstack.pcap import LINKTYPE_RAW, Capture, PcapWriter
-from tcpstack.segment import Flags
-from tcpstack.stack import Stack
+from tcpstack.core.segment import Flags
+from tcpstack.lab.impair import ImpairPlan, ImpairSpec, install
+from tcpstack.lab.observe import Observability, ObserveSettings
+from tcpstack.shell.stack import Stack
+from tcpstack.wire.pcap import LINKTYPE_RAW, Capture, PcapWriter
 from tests import helpers
 
 

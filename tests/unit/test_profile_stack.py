@@ -11,12 +11,12 @@ import profile_stack as prof
 
 TRUNK = "<module> (tcpstack/__main__.py:1);run (uvloop/__init__.py:80)"
 RAW = f"""\
-{TRUNK};Stack.run_reader (tcpstack/stack.py:300);decode (tcpstack/codec.py:40) 30
-{TRUNK};Connection._run (tcpstack/connection.py:90);Tcb.receive (tcpstack/tcb.py:500) 20
-{TRUNK};Connection._run (tcpstack/connection.py:90);Tcb.receive (tcpstack/tcb.py:500);\
-seq_diff (tcpstack/seq.py:10) 10
-{TRUNK};Stack.run_reader (tcpstack/stack.py:300);decode (tcpstack/codec.py:40) 5
-{TRUNK};Stack.run_reader (tcpstack/stack.py:300);Flag.__and__ (enum.py:1500) 5
+{TRUNK};Stack.run_reader (tcpstack/shell/stack.py:300);decode (tcpstack/wire/codec.py:40) 30
+{TRUNK};Connection._run (tcpstack/shell/connection.py:90);Tcb.receive (tcpstack/core/tcb.py:500) 20
+{TRUNK};Connection._run (tcpstack/shell/connection.py:90);Tcb.receive (tcpstack/core/tcb.py:500);\
+seq_diff (tcpstack/core/seq.py:10) 10
+{TRUNK};Stack.run_reader (tcpstack/shell/stack.py:300);decode (tcpstack/wire/codec.py:40) 5
+{TRUNK};Stack.run_reader (tcpstack/shell/stack.py:300);Flag.__and__ (enum.py:1500) 5
 {TRUNK} 30
 not a sample line
 """
@@ -25,21 +25,21 @@ not a sample line
 def test_parse_collapsed_sums_repeated_stacks_and_skips_other_lines() -> None:
     stacks = prof.parse_collapsed(RAW)
     assert sum(stacks.values()) == 100
-    decode = (*TRUNK.split(";"), "Stack.run_reader (tcpstack/stack.py:300)",
-              "decode (tcpstack/codec.py:40)")
+    decode = (*TRUNK.split(";"), "Stack.run_reader (tcpstack/shell/stack.py:300)",
+              "decode (tcpstack/wire/codec.py:40)")
     assert stacks[decode] == 35
 
 
 def test_frame_parts_and_parts_of_the_stack() -> None:
-    assert prof.frame_parts("Tcb.receive (tcpstack/tcb.py:500)") == ("Tcb.receive",
-                                                                    "tcpstack/tcb.py")
+    assert prof.frame_parts("Tcb.receive (tcpstack/core/tcb.py:500)") == ("Tcb.receive",
+                                                                    "tcpstack/core/tcb.py")
     assert prof.frame_parts("_run_code (<frozen runpy>:88)") == ("_run_code", "<frozen runpy>")
     assert prof.frame_parts("odd frame") == ("odd frame", "")
-    assert prof.part("decode (tcpstack/codec.py:40)") == "codec"
+    assert prof.part("decode (tcpstack/wire/codec.py:40)") == "codec"
     assert prof.part("in_cksum_add (dpkt/dpkt.py:10)") == "codec"
-    assert prof.part("seq_diff (tcpstack/seq.py:10)") == "TCB"
+    assert prof.part("seq_diff (tcpstack/core/seq.py:10)") == "TCB"
     assert prof.part("http (tcpstack/apps/http.py:5)") == "apps"
-    assert prof.part("Stack.run_reader (tcpstack/stack.py:300)") == "shell"
+    assert prof.part("Stack.run_reader (tcpstack/shell/stack.py:300)") == "shell"
     assert prof.part("Event.set (/usr/lib/python3.11/asyncio/locks.py:190)") == "event loop"
     assert prof.part("Flag.__and__ (enum.py:1500)") == "enum"
     assert prof.part("sha256 (hashlib.py:3)") == "other"
@@ -48,12 +48,12 @@ def test_frame_parts_and_parts_of_the_stack() -> None:
 def test_own_time_is_the_leaf_and_total_time_leaves_out_the_trunk() -> None:
     stacks = prof.parse_collapsed(RAW)
     own = prof.own_time(stacks)
-    assert own["decode (tcpstack/codec.py)"] == 35
-    assert own["Tcb.receive (tcpstack/tcb.py)"] == 20
+    assert own["decode (tcpstack/wire/codec.py)"] == 35
+    assert own["Tcb.receive (tcpstack/core/tcb.py)"] == 20
     assert own["run (uvloop/__init__.py)"] == 30
     total = prof.total_time(stacks)
-    assert total["Tcb.receive (tcpstack/tcb.py)"] == 30
-    assert total["Stack.run_reader (tcpstack/stack.py)"] == 40
+    assert total["Tcb.receive (tcpstack/core/tcb.py)"] == 30
+    assert total["Stack.run_reader (tcpstack/shell/stack.py)"] == 40
     assert "run (uvloop/__init__.py)" not in total  # on every sample
     assert prof.part_time(stacks) == {"codec": 35, "TCB": 30, "event loop": 30, "enum": 5}
 
@@ -67,10 +67,11 @@ def test_summary_gives_cpu_microseconds_per_segment() -> None:
     assert "35.0 %" in codec
     assert "350.0 us/segment" in codec
     own = lines.index("Top 3 functions by own time:")
-    assert lines[own + 2].split() == ["35.0", "35", "decode", "(tcpstack/codec.py)"]
+    assert lines[own + 2].split() == ["35.0", "35", "decode", "(tcpstack/wire/codec.py)"]
     total = lines.index("Top 3 functions by total time:")
     assert lines[own + 5] == ""
-    assert lines[total + 2].split() == ["40.0", "40", "Stack.run_reader", "(tcpstack/stack.py)"]
+    assert lines[total + 2].split() == ["40.0", "40", "Stack.run_reader",
+                                        "(tcpstack/shell/stack.py)"]
 
 
 def test_flame_graph_is_svg_with_a_box_per_frame_and_its_samples() -> None:
@@ -80,12 +81,12 @@ def test_flame_graph_is_svg_with_a_box_per_frame_and_its_samples() -> None:
     # "all", 2 trunk frames, run_reader, decode, Flag.__and__, _run, receive, seq_diff
     assert len(titles) == 9
     assert "all: 100 samples, 100.0 %" in titles
-    assert "decode (tcpstack/codec.py): 35 samples, 35.0 %" in titles
+    assert "decode (tcpstack/wire/codec.py): 35 samples, 35.0 %" in titles
     boxes = {g.find(f"{ns}title").text.split(":")[0]: g.find(f"{ns}rect")  # type: ignore[union-attr]
              for g in svg.iter(f"{ns}g")}
     assert float(boxes["all"].get("width", 0)) == 980.0  # width minus the margins
-    assert float(boxes["decode (tcpstack/codec.py)"].get("width", 0)) == 343.0
-    assert boxes["decode (tcpstack/codec.py)"].get("fill") == prof.COLORS["codec"]
+    assert float(boxes["decode (tcpstack/wire/codec.py)"].get("width", 0)) == 343.0
+    assert boxes["decode (tcpstack/wire/codec.py)"].get("fill") == prof.COLORS["codec"]
 
 
 def test_cpu_note_flags_samples_that_were_waits() -> None:

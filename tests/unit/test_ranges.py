@@ -7,8 +7,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcpstack.ranges import RangeSet, SeqLine
-from tcpstack.seq import seq_add
+from tcpstack.core.ranges import RangeSet, SeqLine
+from tcpstack.core.seq import seq_add
 from tests.unit.test_reassembly import model_runs
 
 OPS = st.lists(st.one_of(

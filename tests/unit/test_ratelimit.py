@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from tcpstack.ratelimit import ChallengeAckLimiter
+from tcpstack.core.ratelimit import ChallengeAckLimiter
 
 
 def allowed(limiter: ChallengeAckLimiter, now: float, tries: int) -> int:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcpstack import ranges, reassembly
-from tcpstack.ranges import MAX_OFO_RUNS
-from tcpstack.reassembly import COALESCE, MAX_SACK_BLOCKS, Reassembly
-from tcpstack.seq import seq_add, seq_diff
+from tcpstack.core import ranges, reassembly
+from tcpstack.core.ranges import MAX_OFO_RUNS
+from tcpstack.core.reassembly import COALESCE, MAX_SACK_BLOCKS, Reassembly
+from tcpstack.core.seq import seq_add, seq_diff
 from tests.unit.linecount import LineCounter
 
 BASE = 2**32 - 100  # every test crosses the sequence-number wrap

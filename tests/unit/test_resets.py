@@ -1,6 +1,6 @@
 """RFC 9293 3.10.7.1: the reset answering a segment no connection accepts."""
 
-from tcpstack.resets import reset_for
+from tcpstack.core.resets import reset_for
 from tests.unit.tcpkit import ACK, FIN, PEER, PEER_PORT, PSH, RST, SYN, US, US_PORT, seg
 
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcpstack import ranges, scoreboard
-from tcpstack.ranges import MAX_OFO_RUNS
-from tcpstack.scoreboard import Scoreboard
-from tcpstack.seq import seq_add, seq_diff
+from tcpstack.core import ranges, scoreboard
+from tcpstack.core.ranges import MAX_OFO_RUNS
+from tcpstack.core.scoreboard import Scoreboard
+from tcpstack.core.seq import seq_add, seq_diff
 from tests.unit.linecount import LineCounter
 from tests.unit.test_reassembly import arrival_order, model_runs
 

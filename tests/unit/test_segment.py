@@ -3,9 +3,19 @@ and the readable rendering of the bits that the ladder, the trace and `ss` show.
 
 from __future__ import annotations
 
-from tcpstack.codec import decode, encode
-from tcpstack.config import TcpConfig
-from tcpstack.segment import ACK, EMPTY_OPTIONS, FIN, PSH, SYN, Flags, Options, Segment, flags_str
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.segment import (
+    ACK,
+    EMPTY_OPTIONS,
+    FIN,
+    PSH,
+    SYN,
+    Flags,
+    Options,
+    Segment,
+    flags_str,
+)
+from tcpstack.wire.codec import decode, encode
 from tests.unit.tcpkit import WND, X, Y, expect, seg, tcb_established
 
 A, B = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])

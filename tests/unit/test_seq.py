@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcpstack.seq import MOD, seq_add, seq_diff, seq_in_window, seq_le, seq_lt
+from tcpstack.core.seq import MOD, seq_add, seq_diff, seq_in_window, seq_le, seq_lt
 
 TOP = MOD - 1
 u32 = st.integers(0, TOP)

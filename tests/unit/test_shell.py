@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tcpstack.stack import Stack
+from tcpstack.shell.stack import Stack
 from tests.unit.test_stack import ACK, PEER, PSH, SYN, VIP, Wire, echo, feed, packet
 
 KEY = (7, PEER, 40000)

@@ -10,10 +10,10 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from tcpstack import codec
-from tcpstack.config import TcpConfig
-from tcpstack.segment import ACK, FIN, PSH, RST, SYN, Segment
-from tcpstack.stack import Stack
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.segment import ACK, FIN, PSH, RST, SYN, Segment
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import codec
 from tests.helpers import PEER, VIP, VIP_B, Wire, echo, feed, packet, until
 
 

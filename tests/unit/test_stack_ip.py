@@ -7,11 +7,11 @@ from __future__ import annotations
 import dpkt
 import pytest
 
-from tcpstack import codec
-from tcpstack.config import TcpConfig
-from tcpstack.fragments import Reassembler, fragment
-from tcpstack.segment import Options, Segment
-from tcpstack.stack import Stack
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.segment import Options, Segment
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import codec
+from tcpstack.wire.fragments import Reassembler, fragment
 from tests.helpers import PEER, VIP, VIP_B, Wire, echo, feed, packet, until
 from tests.unit.test_stack import (
     ACK,

@@ -10,9 +10,9 @@ import logging
 
 import pytest
 
-from tcpstack import snapshot
-from tcpstack.config import TcpConfig
-from tcpstack.stack import Stack
+from tcpstack.core.config import TcpConfig
+from tcpstack.lab import snapshot
+from tcpstack.shell.stack import Stack
 from tests.helpers import PEER, VIP, Wire, feed, packet, until
 from tests.unit.tcpkit import ACK, FIN, RST, SYN
 

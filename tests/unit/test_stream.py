@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tcpstack.stream import StreamReader
+from tcpstack.shell.stream import StreamReader
 
 
 def make() -> tuple[StreamReader, list[int]]:

@@ -10,14 +10,14 @@ from collections import Counter
 
 import pytest
 
-from tcpstack import codec
-from tcpstack.config import TcpConfig
-from tcpstack.events import DataReceived, Established
-from tcpstack.segment import Options, Segment
-from tcpstack.stack import Stack
-from tcpstack.states import State
-from tcpstack.syncookies import MAX_AGE, MSS_TABLE, SynCookies
-from tcpstack.tcb import Tcb
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.events import DataReceived, Established
+from tcpstack.core.segment import Options, Segment
+from tcpstack.core.states import State
+from tcpstack.core.syncookies import MAX_AGE, MSS_TABLE, SynCookies
+from tcpstack.core.tcb import Tcb
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import codec
 from tests.helpers import VIP, Wire, echo, feed, packet, until
 from tests.unit.tcpkit import ACK, PSH, RST, SYN, X, add, events, seg
 from tests.unit.test_cli_args import run, settings

@@ -1,4 +1,4 @@
-"""The SYN fast path (tcpstack/synfast.py) against the normal path.
+"""The SYN fast path (tcpstack/shell/synfast.py) against the normal path.
 
 The fast path is only correct if nobody can tell it is there: for every packet,
 a flood SYN or anything else, a stack with it must send the same bytes and
@@ -20,13 +20,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcpstack import codec, vnet
-from tcpstack.config import TcpConfig
-from tcpstack.isn import IsnGenerator
-from tcpstack.segment import Segment
-from tcpstack.stack import Stack
-from tcpstack.states import State
-from tcpstack.syncookies import SynCookies
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.isn import IsnGenerator
+from tcpstack.core.segment import Segment
+from tcpstack.core.states import State
+from tcpstack.core.syncookies import SynCookies
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import codec, vnet
 from tests.unit.tcpkit import ACK, PEER, SYN, X
 from tests.unit.test_codec_equivalence import (
     malformed_packets,

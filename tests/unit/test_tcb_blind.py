@@ -8,11 +8,11 @@ from collections import Counter
 
 import pytest
 
-from tcpstack.config import TcpConfig
-from tcpstack.events import DataReceived
-from tcpstack.ratelimit import ChallengeAckLimiter
-from tcpstack.states import State
-from tcpstack.tcb import Tcb
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.events import DataReceived
+from tcpstack.core.ratelimit import ChallengeAckLimiter
+from tcpstack.core.states import State
+from tcpstack.core.tcb import Tcb
 from tests.unit.tcpkit import (
     ACK,
     FIN,

@@ -3,9 +3,9 @@ orphaned FIN-WAIT-2 and abort (RFC 9293 3.6, 3.10.4-5, 3.10.7.4)."""
 
 import pytest
 
-from tcpstack.config import TcpConfig
-from tcpstack.events import DataReceived, EofReceived
-from tcpstack.states import State
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.events import DataReceived, EofReceived
+from tcpstack.core.states import State
 from tests.unit.tcpkit import (
     ACK,
     FIN,

@@ -3,10 +3,10 @@
 
 import pytest
 
-from tcpstack.config import TcpConfig
-from tcpstack.events import DataReceived
-from tcpstack.seq import seq_diff
-from tcpstack.states import State
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.events import DataReceived
+from tcpstack.core.seq import seq_diff
+from tcpstack.core.states import State
 from tests.unit.tcpkit import (
     ACK,
     PSH,

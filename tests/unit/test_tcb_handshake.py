@@ -5,11 +5,11 @@ from collections import Counter
 
 import pytest
 
-from tcpstack.config import TcpConfig
-from tcpstack.events import DataReceived, Established
-from tcpstack.segment import Options
-from tcpstack.states import State
-from tcpstack.tcb import Tcb
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.events import DataReceived, Established
+from tcpstack.core.segment import Options
+from tcpstack.core.states import State
+from tcpstack.core.tcb import Tcb
 from tests.unit.tcpkit import (
     ACK,
     MSS,

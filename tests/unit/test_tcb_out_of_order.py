@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import random
 
-from tcpstack.config import TcpConfig
-from tcpstack.events import DataReceived
-from tcpstack.ranges import MAX_OFO_RUNS
-from tcpstack.tcb import Tcb
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.events import DataReceived
+from tcpstack.core.ranges import MAX_OFO_RUNS
+from tcpstack.core.tcb import Tcb
 from tests.unit.tcpkit import ACK, Y, add, events, seg, tcb_established
 
 X_WRAP = 2**32 - 3000  # the peer's ISN: its data crosses the wrap after 2,999 octets

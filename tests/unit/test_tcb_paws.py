@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from tcpstack.config import TcpConfig
-from tcpstack.events import DataReceived
-from tcpstack.tcb import Tcb
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.events import DataReceived
+from tcpstack.core.tcb import Tcb
 from tests.unit.tcpkit import (
     ACK,
     MSS,

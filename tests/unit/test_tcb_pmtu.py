@@ -3,7 +3,7 @@ the stack's checks before it are in tests/unit/test_stack_ip.py."""
 
 from __future__ import annotations
 
-from tcpstack.tcb import MIN_PMTU, TS_OPTION_LEN
+from tcpstack.core.tcb import MIN_PMTU, TS_OPTION_LEN
 from tests.unit.tcpkit import ACK, PSH, X, Y, expect, tcb_established, tcb_with_timestamps
 
 

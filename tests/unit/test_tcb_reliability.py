@@ -18,17 +18,17 @@ from collections import Counter
 
 import pytest
 
-from tcpstack.config import TcpConfig
-from tcpstack.events import (
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.events import (
     ConnectionLost,
     DataReceived,
     EofReceived,
     Established,
     StateChanged,
 )
-from tcpstack.segment import Options, Segment
-from tcpstack.states import FINISHED, State
-from tcpstack.tcb import Tcb
+from tcpstack.core.segment import Options, Segment
+from tcpstack.core.states import FINISHED, State
+from tcpstack.core.tcb import Tcb
 from tests.unit.tcpkit import (
     ACK,
     FIN,

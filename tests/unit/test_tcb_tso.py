@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcpstack.config import TcpConfig
-from tcpstack.segment import Segment
-from tcpstack.tcb import TSO_MAX, Tcb
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.segment import Segment
+from tcpstack.core.tcb import TSO_MAX, Tcb
 from tests.unit.tcpkit import ACK, FIN, MSS, PSH, X, Y, add, expect, seg, tcb_established
 
 OFFLOAD = TcpConfig(offload=True)

@@ -6,7 +6,7 @@ import weakref
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcpstack.timerwheel import TimerWheel
+from tcpstack.core.timerwheel import TimerWheel
 
 
 def test_never_fires_early():
@@ -175,7 +175,7 @@ def test_far_timers_cost_no_scan_per_firing():
     """10,000 TIME-WAIT-like deadlines a minute ahead (beyond one rotation) must not
     make every firing scan them: after each expiry the shell asks next_deadline(),
     which walks at most the 512 slots, never the timers (it was O(n) per firing)."""
-    from tcpstack import timerwheel
+    from tcpstack.core import timerwheel
     from tests.unit.linecount import LineCounter
 
     w: TimerWheel[int] = TimerWheel(tick=0.01, slots=512)

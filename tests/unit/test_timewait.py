@@ -1,4 +1,4 @@
-"""The TIME-WAIT record (tcpstack.timewait), sans I/O: what it answers, when it
+"""The TIME-WAIT record (tcpstack.core.timewait), sans I/O: what it answers, when it
 ends, and which SYN may reopen its 4-tuple (RFC 9293 3.6.1 and 3.10.7.4,
 RFC 6191, RFC 5961).
 
@@ -12,9 +12,9 @@ from collections import Counter
 
 import pytest
 
-from tcpstack.config import TcpConfig
-from tcpstack.segment import Options, Segment
-from tcpstack.timewait import REOPEN_ISS_GAP, Fate, TimeWait
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.segment import Options, Segment
+from tcpstack.core.timewait import REOPEN_ISS_GAP, Fate, TimeWait
 from tests.unit.tcpkit import (
     ACK,
     FIN,

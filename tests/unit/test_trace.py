@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from tcpstack import codec
-from tcpstack.stack import Stack
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import codec
 from tests.helpers import idle
 from tests.unit.tcpkit import ACK, X, add, peer_syn, seg
 

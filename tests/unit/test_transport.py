@@ -1,4 +1,4 @@
-"""asyncio Transport/Protocol on the stack (tcpstack/transport.py), with packets
+"""asyncio Transport/Protocol on the stack (tcpstack/shell/transport.py), with packets
 captured in memory: the protocol callbacks in asyncio's order, eof_received's
 return value deciding the half-close, reading paused closing the receive
 window, and pause_writing/resume_writing at the write buffer's marks."""
@@ -9,9 +9,9 @@ import asyncio
 
 import pytest
 
-from tcpstack.config import TcpConfig
-from tcpstack.stack import Stack
-from tcpstack.transport import serve_protocol
+from tcpstack.core.config import TcpConfig
+from tcpstack.shell.stack import Stack
+from tcpstack.shell.transport import serve_protocol
 from tests.helpers import VIP, Wire, feed, packet, until
 from tests.unit.test_flow import Peer, settle
 from tests.unit.test_stack import ACK, FIN, PSH, RST, SYN

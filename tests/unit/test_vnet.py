@@ -1,4 +1,4 @@
-"""The virtio-net header (tcpstack.vnet): building and parsing it, the partial
+"""The virtio-net header (tcpstack.wire.vnet): building and parsing it, the partial
 checksum of checksum offload, cutting super-segments as the kernel does, and
 the stack framing and counting with offloads on."""
 
@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcpstack import codec, vnet
-from tcpstack.config import TcpConfig
-from tcpstack.segment import Flags, Options, Segment
-from tcpstack.stack import Stack
+from tcpstack.core.config import TcpConfig
+from tcpstack.core.segment import Flags, Options, Segment
+from tcpstack.shell.stack import Stack
+from tcpstack.wire import codec, vnet
 
 A, B = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
 ACK, PSH, FIN, SYN = Flags.ACK, Flags.PSH, Flags.FIN, Flags.SYN

@@ -1,0 +1,307 @@
+"""StreamReader / StreamWriter with the methods of asyncio's, on top of a TCB.
+
+Existing asyncio code runs on the stack unchanged: handlers get `(reader,
+writer)` exactly as from `asyncio.start_server`. The reader is ours rather
+than asyncio's because TCP flow control needs to know exactly when the
+application consumes bytes: every read reopens the receive window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from tcpstack.shell.connection import Connection
+
+_DEFAULT_LIMIT = 2**16  # asyncio's default line limit
+
+
+class Receiver(Protocol):
+    """Where a connection delivers what it receives: a StreamReader, or a
+    protocol's transport (tcpstack.shell.transport). Whoever it is reports consumed
+    bytes back to the connection, which reopens the receive window then
+    (RFC 9293 3.8.6.2.2), so a receiver that stops consuming closes the window."""
+
+    @property
+    def unread(self) -> int:
+        """Bytes received and not yet consumed (charged to --mem-limit)."""
+        ...
+
+    def feed_data(self, data: bytes) -> None: ...
+
+    def feed_eof(self) -> None:
+        """The peer sent FIN."""
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The connection is gone: closed in order (None) or with `exc`."""
+
+
+class StreamReader:
+    """Buffered reads of one connection's incoming byte stream."""
+
+    def __init__(self, on_consumed: Callable[[int], None], limit: int = _DEFAULT_LIMIT) -> None:
+        self._buffer = bytearray()
+        self._eof = False
+        self._exception: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._on_consumed = on_consumed
+        self._discard = False
+        self._limit = limit
+
+    # -- fed by the connection ------------------------------------------------
+
+    def feed_data(self, data: bytes) -> None:
+        if self._discard:
+            self._on_consumed(len(data))  # nobody will read: keep the window open
+            return
+        self._buffer += data
+        self._wake()
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._exception = exc
+        self._wake()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if exc is None:
+            self.feed_eof()
+        else:
+            self.set_exception(exc)
+
+    def hand_over(self, receiver: Receiver) -> None:
+        """Give `receiver` what arrived so far (it reports the bytes consumed
+        from now on) and stop receiving: a protocol takes the connection over."""
+        data = self._take_unreported(len(self._buffer))
+        self._discard = True
+        if data:
+            receiver.feed_data(data)
+        if self._exception is not None:
+            receiver.connection_lost(self._exception)
+        elif self._eof:
+            receiver.feed_eof()
+
+    def discard(self) -> None:
+        """The application closed: drop what is buffered and what still arrives."""
+        self._discard = True
+        self._take(len(self._buffer))
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, func: str) -> None:
+        if self._waiter is not None:
+            raise RuntimeError(f"{func}() called while another coroutine is already waiting")
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _take(self, n: int) -> bytes:
+        data = self._take_unreported(n)
+        if n:
+            self._on_consumed(n)
+        return data
+
+    def _take_unreported(self, n: int) -> bytes:
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+    # -- asyncio.StreamReader API ---------------------------------------------
+
+    @property
+    def unread(self) -> int:
+        """Bytes received but not yet read by the application."""
+        return len(self._buffer)
+
+    def exception(self) -> BaseException | None:
+        return self._exception
+
+    def at_eof(self) -> bool:
+        """True when the peer sent FIN and the buffer is empty."""
+        return self._eof and not self._buffer
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to `n` bytes (all until EOF when n < 0); b"" at EOF."""
+        if self._exception is not None:
+            raise self._exception
+        if n == 0:
+            return b""
+        if n < 0:
+            # Consume block by block, as asyncio does: holding everything unread
+            # until EOF would close the receive window and stall the peer.
+            blocks = []
+            while block := await self.read(self._limit):
+                blocks.append(block)
+            return b"".join(blocks)
+        while not self._buffer and not self._eof:
+            await self._wait("read")
+            if self._exception is not None:
+                raise self._exception
+        return self._take(min(n, len(self._buffer)))
+
+    async def readexactly(self, n: int) -> bytes:
+        """Exactly `n` bytes, or asyncio.IncompleteReadError at EOF."""
+        if n < 0:
+            raise ValueError("readexactly size can not be less than zero")
+        if self._exception is not None:
+            raise self._exception
+        while len(self._buffer) < n:
+            if self._eof:
+                partial = self._take(len(self._buffer))
+                raise asyncio.IncompleteReadError(partial, n)
+            await self._wait("readexactly")
+            if self._exception is not None:
+                raise self._exception
+        return self._take(n)
+
+    async def readline(self) -> bytes:
+        """A line ending in b"\\n"; the partial line at EOF; ValueError over the limit."""
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as e:
+            return e.partial
+        except asyncio.LimitOverrunError as e:
+            if self._buffer.startswith(b"\n", e.consumed):
+                self._take(e.consumed + 1)
+            else:
+                self._take(len(self._buffer))
+            raise ValueError(e.args[0]) from None
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        """Bytes up to and including `separator`, as asyncio.StreamReader.readuntil."""
+        if not separator:
+            raise ValueError("Separator should be at least one-byte string")
+        if self._exception is not None:
+            raise self._exception
+        seplen = len(separator)
+        offset = 0
+        while True:
+            index = self._buffer.find(separator, offset)
+            if index != -1:
+                if index > self._limit:
+                    raise asyncio.LimitOverrunError(
+                        "Separator is found, but chunk is longer than limit", index)
+                return self._take(index + seplen)
+            offset = max(0, len(self._buffer) + 1 - seplen)
+            if offset > self._limit:
+                raise asyncio.LimitOverrunError(
+                    "Separator is not found, and chunk exceed the limit", offset)
+            if self._eof:
+                partial = self._take(len(self._buffer))
+                raise asyncio.IncompleteReadError(partial, None)
+            await self._wait("readuntil")
+            if self._exception is not None:
+                raise self._exception
+
+    def __aiter__(self) -> StreamReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        line = await self.readline()
+        if line == b"":
+            raise StopAsyncIteration
+        return line
+
+
+class StreamWriter:
+    """Writes to one connection, with asyncio.StreamWriter's methods.
+
+    It is also its own `transport`, so `writer.transport.abort()` resets the
+    connection as it does on asyncio.
+    """
+
+    def __init__(self, conn: Connection, reader: StreamReader) -> None:
+        self._conn = conn
+        self._reader = reader
+        self._eof_written = False
+        self._closing = False
+
+    @property
+    def transport(self) -> StreamWriter:
+        return self
+
+    @property
+    def connection(self) -> Connection:
+        """The connection it writes to (for tcpstack.shell.transport, which takes it over)."""
+        return self._conn
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue bytes; they leave as the peer's window allows. Use `drain()`."""
+        if self._eof_written:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if data and self._conn.error is None and not self._closing:
+            self._conn.send(bytes(data))
+
+    def writelines(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """Half-close: send FIN after the queued data; reading goes on."""
+        if not self._eof_written:
+            self._eof_written = True
+            self._conn.close_send(orphan=False)
+
+    def close(self) -> None:
+        """Close both directions: FIN after queued data. Received data that was
+        never read, or that arrives later, is lost, so then the connection is
+        reset instead, as RFC 1122 4.2.2.13 asks and Linux does."""
+        if self._closing:
+            return
+        if self._reader.unread:
+            self.abort()
+            return
+        self._closing = True
+        self._eof_written = True
+        self._reader.discard()
+        self._conn.close_send(orphan=True)
+
+    def abort(self) -> None:
+        """Reset the connection at once (RST), dropping queued data."""
+        self._closing = True
+        self._reader.discard()
+        self._conn.abort()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._conn.finished
+
+    async def wait_closed(self) -> None:
+        """Until our FIN is acknowledged or the connection is gone."""
+        await self._conn.wait_closed()
+
+    async def drain(self) -> None:
+        """Return at once below the high-water mark; above it, wait until the
+        write buffer is down to the low-water mark. Raise if the connection was
+        reset."""
+        await self._conn.drain()
+
+    # -- the transport's flow control (asyncio.WriteTransport) ------------------
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes written and not yet acknowledged by the peer (asyncio counts
+        those not yet handed to the kernel; here the TCB is the kernel, and its
+        unacknowledged bytes are what --snd-buf bounds)."""
+        return self._conn.write_buffer_size
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """When `drain()` waits (above `high`) and until when (down to `low`)."""
+        self._conn.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        """(low, high), in asyncio's order."""
+        return self._conn.write_low, self._conn.write_high
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """'peername' and 'sockname' as (host, port) tuples, like a socket's."""
+        return self._conn.extra_info(name, default)
