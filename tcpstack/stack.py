@@ -5,6 +5,8 @@ through `run_reader()` (every ready packet on each wake-up) or
 `handle_packet()`, are decoded at the edge by `tcpstack.codec`, and go to the
 connection that owns their 4-tuple, to a listener, or to the reset generator.
 Outgoing packets leave through the `output` callable (the TUN fd's write).
+Taps (impairment, capture) go between the two with `tap()`, in the order
+`tcpstack.pipeline` states.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tcpstack.fragments import Fragmenter, Reassembler
 from tcpstack.isn import IsnGenerator
 from tcpstack.listener import Handler, Listener, Server, SynVerdict
 from tcpstack.looptimer import EarliestTimer
+from tcpstack.pipeline import Pipeline, Receive, Send, Tap
 from tcpstack.ratelimit import ChallengeAckLimiter
 from tcpstack.resets import reset_for
 from tcpstack.segment import Flags, Segment
@@ -63,10 +66,13 @@ class Stack:
         config: TcpConfig | None = None,
     ) -> None:
         self.addr = IPv4Address(addr).packed
-        self.output = output
-        #: Where `run_reader` hands each packet read from the TUN: normally
-        #: `handle_packet`; `tcpstack.impair` interposes its impairment here.
-        self.receive: Callable[[bytes, float], None] = self.handle_packet
+        self._write = output  # the outbound path's end
+        self.pipeline = Pipeline()
+        #: The heads of the two packet paths, composed by `tap()`: where
+        #: `_send` puts each packet (the TUN's write with no tap) and where
+        #: `run_reader` hands each packet read (`handle_packet` with no tap).
+        self.output: Send = output
+        self.receive: Receive = self.handle_packet
         self.config = config or TcpConfig()
         #: Packets in and out carry a virtio-net header (`tcpstack.vnet`).
         self.vnet = self.config.offload
@@ -100,6 +106,13 @@ class Stack:
                                        mem_limit=self.config.reasm_mem)
         self._reassembly_timer = EarliestTimer(self._loop, self._expire_fragments)
         self.fragmenter = Fragmenter(self.config.mtu, self.stats)
+
+    def tap(self, position: str, tap: Tap) -> None:
+        """Put `tap` on the packet paths at `position` (`tcpstack.pipeline`) and
+        compose both heads again; at set-up, before packets flow."""
+        self.pipeline.put(position, tap)
+        self.receive = self.pipeline.receive(self.handle_packet)
+        self.output = self.pipeline.output(self._write)
 
     # -- receiving -------------------------------------------------------------
 
