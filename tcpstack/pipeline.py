@@ -50,7 +50,7 @@ class Pipeline:
 
     def put(self, position: str, tap: Tap) -> None:
         """Put `tap` at `position`, in place of any tap there before."""
-        if position not in INBOUND:
+        if position not in INBOUND:  # the same positions on both paths
             raise ValueError(f"no position {position!r} on the packet paths")
         self._taps[position] = tap
 
