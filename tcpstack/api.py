@@ -71,13 +71,14 @@ async def running_stack(tun: str, host_addr: IPv4Interface, addr: IPv4Address,
     device = TunDevice(tun, host_addr, config.mtu, txqueuelen, offload=offload_on)
     observability = observe.Observability(observing) if observing is not None else None
     try:
-        output = device.write if observability is None else (
-            observability.tap_output(device.write, vnet=device.vnet))
-        stack = Stack(str(addr), output, replace(config, offload=device.vnet))
+        stack = Stack(str(addr), device.write, replace(config, offload=device.vnet))
         stack.device_stats = device.drop_counters
+        # The taps take their places in tcpstack.shell.pipeline's order, whatever the
+        # order of these calls: TUN read -> capture -> impairment -> stack,
+        # stack -> impairment -> capture -> TUN write.
         impairments = install(stack, plan)
         if observability is not None:
-            await observability.attach(stack)  # after the impairment: captures what was read
+            await observability.attach(stack)
         reader = asyncio.get_running_loop().create_task(stack.run_reader(device.fileno()))
         try:
             yield Running(stack, device, reader)

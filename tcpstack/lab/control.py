@@ -288,7 +288,10 @@ def request(path: str, cmd: str, *, timeout: float = 10.0) -> Any:
         except OSError as e:
             raise DaemonUnreachable(f"{path}: {e.strerror or e}") from None
         try:
-            sock.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+            # A busy server answers and hangs up without reading the request: the
+            # send may then fail, but the answer is still there to be read.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
             with sock.makefile("rb") as stream:
                 line = stream.readline()
         except OSError as e:

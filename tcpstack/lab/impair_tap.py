@@ -1,9 +1,11 @@
 """The runtime tap: both directions' impairment between a `Stack` and its TUN.
 
 Inbound packets are impaired where the TUN reader hands them to the stack
-(before decoding), outbound ones after they are encoded; `ImpairedPath` is the
-thin asyncio shell around one `tcpstack.lab.impair_core.Impairment`, with one loop
-timer for the earliest due packet.
+(before decoding), outbound ones after they are encoded, at the impairment's
+place on the stack's packet paths (`tcpstack.shell.pipeline`: inside the capture);
+`ImpairedPath` is the thin asyncio shell around one
+`tcpstack.lab.impair_core.Impairment`, with one loop timer for the earliest due
+packet.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tcpstack.lab.impair_core import Impairment, make_rng
 from tcpstack.lab.impair_rules import ImpairRule, StateLookup, TcpInfo
 from tcpstack.lab.impair_spec import ImpairPlan, ImpairSpec
 from tcpstack.shell.looptimer import EarliestTimer
+from tcpstack.shell.pipeline import Receive, Send, Tap
 
 if TYPE_CHECKING:
     from tcpstack.shell.stack import Stack
@@ -45,6 +48,25 @@ class ImpairedPath:
     def push_now(self, packet: bytes) -> None:
         """`push` at the loop's current time: a drop-in for the stack's `output`."""
         self.push(packet, self._loop.time())
+
+    def inbound_stage(self, receive: Receive) -> Receive:
+        """This path as the pipeline's inbound stage in front of `receive`."""
+        self._deliver = receive
+        return self.push
+
+    def outbound_stage(self, write: Send) -> Send:
+        """This path as the pipeline's outbound stage in front of `write`."""
+        stats = self.core.stats
+
+        def send(packet: bytes, now: float) -> None:
+            # A full device queue drops the packet, as the stack's own _send does.
+            try:
+                write(packet)
+            except BlockingIOError:
+                stats["OutDrops"] += 1
+
+        self._deliver = send
+        return self.push_now
 
     def close(self, *, deliver_pending: bool) -> None:
         """Stop the timer; deliver what is still pending (e.g. the RSTs of a
@@ -82,31 +104,21 @@ class Impairments:
 
 
 def install(stack: Stack, plan: ImpairPlan) -> Impairments:
-    """Put the plan's impairments between `stack` and its TUN.
-
-    Inbound interposes on `stack.receive` (where the TUN reader hands each
-    packet, before decoding); outbound wraps `stack.output`. A direction
-    without a spec is left untouched and costs nothing.
-    """
+    """Put the plan's impairments on `stack`'s packet paths, at the
+    impairment's position (`tcpstack.shell.pipeline`): inbound before decoding,
+    outbound after encoding. A direction without a spec gets no stage and
+    costs nothing."""
     loop = asyncio.get_running_loop()
     inbound = outbound = None
     for rule in plan.rules:
         log.info("impair rule %d: %s", rule.number, rule)
     if plan.inbound is not None or _rules(plan, "in"):
-        inbound = _path(stack, plan, "in", stack.receive, loop)
-        stack.receive = inbound.push
+        inbound = _path(stack, plan, "in", loop)
     if plan.outbound is not None or _rules(plan, "out"):
-        write = stack.output
-
-        def send(packet: bytes, now: float) -> None:
-            # A full device queue drops the packet, as the stack's own _send does.
-            try:
-                write(packet)
-            except BlockingIOError:
-                stack.stats["OutDrops"] += 1
-
-        outbound = _path(stack, plan, "out", send, loop)
-        stack.output = outbound.push_now
+        outbound = _path(stack, plan, "out", loop)
+    stack.tap("impairment", Tap(
+        inbound=None if inbound is None else inbound.inbound_stage,
+        outbound=None if outbound is None else outbound.outbound_stage))
     return Impairments(inbound, outbound)
 
 
@@ -115,7 +127,6 @@ def _rules(plan: ImpairPlan, direction: str) -> tuple[ImpairRule, ...]:
 
 
 def _path(stack: Stack, plan: ImpairPlan, direction: str,
-          deliver: Callable[[bytes, float], None],
           loop: asyncio.AbstractEventLoop) -> ImpairedPath:
     given = plan.inbound if direction == "in" else plan.outbound
     spec = ImpairSpec() if given is None else given  # rules only: no random draws
@@ -125,7 +136,11 @@ def _path(stack: Stack, plan: ImpairPlan, direction: str,
                  "" if spec.seed is not None else f" (seed={seed}; pass seed={seed} to repeat)")
     core = Impairment(spec, rng, stack.stats, rules=_rules(plan, direction),
                       state_of=state_lookup(stack, inbound=direction == "in"))
-    return ImpairedPath(core, deliver, loop)
+    return ImpairedPath(core, _unconnected, loop)  # until its stage is composed
+
+
+def _unconnected(packet: bytes, now: float) -> None:
+    raise RuntimeError("an impairment released a packet before it was on a packet path")
 
 
 def state_lookup(stack: Stack, *, inbound: bool) -> StateLookup:

@@ -4,12 +4,10 @@ their wiring into a running stack.
 `serve` and `connect` share them, so they are defined, validated and set up
 here once and `tcpstack.cli` only calls in:
 
-* `--pcap FILE` (`tcpstack.wire.pcap`): the capture must sit on the TUN side of any
-  `--impair`, so the two packet paths are tapped at different moments:
-  `tap_output` wraps the TUN's write before the stack is built (the outbound
-  impairment, installed afterwards, then sits in front of it), and `attach`
-  wraps `Stack.receive` after the impairment is installed (the capture then
-  sees each packet as read, before the inbound impairment).
+* `--pcap FILE` (`tcpstack.wire.pcap`): the capture is put on the stack's packet
+  paths at its place in `tcpstack.shell.pipeline`'s order, on the TUN side of any
+  `--impair` in both directions: it records each packet as read, before the
+  inbound impairment, and as written, after the outbound one.
 * `--control PATH` (`tcpstack.lab.control`): always on, by default at
   `/run/tcpstack/<tun>.sock` (see `control.default_path`), answering `ss` and `stats` with
   `tcpstack.lab.snapshot`'s views of the stack.
@@ -26,11 +24,11 @@ import argparse
 import asyncio
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tcpstack.lab import control, snapshot
+from tcpstack.shell.pipeline import Tap
 from tcpstack.wire.pcap import Capture
 
 if TYPE_CHECKING:
@@ -86,9 +84,8 @@ def settings_from_args(args: argparse.Namespace) -> ObserveSettings:
 class Observability:
     """The capture, control socket and trace of one daemon run.
 
-    Use in this order: `tap_output` (the TUN's write, for the Stack), then
-    `attach(stack)` once impairments are installed; `close()` last, after the
-    stack has sent its final RSTs. `close()` is safe after a partial start.
+    Use `attach(stack)` once the stack exists, `close()` last, after the stack
+    has sent its final RSTs. `close()` is safe after a partial start.
     """
 
     def __init__(self, settings: ObserveSettings) -> None:
@@ -97,23 +94,18 @@ class Observability:
         self.control: control.ControlServer | None = None
         self._trace_level: int | None = None  # the trace logger's level before attach
 
-    def tap_output(self, write: Callable[[bytes], object], *,
-                   vnet: bool = False) -> Callable[[bytes], object]:
-        """Open the --pcap file and return `write` recording what it writes
-        (virtio-net frames with `vnet`, recorded as the wire packets)."""
-        if self.settings.pcap is None:
-            return write
-        try:
-            self.capture = Capture.open(self.settings.pcap, vnet=vnet)
-        except OSError as e:
-            raise SetupError(f"--pcap: cannot write {self.settings.pcap}: "
-                             f"{e.strerror or e}") from None
-        return self.capture.tap_output(write)
-
     async def attach(self, stack: Stack) -> None:
-        """Tap the stack's inbound path, start the control socket, set the trace."""
-        if self.capture is not None:
-            stack.receive = self.capture.tap_receive(stack.receive)
+        """Open the --pcap file and put the capture on the stack's packet paths
+        (virtio-net frames with `stack.vnet`, recorded as the wire packets),
+        start the control socket, set the trace."""
+        if self.settings.pcap is not None:
+            try:
+                self.capture = Capture.open(self.settings.pcap, vnet=stack.vnet)
+            except OSError as e:
+                raise SetupError(f"--pcap: cannot write {self.settings.pcap}: "
+                                 f"{e.strerror or e}") from None
+            stack.tap("capture", Tap(inbound=self.capture.tap_receive,
+                                     outbound=self.capture.tap_output))
         loop = asyncio.get_running_loop()
         server = control.ControlServer(self.settings.control, {
             "ss": lambda: snapshot.ss(stack, loop.time()),

@@ -5,6 +5,8 @@ through `run_reader()` (every ready packet on each wake-up) or
 `handle_packet()`, are decoded at the edge by `tcpstack.wire.codec`, and go to the
 connection that owns their 4-tuple, to a listener, or to the reset generator.
 Outgoing packets leave through the `output` callable (the TUN fd's write).
+Taps (impairment, capture) go between the two with `tap()`, in the order
+`tcpstack.shell.pipeline` states.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tcpstack.core.timewait import Fate, TimeWait
 from tcpstack.shell.connection import Connection, LowerMtu, TimerFired
 from tcpstack.shell.listener import Handler, Listener, Server, SynVerdict
 from tcpstack.shell.looptimer import EarliestTimer
+from tcpstack.shell.pipeline import Pipeline, Receive, Send, Tap
 from tcpstack.shell.stream import StreamReader, StreamWriter
 from tcpstack.shell.synfast import SynFastPath
 from tcpstack.shell.transport import ProtocolFactory, Transport, serve_protocol
@@ -60,10 +63,13 @@ class Stack:
         config: TcpConfig | None = None,
     ) -> None:
         self.addr = IPv4Address(addr).packed
-        self.output = output
-        #: Where `run_reader` hands each packet read from the TUN: normally
-        #: `handle_packet`; `tcpstack.lab.impair` interposes its impairment here.
-        self.receive: Callable[[bytes, float], None] = self.handle_packet
+        self._write = output  # the outbound path's end
+        self.pipeline = Pipeline()
+        #: The heads of the two packet paths, composed by `tap()`: where
+        #: `_send` puts each packet (the TUN's write with no tap) and where
+        #: `run_reader` hands each packet read (`handle_packet` with no tap).
+        self.output: Send = output
+        self.receive: Receive = self.handle_packet
         self.config = config or TcpConfig()
         #: Packets in and out carry a virtio-net header (`tcpstack.wire.vnet`).
         self.vnet = self.config.offload
@@ -97,6 +103,13 @@ class Stack:
                                        mem_limit=self.config.reasm_mem)
         self._reassembly_timer = EarliestTimer(self._loop, self._expire_fragments)
         self.fragmenter = Fragmenter(self.config.mtu, self.stats)
+
+    def tap(self, position: str, tap: Tap) -> None:
+        """Put `tap` on the packet paths at `position` (`tcpstack.shell.pipeline`) and
+        compose both heads again; at set-up, before packets flow."""
+        self.pipeline.put(position, tap)
+        self.receive = self.pipeline.receive(self.handle_packet)
+        self.output = self.pipeline.output(self._write)
 
     # -- receiving -------------------------------------------------------------
 

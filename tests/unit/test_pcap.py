@@ -131,7 +131,7 @@ async def test_capture_sits_on_the_tun_side_of_the_impairment(tmp_path) -> None:
     wire: list[bytes] = []
     observing = Observability(ObserveSettings(pcap=str(path), control=str(tmp_path / "c.sock"),
                                               trace=True))
-    stack = Stack("10.0.0.2", observing.tap_output(wire.append))
+    stack = Stack("10.0.0.2", wire.append)
     try:
         install(stack, ImpairPlan(inbound=ImpairSpec(loss=1.0, seed=1),
                                   outbound=ImpairSpec(dup=1.0, seed=1)))
