@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 #: The package's parent directory: daemons must run this very code, installed or not.
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 #: Bound for waiting on the daemon's "tcpstack ready:" line.
 READY_TIMEOUT = 10.0

@@ -62,3 +62,9 @@ def test_the_stack_and_the_wire_never_import_the_lab_toolkit() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_daemons_run_from_the_directory_that_holds_the_package() -> None:
+    """`python -m tests.conformance.daemon` and `-m tcpstack` need the repository
+    root as the daemon's working directory, wherever netns.py sits in the package."""
+    assert (netns.SOURCE_ROOT / "tcpstack" / "__init__.py").is_file()
