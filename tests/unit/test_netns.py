@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from tcpstack.lab import netns
 from tcpstack.lab.netns import LabError, LineCollector, NetnsCommandError, wait_until
 
 
