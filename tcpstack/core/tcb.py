@@ -990,10 +990,13 @@ class Tcb:
         if self.state not in TRANSMITTING:
             return
         recovery = self.recovery
-        if recovery.recover is not None:
+        in_recovery = recovery.recover is not None
+        if in_recovery:
             self._retransmit_holes(now)
         data_seq = self._data_seq
-        data_end = seq_add(data_seq, len(self._sndbuf))
+        # Only the pipe in recovery reads the end of the data (the lost octets end
+        # there), so spare the per-push lookups outside it.
+        data_end = seq_add(data_seq, len(self._sndbuf)) if in_recovery else data_seq
         rtt = self.rtt
         while True:
             limit = self._skip_sacked()
