@@ -633,10 +633,10 @@ class Tcb:
         # Fifth: check the ACK field; without ACK the segment is dropped.
         if not flags & ACK or not self._process_ack(seg, now):
             return
-        # Sixth: the URG bit; urgent data is delivered as ordinary data (RFC 6093).
+        # Sixth: the URG bit is not acted on; urgent data arrives in line (RFC 6093).
         # Seventh and eighth: the segment text, then the FIN bit.
         self._receive_text_and_fin(seg, now)
-        self._push(now)
+        self._push(now)  # what the ACK and the window made room for
 
     def _syn_rcvd_repeat(self, seg: Segment, now: float) -> bool:
         """In SYN-RECEIVED, before the steps of 3.10.7.4: the peer's SYN again, or
