@@ -72,9 +72,10 @@ class Recovery:
                 cc.on_ack(acked, now, srtt)
             return False
         if seq_le(recover, ack):
-            self.recover = None
+            self.recover = None  # RFC 6582 3.2 step 3: full acknowledgment
             cc.on_recovery_end()
             return False
+        # RFC 6582 3.2 step 2: a partial ACK; retransmission goes on from it.
         if seq_lt(self.rexmit_next, ack):
             self.rexmit_next = ack
         return True

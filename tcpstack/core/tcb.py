@@ -827,6 +827,8 @@ class Tcb:
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack
         self.retransmits = 0
+        # The timed segment's exact sample first (the 1 ms TSval clock would round a
+        # sub-millisecond RTT to 0), else RFC 7323 4.1's echo, which needs no Karn.
         if not rtt.timed_ack(ack, now) and self._ts_echo:
             rtt.timestamp_sample(self._ts_val(), self._ts_echo)
         # RFC 6298 5.2-5.3.
