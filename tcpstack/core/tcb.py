@@ -28,7 +28,9 @@ from tcpstack.core.events import (
 )
 from tcpstack.core.ratelimit import ChallengeAckLimiter
 from tcpstack.core.reassembly import Reassembly
+from tcpstack.core.recovery import Recovery
 from tcpstack.core.resets import reset_for
+from tcpstack.core.rtt import RttEstimator
 from tcpstack.core.scoreboard import Scoreboard
 from tcpstack.core.segment import ACK, EMPTY_OPTIONS, FIN, PSH, RST, SYN, Options, Segment
 from tcpstack.core.seq import seq_add, seq_diff, seq_le, seq_lt
@@ -36,9 +38,6 @@ from tcpstack.core.states import FINISHED, RECEIVING, RESET_ON_ABORT, TRANSMITTI
 
 DEFAULT_MSS = 536  # RFC 9293 3.7.1: assumed when the peer sends no MSS option
 MAX_WINDOW = 0xFFFF  # without window scaling the window field is 16 bits
-RTO_AFTER_HANDSHAKE_LOSS = 3.0  # RFC 6298 5.7
-CLOCK_GRANULARITY = 0.01  # G in RFC 6298 2: the timer wheel's tick
-DUPTHRESH = 3  # RFC 5681 3.2, RFC 6675 2
 MAX_WSCALE = 14  # RFC 7323 2.3
 TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3.2)
 MIN_PMTU = 552  # Linux's net.ipv4.route.min_pmtu: the floor for a "fragmentation needed"
@@ -104,11 +103,10 @@ class Tcb:
         self._ka_last = 0.0  # when the last probe left
         self.nodelay = config.nodelay  # Nagle off (TCP_NODELAY)
         self.cc = make_cc(config.cc, self.send_mss)
-        self.dupacks = 0
-        self._sacked = Scoreboard(config.max_ofo_runs, stats)
-        self._recover: int | None = None  # recovery point while in fast recovery
-        self._recover_high = iss  # RFC 6582 "recover": no new recovery below it
-        self._rexmit_next = iss  # next octet of a hole to retransmit in recovery
+        # Loss recovery (RFC 5681, 6582, 6675); its scoreboard is bound here too,
+        # since every ACK with SACK blocks updates it.
+        self.recovery = Recovery(Scoreboard(config.max_ofo_runs, stats), iss)
+        self._sacked = self.recovery.scoreboard
         self._sndbuf = SendBuffer()  # octets from seq (iss + 1) + acked data onward
         self._snd_sml = iss  # end of the last short segment sent (Minshall's Nagle)
         self._syn_acked = False  # our SYN occupies ISS; data starts after it
@@ -130,13 +128,10 @@ class Tcb:
         self._challenge_limiter = challenge_limiter  # shared by the stack's TCBs
 
         # Retransmission (RFC 6298).
-        self.rto = config.rto_initial
-        self.srtt: float | None = None
-        self.rttvar = 0.0
+        self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
         self.retransmits = 0  # consecutive timeouts without progress
         self.total_retransmits = 0
         self._rtx_deadline: float | None = None
-        self._rtt_probe: tuple[int, float] | None = None  # (seq to be acked, sent at)
         self._close_deadline: float | None = None  # TIME-WAIT or orphaned FIN-WAIT-2
         self._orphaned = False  # the user closed both directions (writer.close())
 
@@ -258,9 +253,9 @@ class Tcb:
         self._emit(flags, seq=self.iss, options=options)
         self.snd_nxt = self.snd_max = seq_add(self.iss, 1)
         if self._rtx_deadline is None:
-            self._rtx_deadline = now + self.rto
-        if self.retransmits == 0 and self._rtt_probe is None:
-            self._rtt_probe = (self.snd_nxt, now)
+            self._rtx_deadline = now + self.rtt.rto
+        if self.retransmits == 0:
+            self.rtt.time_segment(self.snd_nxt, now)
 
     # --------------------------------------------------------------- user calls
 
@@ -396,6 +391,28 @@ class Tcb:
         """Sequence number of the first octet in the send buffer."""
         return self.snd_una if self._syn_acked else seq_add(self.iss, 1)
 
+    # The estimator's and the recovery's figures under the names `tcpstack ss` shows.
+
+    @property
+    def srtt(self) -> float | None:
+        """SRTT (RFC 6298), None before the first sample."""
+        return self.rtt.srtt
+
+    @property
+    def rttvar(self) -> float:
+        """RTTVAR (RFC 6298)."""
+        return self.rtt.rttvar
+
+    @property
+    def rto(self) -> float:
+        """The current RTO, backoff included (RFC 6298)."""
+        return self.rtt.rto
+
+    @property
+    def dupacks(self) -> int:
+        """Duplicate ACKs since SND.UNA last advanced (RFC 5681 3.2)."""
+        return self.recovery.dupacks
+
     # ------------------------------------------------------------------- timers
 
     def on_timer(self, now: float) -> None:
@@ -462,20 +479,13 @@ class Tcb:
                 self.cc.on_timeout(flight, now)  # RFC 5681 3.1 (4): only on the first timeout
             else:
                 self.cc.cwnd = self.send_mss
-        self._recover = None
-        self._recover_high = self.snd_max  # RFC 6582 3.2 step 4
-        if self.retransmits:
-            # A repeated timeout without progress: the receiver may have reneged on
-            # what it SACKed (RFC 2018 8), so stop trusting the scoreboard.
-            self._sacked.clear()
-        self.dupacks = 0
+        self.recovery.on_timeout(self.snd_max, repeated=self.retransmits > 0)
         self.retransmits += 1
-        self.rto = min(self.rto * 2, self.config.rto_max)
-        self._rtt_probe = None  # Karn's rule: no sample from a retransmitted segment
+        self.rtt.back_off()
         self.snd_nxt = self.snd_una  # go back N: resend from the first unacknowledged octet
         self._push(now, probe=probing)
         if self._rtx_deadline is None:
-            self._rtx_deadline = now + self.rto
+            self._rtx_deadline = now + self.rtt.rto
 
     def _on_handshake_timeout(self, now: float) -> None:
         """The SYN or SYN+ACK went unanswered for one RTO: resend it with the same
@@ -498,10 +508,9 @@ class Tcb:
         self.total_retransmits += 1
         self.stats["RetransSegs"] += 1
         self.stats["SynAckRetrans" if syn_rcvd else "SynRetrans"] += 1
-        self.rto = min(self.rto * 2, self.config.rto_max)
-        self._rtt_probe = None
+        self.rtt.back_off()
         self._send_syn(now)
-        self._rtx_deadline = now + self.rto
+        self._rtx_deadline = now + self.rtt.rto
 
     # ---------------------------------------------------------------- receiving
 
@@ -565,7 +574,7 @@ class Tcb:
             and seg.ack == self.snd_una
             and not (seq_lt(self.snd_wl1, seg.seq)
                      or (seg.seq == self.snd_wl1 and (wnd > self.snd_wnd or wnd == 0)))
-            and seq_diff(self.ts_recent, tsval) <= self.rto * TS_REPLAY_HZ)
+            and seq_diff(self.ts_recent, tsval) <= self.rtt.rto * TS_REPLAY_HZ)
 
     def _update_ts_recent(self, seg: Segment) -> None:
         """RFC 7323 5.3 R3: TS.Recent from a segment that starts at or before what we
@@ -602,61 +611,82 @@ class Tcb:
             self._send_syn(now)
 
     def _receive_synchronized(self, seg: Segment, now: float) -> None:
-        """3.10.7.4: SYN-RECEIVED and the synchronized states."""
+        """3.10.7.4: SYN-RECEIVED and the synchronized states, step by step."""
         flags = seg.flags
-        syn_rcvd = self.state is State.SYN_RCVD  # nothing below changes it before the ACK step
-        if (syn_rcvd and flags & (SYN | ACK | RST) == SYN
-                and seg.seq == self.irs):
-            # The peer retransmitted its SYN: our SYN+ACK was lost. Like Linux
-            # (tcp_check_req), answer it with the SYN+ACK again at once, but like
-            # any answer a blind sender can draw, at most once per interval.
-            if self._oow_limited(now, "TCPACKSkippedSynRecv"):
-                return
-            self.stats["RetransSegs"] += 1
-            self.stats["SynAckRetrans"] += 1
-            self._send_syn(now)
+        if self.state is State.SYN_RCVD and self._syn_rcvd_repeat(seg, now):
             return
-        # The peer's SYN+ACK of a simultaneous open (3.5, figure 8, line 6): only where
-        # one can happen, after our own SYN (active open) or our split SYN+ACK.
-        if (syn_rcvd and flags & (SYN | ACK | RST) == SYN | ACK
-                and (not self.passive or self.config.split_synack)
-                and seg.seq == self.irs and seq_lt(self.snd_una, seg.ack)
-                and seq_le(seg.ack, self.snd_max)):
-            self._simultaneous_synack(seg, now)
-            return
-
-        # First: sequence number acceptability.
+        # First: check the sequence number; keep only what lies in the window.
         if not self._acceptable(seg):
             if not flags & RST:
                 self._answer_unacceptable(seg, now, "Seq")
             return
         self._trim_to_window(seg)
-
-        # Second: RST (RFC 5961 3.2 as adopted by 3.10.7.4).
+        # Second: check the RST bit (RFC 5961 3.2).
         if flags & RST:
-            if seg.seq == self.rcv_nxt:
-                self._reset_by_peer()
-            else:
-                self._challenge_ack(now)
+            self._process_rst(seg, now)
             return
-
-        # Fourth: SYN (RFC 5961 4.2).
+        # Third: security; no IP security compartments here (3.10.7.4, third).
+        # Fourth: check the SYN bit (RFC 5961 4.2).
         if flags & SYN:
-            if self.state is State.SYN_RCVD and self.passive:
-                self.stats["AttemptFails"] += 1
-                self._finish(None, "SYN received in SYN-RECEIVED, back to LISTEN",
-                             final=State.LISTEN)
-            else:
-                self._challenge_ack(now)
+            self._process_syn(now)
             return
+        # Fifth: check the ACK field; without ACK the segment is dropped.
+        if not flags & ACK or not self._process_ack(seg, now):
+            return
+        # Sixth: the URG bit is not acted on; urgent data arrives in line (RFC 6093).
+        # Seventh and eighth: the segment text, then the FIN bit.
+        self._receive_text_and_fin(seg, now)
+        self._push(now)  # what the ACK and the window made room for
 
-        # Fifth: ACK.
-        if not flags & ACK:
-            return
-        if syn_rcvd:
+    def _syn_rcvd_repeat(self, seg: Segment, now: float) -> bool:
+        """In SYN-RECEIVED, before the steps of 3.10.7.4: the peer's SYN again, or
+        its SYN+ACK of a simultaneous open. Returns True when `seg` was handled."""
+        flags = seg.flags & (SYN | ACK | RST)
+        if flags == SYN and seg.seq == self.irs:
+            # The peer retransmitted its SYN: our SYN+ACK was lost. Like Linux
+            # (tcp_check_req), answer it with the SYN+ACK again at once, but like
+            # any answer a blind sender can draw, at most once per interval.
+            if not self._oow_limited(now, "TCPACKSkippedSynRecv"):
+                self.stats["RetransSegs"] += 1
+                self.stats["SynAckRetrans"] += 1
+                self._send_syn(now)
+            return True
+        # The peer's SYN+ACK of a simultaneous open (3.5, figure 8, line 6): only where
+        # one can happen, after our own SYN (active open) or our split SYN+ACK.
+        if (flags == SYN | ACK
+                and (not self.passive or self.config.split_synack)
+                and seg.seq == self.irs and seq_lt(self.snd_una, seg.ack)
+                and seq_le(seg.ack, self.snd_max)):
+            self._simultaneous_synack(seg, now)
+            return True
+        return False
+
+    def _process_rst(self, seg: Segment, now: float) -> None:
+        """3.10.7.4, second (RFC 5961 3.2): an RST exactly at RCV.NXT resets the
+        connection; one elsewhere in the window draws a challenge ACK."""
+        if seg.seq == self.rcv_nxt:
+            self._reset_by_peer()
+        else:
+            self._challenge_ack(now)
+
+    def _process_syn(self, now: float) -> None:
+        """3.10.7.4, fourth (RFC 5961 4.2): a SYN in the window. A passive open in
+        SYN-RECEIVED goes back to LISTEN; elsewhere a challenge ACK answers it."""
+        if self.state is State.SYN_RCVD and self.passive:
+            self.stats["AttemptFails"] += 1
+            self._finish(None, "SYN received in SYN-RECEIVED, back to LISTEN",
+                         final=State.LISTEN)
+        else:
+            self._challenge_ack(now)
+
+    def _process_ack(self, seg: Segment, now: float) -> bool:
+        """3.10.7.4, fifth: the ACK field of a segment with ACK set. Returns whether
+        processing goes on with the text and FIN (False: dropped or done)."""
+        flags = seg.flags
+        if self.state is State.SYN_RCVD:
             if not (seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max)):
                 self._reply_reset(seg)
-                return
+                return False
             self._establish(now, "ACK of SYN+ACK received")
         if not self._ack_acceptable(seg.ack):
             # RFC 5961 5.2 (adopted by 3.10.7.4, fifth): an ACK of something not yet
@@ -665,7 +695,7 @@ class Tcb:
             # injection this check stops. The ACK we owe it is a challenge ACK.
             self.stats["AckTooOld" if seq_lt(seg.ack, self.snd_una) else "AckUnsentData"] += 1
             self._challenge_ack(now)
-            return
+            return False
         self._update_ts_recent(seg)
         wnd = seg.window << self.snd_wscale
         new_sack = self.sack_ok and self._sacked.update(
@@ -690,10 +720,7 @@ class Tcb:
             # 3.8.6.1 (MUST-36): while the peer answers our zero-window probes the
             # connection stays open, so an answered probe is not a failed retransmission.
             self.retransmits = 0
-        if self._after_ack(now):
-            return
-        self._receive_text_and_fin(seg, now)
-        self._push(now)
+        return not self._after_ack(now)
 
     def _simultaneous_synack(self, seg: Segment, now: float) -> None:
         """SYN-RECEIVED gets the peer's SYN+ACK: it repeats the SYN we hold (seq =
@@ -781,8 +808,10 @@ class Tcb:
             seg.flags &= ~FIN  # the FIN lies beyond the window
 
     def _on_new_ack(self, ack: int, now: float) -> None:
-        """SND.UNA < SEG.ACK =< SND.MAX: drop acknowledged octets, measure the RTT
-        (RFC 6298 with Karn's rule), restart or stop the retransmission timer."""
+        """SND.UNA < SEG.ACK =< SND.MAX: drop acknowledged octets, let loss recovery
+        and congestion control see the ACK, measure the RTT (exact sample of the
+        timed segment, else the echoed timestamp: `RttEstimator`), restart or stop
+        the retransmission timer."""
         acked = seq_diff(ack, self.snd_una)
         if not self._syn_acked:
             acked -= 1  # RFC 5681 3.1: the ACK of a SYN MUST NOT increase cwnd
@@ -791,50 +820,19 @@ class Tcb:
         self._sndbuf.consume(acked_data)
         self.snd_una = ack
         self._syn_acked = True
-        self._sacked.prune(ack)
-        self.dupacks = 0
-        if self._recover is None:
-            if acked > 0:
-                self.cc.on_ack(acked, now, self.srtt)
-        elif seq_le(self._recover, ack):
-            self._recover = None  # RFC 6582 3.2 step 3: full acknowledgment
-            self.cc.on_recovery_end()
-        else:
+        rtt = self.rtt
+        if self.recovery.on_new_ack(ack, acked, now, rtt.srtt, self.cc):
             # RFC 6582 3.2 step 2: a partial ACK; the octets at SND.UNA are lost too.
-            if seq_lt(self._rexmit_next, ack):
-                self._rexmit_next = ack
             self._retransmit_holes(now, force=True)
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack
         self.retransmits = 0
-        if self._rtt_probe is not None and seq_le(self._rtt_probe[0], ack):
-            # The timed segment was not retransmitted (Karn): an exact sample, where
-            # the 1 ms timestamp clock would round a sub-millisecond RTT to 0.
-            self._rtt_sample(now - self._rtt_probe[1])
-            self._rtt_probe = None
-        elif self._ts_echo:
-            # RFC 7323 4.1 (RTTM): every ACK of new data echoes the TSval of the
-            # segment it answers, retransmitted or not, so Karn's rule is moot.
-            self._rtt_sample(seq_diff(self._ts_val(), self._ts_echo) / 1000)
+        # The timed segment's exact sample first (the 1 ms TSval clock would round a
+        # sub-millisecond RTT to 0), else RFC 7323 4.1's echo, which needs no Karn.
+        if not rtt.timed_ack(ack, now) and self._ts_echo:
+            rtt.timestamp_sample(self._ts_val(), self._ts_echo)
         # RFC 6298 5.2-5.3.
-        self._rtx_deadline = None if ack == self.snd_max else now + self.rto
-
-    def _rtt_sample(self, r: float) -> None:
-        """RFC 6298 2.2-2.3."""
-        if self.srtt is None:
-            self.srtt, self.rttvar = r, r / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
-            self.srtt = 0.875 * self.srtt + 0.125 * r
-        self.rto = self._measured_rto()
-
-    def _measured_rto(self) -> float:
-        """RFC 6298 2.3 from SRTT and RTTVAR, without backoff (the initial RTO
-        before the first sample)."""
-        if self.srtt is None:
-            return self.config.rto_initial
-        rto = self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar)
-        return min(max(rto, self.config.rto_min), self.config.rto_max)
+        self._rtx_deadline = None if ack == self.snd_max else now + rtt.rto
 
     def _window_reopened(self) -> None:
         """The peer's window opened again without acknowledging SND.UNA (3.8.6.1).
@@ -848,8 +846,8 @@ class Tcb:
         too, as in Linux (tcp_ack_probe clears icsk_backoff)."""
         if seq_lt(self.snd_una, self.snd_nxt):
             self.snd_nxt = self.snd_una
-            self._rtt_probe = None  # Karn: what follows is a retransmission
-        self.rto = self._measured_rto()
+            self.rtt.retransmitted()  # Karn: what follows is a retransmission
+        self.rtt.end_backoff()
         self.retransmits = 0
         self._rtx_deadline = None
 
@@ -934,8 +932,7 @@ class Tcb:
         if self.retransmits:
             # RFC 5681 3.1: after a lost SYN or SYN+ACK the initial window is one segment.
             self.cc.cwnd = self.send_mss
-            if self.srtt is None:
-                self.rto = RTO_AFTER_HANDSHAKE_LOSS  # RFC 6298 5.7
+            self.rtt.handshake_lost()
         self.retransmits = 0
         self._last_rx = now
         self._set_state(State.ESTABLISHED, cause)
@@ -994,16 +991,23 @@ class Tcb:
         """
         if self.state not in TRANSMITTING:
             return
-        if self._recover is not None:
+        recovery = self.recovery
+        in_recovery = recovery.recover is not None
+        if in_recovery:
             self._retransmit_holes(now)
         data_seq = self._data_seq
+        # Only the pipe in recovery reads the end of the data (the lost octets end
+        # there), so spare the per-push lookups outside it.
+        data_end = seq_add(data_seq, len(self._sndbuf)) if in_recovery else data_seq
+        rtt = self.rtt
         while True:
             limit = self._skip_sacked()
             offset = seq_diff(self.snd_nxt, data_seq)
             at_end = len(self._sndbuf) - offset  # octets up to the end of the data
             avail = at_end if limit is None else min(at_end, limit)
             usable = seq_diff(seq_add(self.snd_una, self.snd_wnd), self.snd_nxt)
-            room = self.cc.cwnd - self._pipe()
+            room = self.cc.cwnd - recovery.pipe(self.snd_una, self.snd_nxt, self.snd_max,
+                                                data_end, self.send_mss, self.sack_ok)
             forced = probe and usable <= 0 < avail
             if forced:
                 usable, room, probe = 1, 1, False
@@ -1013,7 +1017,7 @@ class Tcb:
             fin = self._fin_seq is not None and n == at_end
             if n == 0 and not fin:
                 if avail > 0 and usable <= 0 and self._rtx_deadline is None:
-                    self._rtx_deadline = now + self.rto  # persist timer (3.8.6.1)
+                    self._rtx_deadline = now + rtt.rto  # persist timer (3.8.6.1)
                 return
             if (n < self.send_mss and not forced and not fin
                     and not seq_lt(self.snd_nxt, self.snd_max) and self._hold_short(n, at_end)):
@@ -1033,12 +1037,11 @@ class Tcb:
                 self._snd_sml = self.snd_nxt
             if seq_lt(self.snd_max, self.snd_nxt):
                 self.snd_max = self.snd_nxt
-                if self._rtt_probe is None and self.retransmits == 0:
+                if rtt.probe is None and self.retransmits == 0:
                     # Time the first piece, as the one-MSS loop would have.
-                    end = seq_add(seq, self.send_mss) if tso else self.snd_nxt
-                    self._rtt_probe = (end, now)
+                    rtt.time_segment(seq_add(seq, self.send_mss) if tso else self.snd_nxt, now)
             if self._rtx_deadline is None:
-                self._rtx_deadline = now + self.rto
+                self._rtx_deadline = now + rtt.rto
             if fin:
                 return
 
@@ -1091,75 +1094,32 @@ class Tcb:
     # -------------------------------------------------------------- loss recovery
 
     def _on_dupack(self, now: float) -> None:
-        """A duplicate ACK: in recovery it clocks out more data; otherwise the
-        third one (or enough SACKed data, RFC 6675 IsLost) starts fast retransmit."""
-        self.dupacks += 1
-        if self._recover is not None:
-            self._push(now)
-            return
-        lost = self.dupacks >= DUPTHRESH or (
-            self.sack_ok and self._sacked.sacked() > (DUPTHRESH - 1) * self.send_mss)
-        # RFC 6582 3.2 step 1: no second reduction for losses of the same window, so
-        # without SACK the ACK must cover more than "recover". With SACK, recovery is
-        # over once SND.UNA reaches RecoveryPoint, and a new one may start right
-        # away (RFC 6675 5 and 5.1: "until HighACK >= RecoveryPoint"; Linux too).
-        done = seq_le if self.sack_ok else seq_lt
-        if not lost or not done(self._recover_high, self.snd_una):
+        """A duplicate ACK: in recovery it clocks out more data; otherwise it may
+        start fast retransmit (`Recovery.on_dupack`, RFC 5681 3.2, RFC 6675 5)."""
+        recovery = self.recovery
+        in_recovery = recovery.recover is not None
+        if not recovery.on_dupack(self.snd_una, self.snd_max, self.send_mss, self.sack_ok):
+            if in_recovery:
+                self._push(now)
             return
         self.stats["FastRetransmits"] += 1
         self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), now)
-        self._recover = self._recover_high = self.snd_max
-        self._rexmit_next = self.snd_una
-        self._rtt_probe = None  # Karn
+        self.rtt.retransmitted()  # Karn
         self._retransmit_holes(now, force=True)
         self._push(now)
 
-    def _lost_end(self) -> int:
-        """End of the octets presumed lost in recovery: the holes with more than
-        (DupThresh - 1) * SMSS SACKed above them (RFC 6675 IsLost), and at least
-        the segment at SND.UNA (RFC 6582); never beyond the data (a lost FIN is
-        left to the RTO)."""
-        data_end = seq_add(self._data_seq, len(self._sndbuf))
-        first = seq_add(self.snd_una, self.send_mss)
-        end = self._sacked.lost_below(self.snd_una, (DUPTHRESH - 1) * self.send_mss)
-        if seq_lt(end, first):
-            end = first
-        return end if seq_lt(end, data_end) else data_end
-
-    def _pipe(self) -> int:
-        """RFC 6675 "pipe": octets believed to be in the network."""
-        if self._recover is None:
-            # Below SND.NXT only: going back N, octets SACKed further up are not
-            # part of what has been (re)sent since the timeout.
-            return seq_diff(self.snd_nxt, self.snd_una) - self._sacked.sacked_below(self.snd_nxt)
-        out = seq_diff(self.snd_max, self.snd_una)
-        gone = self._sacked.sacked() if self.sack_ok else min(
-            self.dupacks * self.send_mss, out)
-        start = self._rexmit_next if seq_lt(self.snd_una, self._rexmit_next) else self.snd_una
-        lost = self._sacked.unsacked(start, self._lost_end())
-        return max(0, out - gone - lost)
-
     def _retransmit_holes(self, now: float, *, force: bool = False) -> None:
-        """Retransmit presumed-lost octets that the peer does not hold, as the
-        congestion window allows; `force` sends the first one regardless
-        (RFC 6675 5 step 4, RFC 6582 3.2 step 2)."""
-        if seq_lt(self._rexmit_next, self.snd_una):
-            self._rexmit_next = self.snd_una
+        """Retransmit what `Recovery.next_segments` presumes lost, as the congestion
+        window allows; `force` sends the first one regardless."""
         data_seq = self._data_seq
-        for start, end in self._sacked.holes(self._rexmit_next, self._lost_end()):
-            while seq_lt(start, end):
-                if not force and self._pipe() >= self.cc.cwnd:
-                    return
-                force = False
-                n = min(seq_diff(end, start), self.send_mss)
-                self.stats["RetransSegs"] += 1
-                self.total_retransmits += 1
-                payload = self._sndbuf.peek(seq_diff(start, data_seq), n)
-                self._emit(ACK, seq=start, payload=payload)
-                start = seq_add(start, n)
-                self._rexmit_next = start
+        for start, n in self.recovery.next_segments(
+                self.snd_una, self.snd_nxt, self.snd_max, seq_add(data_seq, len(self._sndbuf)),
+                self.send_mss, self.sack_ok, self.cc.cwnd, force=force):
+            self.stats["RetransSegs"] += 1
+            self.total_retransmits += 1
+            self._emit(ACK, seq=start, payload=self._sndbuf.peek(seq_diff(start, data_seq), n))
         if self._rtx_deadline is None:
-            self._rtx_deadline = now + self.rto
+            self._rtx_deadline = now + self.rtt.rto
 
     def _emit(self, flags: int, *, seq: int | None = None, payload: bytes = b"",
               options: Options | None = None, gso_size: int = 0) -> None:
