@@ -24,16 +24,22 @@ def seq_diff(a: int, b: int) -> int:
     return ((a - b + _HALF) & _MASK) - _HALF
 
 
+# The comparisons below spell out `seq_diff` rather than call it: they run several
+# times per segment, and a Python call costs more than the arithmetic. They are
+# the same formula, in this one module (tests/unit/test_seq.py checks them
+# against `seq_diff` at the wrap).
+
+
 def seq_lt(a: int, b: int) -> bool:
-    """``a`` precedes ``b`` in sequence space."""
-    return seq_diff(a, b) < 0
+    """``a`` precedes ``b`` in sequence space: ``seq_diff(a, b) < 0``."""
+    return ((a - b + _HALF) & _MASK) < _HALF
 
 
 def seq_le(a: int, b: int) -> bool:
-    """``a`` precedes or equals ``b`` in sequence space."""
-    return seq_diff(a, b) <= 0
+    """``a`` precedes or equals ``b`` in sequence space: ``seq_diff(a, b) <= 0``."""
+    return ((a - b + _HALF) & _MASK) <= _HALF
 
 
 def seq_in_window(x: int, start: int, size: int) -> bool:
     """``start <= x < start + size`` in sequence space (RFC 9293 3.4)."""
-    return 0 <= seq_diff(x, start) < size
+    return 0 <= ((x - start + _HALF) & _MASK) - _HALF < size

@@ -995,64 +995,78 @@ class Tcb:
         in_recovery = recovery.recover is not None
         if in_recovery:
             self._retransmit_holes(now)
+        # What stays the same through the loop (it runs per ACK, so per two
+        # segments of a download): only snd_nxt and snd_max move while it sends.
+        sndbuf = self._sndbuf
+        buffered = len(sndbuf)
         data_seq = self._data_seq
         # Only the pipe in recovery reads the end of the data (the lost octets end
         # there), so spare the per-push lookups outside it.
-        data_end = seq_add(data_seq, len(self._sndbuf)) if in_recovery else data_seq
+        data_end = seq_add(data_seq, buffered) if in_recovery else data_seq
+        mss = self.send_mss
+        # The longest new segment: one MSS, or with TSO (`TcpConfig.offload`) as
+        # many whole MSS as one IPv4 packet holds. Not while going back N after a
+        # timeout: retransmissions stay one MSS each.
+        max_new = max(mss, TSO_MAX // mss * mss) if self.config.offload else mss
+        snd_una = self.snd_una
+        right_edge = seq_add(snd_una, self.snd_wnd)  # SND.UNA + SND.WND
+        cwnd = self.cc.cwnd
+        sacked = self._sacked
+        # RFC 6675's pipe reduces to the flight below SND.NXT outside recovery
+        # while nothing is SACKed (`Recovery.pipe`); ask it only otherwise.
+        full_pipe = in_recovery or bool(sacked)
+        fin_queued = self._fin_seq is not None
         rtt = self.rtt
         while True:
-            limit = self._skip_sacked()
-            offset = seq_diff(self.snd_nxt, data_seq)
-            at_end = len(self._sndbuf) - offset  # octets up to the end of the data
+            limit = self._skip_sacked() if sacked else None
+            snd_nxt = self.snd_nxt
+            offset = seq_diff(snd_nxt, data_seq)
+            at_end = buffered - offset  # octets up to the end of the data
             avail = at_end if limit is None else min(at_end, limit)
-            usable = seq_diff(seq_add(self.snd_una, self.snd_wnd), self.snd_nxt)
-            room = self.cc.cwnd - recovery.pipe(self.snd_una, self.snd_nxt, self.snd_max,
-                                                data_end, self.send_mss, self.sack_ok)
+            usable = seq_diff(right_edge, snd_nxt)
+            if full_pipe:
+                pipe = recovery.pipe(snd_una, snd_nxt, self.snd_max, data_end, mss,
+                                     self.sack_ok)
+            else:
+                pipe = seq_diff(snd_nxt, snd_una)
+            room = cwnd - pipe
             forced = probe and usable <= 0 < avail
             if forced:
                 usable, room, probe = 1, 1, False
-            n = max(0, min(avail, usable, room, self._max_seg()))
-            if n > self.send_mss:
+            behind = seq_lt(snd_nxt, self.snd_max)  # going back N after a timeout
+            n = max(0, min(avail, usable, room, mss if behind else max_new))
+            if n > mss:
                 n = self._tso_len(n, at_end)
-            fin = self._fin_seq is not None and n == at_end
+            fin = fin_queued and n == at_end
             if n == 0 and not fin:
                 if avail > 0 and usable <= 0 and self._rtx_deadline is None:
                     self._rtx_deadline = now + rtt.rto  # persist timer (3.8.6.1)
                 return
-            if (n < self.send_mss and not forced and not fin
-                    and not seq_lt(self.snd_nxt, self.snd_max) and self._hold_short(n, at_end)):
+            if (n < mss and not forced and not fin and not behind
+                    and self._hold_short(n, at_end)):
                 return
             flags = ACK | (FIN if fin else 0) | (PSH if n and n == at_end else 0)
-            seq = self.snd_nxt
+            seq = snd_nxt
             if forced:
                 self.stats["ZeroWindowProbes"] += 1  # not a retransmission (Linux TCPWinProbe)
-            elif seq_lt(seq, self.snd_max):
+            elif behind:
                 self.stats["RetransSegs"] += 1
                 self.total_retransmits += 1
-            tso = n > self.send_mss  # the kernel cuts it into MSS pieces
-            self._emit(flags, seq=seq, payload=self._sndbuf.peek(offset, n),
-                       gso_size=self.send_mss if tso else 0)
-            self.snd_nxt = seq_add(seq, n + fin)
-            if n < self.send_mss or n % self.send_mss:
-                self._snd_sml = self.snd_nxt
-            if seq_lt(self.snd_max, self.snd_nxt):
-                self.snd_max = self.snd_nxt
+            tso = n > mss  # the kernel cuts it into MSS pieces
+            self._emit(flags, seq=seq, payload=sndbuf.peek(offset, n),
+                       gso_size=mss if tso else 0)
+            snd_nxt = self.snd_nxt = seq_add(seq, n + fin)
+            if n < mss or n % mss:
+                self._snd_sml = snd_nxt
+            if seq_lt(self.snd_max, snd_nxt):
+                self.snd_max = snd_nxt
                 if rtt.probe is None and self.retransmits == 0:
                     # Time the first piece, as the one-MSS loop would have.
-                    rtt.time_segment(seq_add(seq, self.send_mss) if tso else self.snd_nxt, now)
+                    rtt.time_segment(seq_add(seq, mss) if tso else snd_nxt, now)
             if self._rtx_deadline is None:
                 self._rtx_deadline = now + rtt.rto
             if fin:
                 return
-
-    def _max_seg(self) -> int:
-        """Payload octets the next segment may carry: one MSS, or with TSO
-        (`TcpConfig.offload`) as many whole MSS as one IPv4 packet holds. Not
-        while going back N after a timeout: retransmissions stay one MSS each."""
-        mss = self.send_mss
-        if not self.config.offload or seq_lt(self.snd_nxt, self.snd_max):
-            return mss
-        return max(mss, TSO_MAX // mss * mss)
 
     def _tso_len(self, n: int, at_end: int) -> int:
         """The length of a super-segment that stands for exactly the segments the

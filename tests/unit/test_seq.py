@@ -86,3 +86,13 @@ def test_lt_transitive_forward(a, n):
     b = seq_add(a, n)
     assert seq_lt(a, b) and not seq_lt(b, a)
     assert seq_le(a, b) and not seq_le(b, a)
+
+
+@given(st.one_of(u32, st.sampled_from([0, TOP, 1 << 31, (1 << 31) - 1, (1 << 31) + 1])),
+       st.one_of(u32, st.sampled_from([0, TOP, 1 << 31])))
+def test_comparisons_are_seq_diff(a, b):
+    """seq_lt, seq_le and seq_in_window spell the formula out for speed: they must
+    agree with seq_diff everywhere, the ambiguous half-way distance included."""
+    assert seq_lt(a, b) == (seq_diff(a, b) < 0)
+    assert seq_le(a, b) == (seq_diff(a, b) <= 0)
+    assert seq_in_window(a, b, 1000) == (0 <= seq_diff(a, b) < 1000)
