@@ -32,7 +32,7 @@ from tcpstack.core.recovery import Recovery
 from tcpstack.core.resets import reset_for
 from tcpstack.core.rtt import RttEstimator
 from tcpstack.core.scoreboard import Scoreboard
-from tcpstack.core.segment import ACK, EMPTY_OPTIONS, FIN, PSH, RST, SYN, Options, Segment
+from tcpstack.core.segment import ACK, EMPTY_OPTIONS, FIN, PSH, RST, SYN, URG, Options, Segment
 from tcpstack.core.seq import seq_add, seq_diff, seq_le, seq_lt
 from tcpstack.core.states import FINISHED, RECEIVING, RESET_ON_ABORT, TRANSMITTING, State
 
@@ -47,6 +47,16 @@ TSO_MAX = 65535 - 20 - 60
 # The fastest TSval clock Linux expects of a peer (tcp_tsval_replay): RFC 7323 5.4
 # allows 1 ms to 1 s per tick, and some stacks (old Linux among them) tick at 1200 Hz.
 TS_REPLAY_HZ = 1200
+#: Header prediction (`Tcb._predicted`): the common segments of ESTABLISHED take
+#: a short path with the same result as the steps of 3.10.7.4. A module flag so
+#: that tests/unit/test_tcb_fastpath.py can run both and compare them.
+HEADER_PREDICTION = True
+#: A flight below this (with MAX.SND.WND, itself below 2**30) keeps any ACK
+#: between SND.UNA and SND.MAX inside RFC 5961's bound (`Tcb._ack_acceptable`).
+_PREDICTED_FLIGHT = 1 << 30
+_ESTABLISHED = State.ESTABLISHED  # a module global: an Enum member lookup costs 4x
+#: Control bits that take a segment off the fast path (URG only to stay plain).
+_UNPREDICTED = SYN | FIN | RST | ACK | URG
 
 
 class Tcb:
@@ -526,8 +536,47 @@ class Tcb:
             return
         if syn_sent:
             self._receive_syn_sent(seg, now)
+        elif self.state is _ESTABLISHED and HEADER_PREDICTION and self._predicted(seg, now):
+            return
         elif self.state not in FINISHED:
             self._receive_synchronized(seg, now)
+
+    def _predicted(self, seg: Segment, now: float) -> bool:
+        """Header prediction (Van Jacobson's, as in Linux tcp_rcv_established): in
+        ESTABLISHED, a segment at RCV.NXT with only ACK (and PSH) set and no SACK
+        blocks (the scoreboard then learns nothing) that acknowledges new data without text (a
+        download's ACKs) or carries in-order text that fits the window with an ACK
+        between SND.UNA and SND.MAX (an upload's data, an echo's request). For
+        those the steps of 3.10.7.4 reduce to these: the sequence test passes and
+        trims nothing (first), no RST or SYN (second, fourth), the ACK is
+        acceptable (fifth, RFC 5961 5.2: see _PREDICTED_FLIGHT) and neither a
+        duplicate nor an ACK of our FIN (none is queued in ESTABLISHED); the text
+        and FIN steps then run as usual. RFC 9293 leaves the implementation free as
+        long as the result is the same; tests/unit/test_tcb_fastpath.py compares
+        it with the full steps. Returns False, having changed nothing, for any
+        other segment."""
+        if seg.flags & _UNPREDICTED != ACK or seg.seq != self.rcv_nxt or (
+                self.sack_ok and seg.options.sack_blocks):
+            return False
+        snd_una = self.snd_una
+        advance = seq_diff(seg.ack, snd_una)
+        flight = seq_diff(self.snd_max, snd_una)
+        if advance < 0 or advance > flight or flight >= _PREDICTED_FLIGHT:
+            return False
+        payload = seg.payload
+        if payload:
+            if len(payload) > self._window_limit():
+                return False  # the first step would trim it
+        elif not advance:
+            return False  # a duplicate ACK or a window update: the full steps
+        self._update_ts_recent(seg)
+        if advance:
+            self._on_new_ack(seg.ack, now)
+        self._ack_window(seg)
+        if payload:
+            self._receive_text_and_fin(seg, now)
+        self._push(now)
+        return True
 
     def _paws_check(self, seg: Segment, tsval: int, now: float) -> bool:
         """RFC 7323 5.3 R1 (PAWS): reject an old duplicate whose TSval is older than
@@ -708,6 +757,12 @@ class Tcb:
             # reports new SACKed data counts (RFC 6675 2, "DupAcks"): one that
             # answers a duplicated segment tells nothing about a loss.
             self._on_dupack(now)
+        self._ack_window(seg)
+        return not self._after_ack(now)
+
+    def _ack_window(self, seg: Segment) -> None:
+        """3.10.7.4, fifth, once SND.UNA is updated: the send window from an ACK
+        that is not older than the last update (SND.WL1, SND.WL2)."""
         if seq_le(self.snd_una, seg.ack) and (
             seq_lt(self.snd_wl1, seg.seq)
             or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, seg.ack))
@@ -720,7 +775,6 @@ class Tcb:
             # 3.8.6.1 (MUST-36): while the peer answers our zero-window probes the
             # connection stays open, so an answered probe is not a failed retransmission.
             self.retransmits = 0
-        return not self._after_ack(now)
 
     def _simultaneous_synack(self, seg: Segment, now: float) -> None:
         """SYN-RECEIVED gets the peer's SYN+ACK: it repeats the SYN we hold (seq =
