@@ -1065,14 +1065,14 @@ class Tcb:
         snd_una = self.snd_una
         right_edge = seq_add(snd_una, self.snd_wnd)  # SND.UNA + SND.WND
         cwnd = self.cc.cwnd
-        sacked = self._sacked
+        any_sacked = bool(self._sacked)
         # RFC 6675's pipe reduces to the flight below SND.NXT outside recovery
         # while nothing is SACKed (`Recovery.pipe`); ask it only otherwise.
-        full_pipe = in_recovery or bool(sacked)
+        full_pipe = in_recovery or any_sacked
         fin_queued = self._fin_seq is not None
         rtt = self.rtt
         while True:
-            limit = self._skip_sacked() if sacked else None
+            limit = self._skip_sacked() if any_sacked else None
             snd_nxt = self.snd_nxt
             offset = seq_diff(snd_nxt, data_seq)
             at_end = buffered - offset  # octets up to the end of the data
@@ -1196,6 +1196,7 @@ class Tcb:
         settle any pending or delayed ACK. `options` are a SYN's; the rest get a
         new Options only when they carry one (TSopt, SACK), else the shared empty one."""
         wnd = self.rcv_wnd
+        rcv_nxt = self.rcv_nxt
         sack_blocks: Sequence[tuple[int, int]] = ()
         if flags & SYN:
             field = min(wnd, MAX_WINDOW)  # never scaled in a SYN (RFC 7323 2.2)
@@ -1208,8 +1209,8 @@ class Tcb:
             self._ack_pending = False
             self._delack_deadline = None
             self._delayed_segs = 0
-            self._rcv_adv = seq_add(self.rcv_nxt, advertised)
-            self._last_ack_sent = self.rcv_nxt
+            self._rcv_adv = seq_add(rcv_nxt, advertised)
+            self._last_ack_sent = rcv_nxt
             if options is None and not payload and self.sack_ok and self._reasm:
                 sack_blocks = self._reasm.sack_blocks()
         if options is None:
@@ -1227,7 +1228,7 @@ class Tcb:
             # back, an ACK at snd_nxt would lie below the peer's RCV.NXT and be
             # dropped unread as unacceptable, losing its acknowledgment.
             seq=self._ack_seq() if seq is None else seq,
-            ack=self.rcv_nxt if flags & ACK else 0,
+            ack=rcv_nxt if flags & ACK else 0,
             flags=flags, window=field, options=options, payload=payload,
             gso_size=gso_size,
         ))
