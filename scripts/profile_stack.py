@@ -306,7 +306,7 @@ def run(args: argparse.Namespace, log_dir: Path) -> Profiled:
 
         stats0, cpu0 = bench.stack_stats(target.control), cpu_times(target.pid)
         t0 = time.monotonic()
-        spy = lab.start(lab.client, "py-spy", py_spy(), "record", "--pid", str(target.pid),
+        spy = lab.start(lab.client, py_spy(), "record", "--pid", str(target.pid),
                         "--format", "raw", "--function", "--rate", str(args.rate),
                         "--duration", str(args.seconds), "--output", str(raw),
                         *(["--gil"] if args.gil else []))
@@ -315,7 +315,7 @@ def run(args: argparse.Namespace, log_dir: Path) -> Profiled:
         loader = threading.Thread(target=load, name="workload")
         loader.start()
         try:
-            status = spy.popen.wait(args.seconds + 60)  # py-spy stops after --duration
+            status = spy.proc.wait(args.seconds + 60)  # py-spy stops after --duration
             t1 = time.monotonic()
             stats1, cpu1 = bench.stack_stats(target.control), cpu_times(target.pid)
         finally:
@@ -325,7 +325,7 @@ def run(args: argparse.Namespace, log_dir: Path) -> Profiled:
             raise failures[0]
         if status != 0 or not raw.exists():
             raise bench.BenchError(f"py-spy failed (status {status}): "
-                                   f"{spy.stderr_path.read_text('utf-8', 'replace')[-1500:]}")
+                                   f"{spy.stderr.text()[-1500:]}")
         lab.finish(spy)
     return Profiled(raw.read_text(), what, unit, figures, t1 - t0,
                     sum(stats1[k] - stats0[k] for k in ("InSegs", "OutSegs")),

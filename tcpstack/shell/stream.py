@@ -53,11 +53,15 @@ class StreamReader:
     # -- fed by the connection ------------------------------------------------
 
     def feed_data(self, data: bytes) -> None:
+        """The one copy of received bytes on their way to the application (as
+        asyncio's); the wake-up only when a read waits (a bulk receive feeds
+        many segments per batch and the application reads once)."""
         if self._discard:
             self._on_consumed(len(data))  # nobody will read: keep the window open
             return
         self._buffer += data
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def feed_eof(self) -> None:
         self._eof = True
@@ -111,8 +115,17 @@ class StreamReader:
         return data
 
     def _take_unreported(self, n: int) -> bytes:
-        data = bytes(self._buffer[:n])
-        del self._buffer[:n]
+        """The first `n` bytes, copied once: a slice of the bytearray would be
+        a second copy (asyncio slices a memoryview the same way). Deleting
+        from the front of a bytearray moves its start, not its bytes."""
+        buffer = self._buffer
+        if n == len(buffer):  # a read that takes everything: the usual case
+            data = bytes(buffer)
+            buffer.clear()
+            return data
+        with memoryview(buffer) as view:
+            data = bytes(view[:n])
+        del buffer[:n]
         return data
 
     # -- asyncio.StreamReader API ---------------------------------------------
