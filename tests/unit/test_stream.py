@@ -124,12 +124,12 @@ async def test_results_are_asyncio_streamreaders(ops: list[tuple[str, Any]]) -> 
         held = bytes(theirs._buffer)
         if theirs.at_eof() or theirs._eof:
             return False
-        if op == "read":
-            return not held and arg != 0
+        if op == "read":  # read(-1) reads until EOF
+            return arg < 0 or (not held and arg != 0)
         if op == "readexactly":
             return len(held) < arg
         sep = b"\n" if op == "readline" else arg
-        return sep not in held and len(held) <= 16
+        return sep not in held and len(held) + 1 - len(sep) <= 16  # else LimitOverrunError
 
     for op, arg in ops:
         if op == "feed":
