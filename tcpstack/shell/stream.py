@@ -130,39 +130,45 @@ class StreamReader:
         return data
 
     def _take_unreported(self, n: int) -> bytes:
-        """The first `n` bytes, copied once at most: from the pieces, the whole
-        ones joined with the head of the next, whose rest stays a view of it
-        (one piece taken whole is not copied at all); from the bytearray, a
+        """The first `n` bytes, copied once at most. From the bytearray: a
         slice of a view of it (a slice of the bytearray and then bytes of the
-        slice would be two copies; asyncio slices a memoryview the same way).
-        Deleting from the front of a bytearray moves its start, not its bytes."""
-        if not self._buffer and n:
-            return self._take_pieces(n)
-        buffer = self._gathered()
-        with memoryview(buffer) as view:
-            data = bytes(view[:n])
-        del buffer[:n]
+        slice would be two copies; asyncio slices a memoryview the same way);
+        deleting from its front moves its start, not its bytes. Beyond it, from
+        the pieces: the whole ones, and the head of the next one, whose rest
+        stays a view of it; all joined, so one piece taken whole is not copied."""
+        buffer = self._buffer
+        if n < len(buffer):
+            with memoryview(buffer) as view:
+                data = bytes(view[:n])
+            del buffer[:n]
+            return data
+        parts = self._cut_pieces(n - len(buffer))
+        if buffer:
+            parts.insert(0, buffer)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        data = data if type(data) is bytes else bytes(data)
+        buffer.clear()
         return data
 
-    def _take_pieces(self, n: int) -> bytes:
+    def _cut_pieces(self, n: int) -> list[bytes | memoryview | bytearray]:
+        """The pieces that make the first `n` bytes of them, cut from them."""
         pieces = self._pieces
         self._in_pieces -= n
         if not self._in_pieces:  # all of them: the usual read
-            parts = pieces[:]
+            parts: list[bytes | memoryview | bytearray] = list(pieces)
             pieces.clear()
-        else:
-            taken = size = 0
-            while size + len(pieces[taken]) <= n:
-                size += len(pieces[taken])
-                taken += 1
-            parts = pieces[:taken]
-            if size < n:  # and the head of the next one
-                view = memoryview(pieces[taken])
-                parts.append(view[:n - size])
-                pieces[taken] = view[n - size:]
-            del pieces[:taken]
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        return data if type(data) is bytes else bytes(data)
+            return parts
+        taken = size = 0
+        while size + len(pieces[taken]) <= n:
+            size += len(pieces[taken])
+            taken += 1
+        parts = list(pieces[:taken])
+        if size < n:  # and the head of the next one
+            view = memoryview(pieces[taken])
+            parts.append(view[:n - size])
+            pieces[taken] = view[n - size:]
+        del pieces[:taken]
+        return parts
 
     def _gathered(self) -> bytearray:
         """The bytearray with every piece moved into it (for reads that look
