@@ -136,7 +136,12 @@ class StreamReader:
         deleting from its front moves its start, not its bytes. Beyond it, from
         the pieces: the whole ones, and the head of the next one, whose rest
         stays a view of it; all joined, so one piece taken whole is not copied."""
-        buffer = self._buffer
+        buffer, pieces = self._buffer, self._pieces
+        if not buffer and n == self._in_pieces:  # all of the pieces: the usual read
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            pieces.clear()
+            self._in_pieces = 0
+            return data if type(data) is bytes else bytes(data)
         if n < len(buffer):
             with memoryview(buffer) as view:
                 data = bytes(view[:n])
@@ -154,7 +159,7 @@ class StreamReader:
         """The pieces that make the first `n` bytes of them, cut from them."""
         pieces = self._pieces
         self._in_pieces -= n
-        if not self._in_pieces:  # all of them: the usual read
+        if not self._in_pieces:  # all of them
             parts: list[bytes | memoryview | bytearray] = list(pieces)
             pieces.clear()
             return parts
@@ -208,11 +213,11 @@ class StreamReader:
             while block := await self.read(self._limit):
                 blocks.append(block)
             return b"".join(blocks)
-        while not self.unread and not self._eof:
+        while not (self._buffer or self._pieces or self._eof):
             await self._wait("read")
             if self._exception is not None:
                 raise self._exception
-        return self._take(min(n, self.unread))
+        return self._take(min(n, len(self._buffer) + self._in_pieces))
 
     async def readexactly(self, n: int) -> bytes:
         """Exactly `n` bytes, or asyncio.IncompleteReadError at EOF."""
