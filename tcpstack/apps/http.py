@@ -51,16 +51,14 @@ import asyncio
 import contextlib
 import hashlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
-from tcpstack.apps.timeouts import PEER_GONE, Expired, SendTimeout, close_within, within
-
-T = TypeVar("T")
+from tcpstack.apps.timeouts import PEER_GONE, Deadline, Expired, SendTimeout, close_within
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 1 << 30
@@ -232,32 +230,43 @@ def _body_too_large(limits: HttpLimits) -> HttpError:
     return HttpError(413, f"body over the limit of {limits.max_body_bytes} bytes")
 
 
-def _body_read(step: Awaitable[T], limits: HttpLimits) -> Awaitable[T]:
-    """One read of the body, within the body timeout of the previous one."""
-    return within(limits.body_timeout, step,
-                  HttpError(408, f"no body data for {limits.body_timeout:g} s"))
+BodyRead = Callable[[Awaitable[bytes]], Awaitable[bytes]]
 
 
-async def _read_exactly_in_pieces(reader: Any, n: int, limits: HttpLimits) -> AsyncIterator[bytes]:
+def _body_reads(deadline: Deadline, limits: HttpLimits) -> BodyRead:
+    """How each read of one body is bounded: within the body timeout of the
+    previous one, else 408 (made once per body, not per read)."""
+    expired = HttpError(408, f"no body data for {limits.body_timeout:g} s")
+
+    def body_read(step: Awaitable[bytes]) -> Awaitable[bytes]:
+        return deadline.within(limits.body_timeout, step, expired)
+
+    return body_read
+
+
+async def _read_exactly_in_pieces(reader: Any, n: int,
+                                  body_read: BodyRead) -> AsyncIterator[bytes]:
     """Yield n bytes as they arrive, at most READ_SIZE at a time."""
     while n > 0:
-        data: bytes = await _body_read(reader.read(min(n, READ_SIZE)), limits)
+        data: bytes = await body_read(reader.read(min(n, READ_SIZE)))
         if not data:
             raise asyncio.IncompleteReadError(b"", n)
         n -= len(data)
         yield data
 
 
-async def read_body(reader: Any, length: int | None,
-                    limits: HttpLimits = DEFAULT_LIMITS) -> AsyncIterator[bytes]:
-    """Yield the body in pieces: `length` bytes, or chunked when length is None."""
+async def read_body(reader: Any, length: int | None, limits: HttpLimits = DEFAULT_LIMITS, *,
+                    deadline: Deadline) -> AsyncIterator[bytes]:
+    """Yield the body in pieces: `length` bytes, or chunked when length is None;
+    `deadline` is the connection's (the body timeout runs on it)."""
+    body_read = _body_reads(deadline, limits)
     if length is not None:
-        async for data in _read_exactly_in_pieces(reader, length, limits):
+        async for data in _read_exactly_in_pieces(reader, length, body_read):
             yield data
         return
     total = 0
     while True:
-        line = await _body_read(_read_line(reader, limits.max_header_bytes, status=400), limits)
+        line = await body_read(_read_line(reader, limits.max_header_bytes, status=400))
         size_text = _strip_eol(line).split(b";", 1)[0].strip(b" \t")  # drop chunk extensions
         if not _HEX.fullmatch(size_text):
             raise HttpError(400, "bad chunk size")
@@ -267,12 +276,12 @@ async def read_body(reader: Any, length: int | None,
         total += size
         if total > limits.max_body_bytes:
             raise _body_too_large(limits)
-        async for data in _read_exactly_in_pieces(reader, size, limits):
+        async for data in _read_exactly_in_pieces(reader, size, body_read):
             yield data
-        if await _body_read(reader.readexactly(2), limits) != b"\r\n":
+        if await body_read(reader.readexactly(2)) != b"\r\n":
             raise HttpError(400, "chunk data not followed by CRLF")
     budget = limits.max_header_bytes  # trailer fields: read and ignored
-    while line := _strip_eol(await _body_read(_read_line(reader, budget), limits)):
+    while line := _strip_eol(await body_read(_read_line(reader, budget))):
         budget -= len(line) + 2
 
 
@@ -333,18 +342,18 @@ async def _reply(
     writer.write(head if request.method == "HEAD" else head + body)
 
 
-def _drain(writer: Any, limits: HttpLimits) -> Awaitable[None]:
+def _drain(writer: Any, limits: HttpLimits, deadline: Deadline) -> Awaitable[None]:
     """`drain()`, which must return within the send timeout (else SendTimeout)."""
-    return within(limits.send_timeout, writer.drain(), SendTimeout())
+    return deadline.within(limits.send_timeout, writer.drain(), SendTimeout())
 
 
-async def _send_pattern(writer: Any, n: int, limits: HttpLimits) -> None:
+async def _send_pattern(writer: Any, n: int, limits: HttpLimits, deadline: Deadline) -> None:
     """Stream n pattern bytes, draining after every block to bound memory."""
     block = _PATTERN_BLOCK
     while n > 0:
         piece = block if n >= len(block) else block[:n]
         writer.write(piece)
-        await _drain(writer, limits)
+        await _drain(writer, limits, deadline)
         n -= len(piece)
 
 
@@ -356,9 +365,9 @@ def _error_body(status: int, message: str) -> bytes:
 
 
 async def serve_request(request: Request, reader: Any, writer: Any,
-                        limits: HttpLimits = DEFAULT_LIMITS) -> bool:
+                        limits: HttpLimits = DEFAULT_LIMITS, *, deadline: Deadline) -> bool:
     """Answer one request; return whether the connection may carry another.
-    The caller drains the end of the response."""
+    The caller drains the end of the response; `deadline` is the connection's."""
     keep_alive = request.keep_alive
     length = body_length(request, limits)
     path = request.path
@@ -378,7 +387,7 @@ async def serve_request(request: Request, reader: Any, writer: Any,
         if "100-continue" in expect and request.minor >= 1 and length != 0:
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for it on big bodies
         digest = hashlib.sha256()
-        async for data in read_body(reader, length, limits):
+        async for data in read_body(reader, length, limits, deadline=deadline):
             digest.update(data)
         await _reply(
             writer, request, 200, f"{digest.hexdigest()}\n".encode(), keep_alive=keep_alive
@@ -416,7 +425,7 @@ async def serve_request(request: Request, reader: Any, writer: Any,
         )
     )
     if request.method == "GET":
-        await _send_pattern(writer, n, limits)
+        await _send_pattern(writer, n, limits, deadline)
     return keep_alive
 
 
@@ -433,7 +442,8 @@ async def _lingering_close(reader: Any, writer: Any) -> None:
                 budget -= len(data)
 
 
-async def next_request(reader: Any, limits: HttpLimits, *, first: bool) -> Request:
+async def next_request(reader: Any, limits: HttpLimits, *, first: bool,
+                       deadline: Deadline) -> Request:
     """Wait for a request to begin, then read its head, within the time limits.
 
     Until its first byte the connection is idle: after `keepalive_timeout`
@@ -444,34 +454,30 @@ async def next_request(reader: Any, limits: HttpLimits, *, first: bool) -> Reque
     a slowloris client trickling one byte at a time gets no more time than
     one sending nothing.
     """
-    # One deadline, moved when a later request begins: cheaper than a timeout
-    # per phase, and this runs for every request of a keep-alive connection.
-    deadline = asyncio.timeout(limits.header_timeout if first else limits.keepalive_timeout)
-    head_byte = b""
-    try:
-        async with deadline:
-            head_byte = await reader.readexactly(1)
-            if not first:
-                deadline.reschedule(asyncio.get_running_loop().time() + limits.header_timeout)
-            return await read_request(reader, limits, head_byte)
-    except TimeoutError:
-        if not deadline.expired():
-            raise  # the stack's: the peer is gone
-        if not head_byte:
-            raise Expired() from None
-        message = f"request head not received within {limits.header_timeout:g} s"
-        raise HttpError(408, message) from None
+    # The connection's deadline: no loop timer of its own per request or phase,
+    # and this runs for every request of a keep-alive connection.
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    idle = limits.header_timeout if first else limits.keepalive_timeout
+    head_byte = await deadline.until(start + idle, reader.readexactly(1), Expired())
+    head_end = (start if first else loop.time()) + limits.header_timeout
+    message = f"request head not received within {limits.header_timeout:g} s"
+    return await deadline.until(head_end, read_request(reader, limits, head_byte),
+                                HttpError(408, message))
 
 
 async def handle_http(reader: Any, writer: Any, limits: HttpLimits = DEFAULT_LIMITS) -> None:
-    """Serve requests on one connection until either side is done with it."""
+    """Serve requests on one connection until either side is done with it.
+    One `Deadline` bounds every wait on the peer (see the module docstring)."""
+    deadline = Deadline()
     try:
         first = True
         while True:
             request: Request | None = None
             try:
-                request = await next_request(reader, limits, first=first)
-                keep_alive = await serve_request(request, reader, writer, limits)
+                request = await next_request(reader, limits, first=first, deadline=deadline)
+                keep_alive = await serve_request(request, reader, writer, limits,
+                                                 deadline=deadline)
             except HttpError as err:
                 head = request is not None and request.method == "HEAD"
                 body = _error_body(err.status, err.message)
@@ -479,7 +485,7 @@ async def handle_http(reader: Any, writer: Any, limits: HttpLimits = DEFAULT_LIM
                     response_head(err.status, len(body), keep_alive=False) + (b"" if head else body)
                 )
                 keep_alive = False
-            await _drain(writer, limits)
+            await _drain(writer, limits, deadline)
             if not keep_alive:
                 await _lingering_close(reader, writer)
                 return
@@ -489,4 +495,5 @@ async def handle_http(reader: Any, writer: Any, limits: HttpLimits = DEFAULT_LIM
     except (Expired, *PEER_GONE):
         pass  # idle, EOF between or inside requests, reset: the peer's business
     finally:
+        deadline.cancel()
         await close_within(writer, limits.send_timeout)

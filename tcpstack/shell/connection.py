@@ -105,15 +105,6 @@ class Send:
         self.data = data
 
 
-class Consumed:
-    """Inbox item: the application read `n` bytes (the receive window reopens)."""
-
-    __slots__ = ("n",)
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-
 class Close:
     """Write-queue item: CLOSE from the application, after the data written before
     it; `orphan` when nobody reads any more."""
@@ -146,7 +137,7 @@ class LowerMtu:
         self.mtu = mtu
 
 
-InboxItem = Segment | TimerFired | Consumed | SetOption | LowerMtu
+InboxItem = Segment | TimerFired | SetOption | LowerMtu
 
 
 class Connection:
@@ -169,6 +160,7 @@ class Connection:
         self._queued = False  # a turn is queued with the stack (Stack.queue_turn)
         self._backlog = False  # ... because the last turn was full: the others go first
         self._turning = False  # a turn is running: inputs wait for its end
+        self._unconsumed = 0  # bytes the application read since the last turn
         # Written data, in order, handed over as sent; () until ESTABLISHED, when
         # the writer that fills it is made (a half-open connection has no queue).
         self._writes: deque[Send | Close] | tuple[()] = ()
@@ -263,12 +255,14 @@ class Connection:
         self._inbox.append(self.tcb.abort)
         self._act()
 
-    def _consumed(self, n: int) -> None:
-        """A read reopens the window in the next turn: the one the application's
-        write runs at once (an echo), else a queued one. Reads rarely change
-        what the TCB sends (receiver SWS avoidance), so a turn of their own per
-        read would be spent flushing nothing."""
-        self._inbox.append(Consumed(n))
+    def consumed(self, n: int) -> None:
+        """The application (its reader or a protocol) consumed `n` bytes: the
+        window reopens in the next turn, the one the application's write runs
+        at once (an echo), else a queued one. Reads rarely change what the TCB
+        sends (receiver SWS avoidance), so a turn of their own per read would be
+        spent flushing nothing; and the reads between two turns are one sum,
+        not an inbox item each."""
+        self._unconsumed += n
         self._queue()
 
     def _act(self) -> None:
@@ -309,13 +303,16 @@ class Connection:
         if tcb.state in _INPUT_DONE:  # gone to a TIME-WAIT record or closed: moot
             self._inbox.clear()
             return
-        if not (self._inbox or self._writes):
+        if not (self._inbox or self._writes or self._unconsumed):
             return  # an earlier turn took it all: nothing to apply, nothing to flush
         self._turning = True
         try:
             now = self._loop.time()
             tcb.config = _pressed(self.stack.config) if self._under_pressure() \
                 else self.stack.config
+            if self._unconsumed:  # read before anything in the inbox was applied
+                tcb.consumed(self._unconsumed, now)
+                self._unconsumed = 0
             inbox = self._inbox
             applied = 0
             for item in inbox[:TURN_ITEMS]:
@@ -344,8 +341,6 @@ class Connection:
         tcb = self.tcb
         if isinstance(item, Segment):
             tcb.receive(item, now)
-        elif isinstance(item, Consumed):
-            tcb.consumed(item.n, now)
         elif isinstance(item, TimerFired):
             tcb.on_timer(max(now, item.at))
         elif isinstance(item, LowerMtu):
@@ -439,7 +434,7 @@ class Connection:
     def _open_streams(self) -> None:
         """ESTABLISHED: the streams and the write queue the application uses."""
         if self.reader is None:
-            self.reader = StreamReader(self._consumed)
+            self.reader = StreamReader(self.consumed)
             self.writer = StreamWriter(self, self.reader)
             self.receiver = self.reader
             self._writes = deque()

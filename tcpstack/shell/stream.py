@@ -39,10 +39,22 @@ class Receiver(Protocol):
 
 
 class StreamReader:
-    """Buffered reads of one connection's incoming byte stream."""
+    """Buffered reads of one connection's incoming byte stream.
+
+    What arrives is kept as the `bytes` it came in (the segments' payloads),
+    and a read that takes all of it joins them: one copy, none for a single
+    piece. asyncio's reader copies twice, into its bytearray on arrival and
+    out of it on the read; a bulk receive feeds several pieces per read, and
+    growing and freeing that bytearray cost more than the copies. Only the
+    reads that look into the bytes (readuntil, readline) or take part of them
+    move the pieces into the bytearray first, as asyncio does on arrival.
+    """
 
     def __init__(self, on_consumed: Callable[[int], None], limit: int = _DEFAULT_LIMIT) -> None:
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # the stream's first bytes, before the pieces
+        #: then these, as they arrived (a view only of a piece's own bytes)
+        self._pieces: list[bytes | memoryview] = []
+        self._in_pieces = 0  # bytes in _pieces
         self._eof = False
         self._exception: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -53,11 +65,18 @@ class StreamReader:
     # -- fed by the connection ------------------------------------------------
 
     def feed_data(self, data: bytes) -> None:
+        """Keep `data` for the application, uncopied when it is `bytes` (it
+        cannot change: anything else is copied); the wake-up only when a read
+        waits (a bulk receive feeds many segments per batch, read at once)."""
         if self._discard:
             self._on_consumed(len(data))  # nobody will read: keep the window open
             return
-        self._buffer += data
-        self._wake()
+        if not data:
+            return
+        self._pieces.append(data if type(data) is bytes else bytes(data))
+        self._in_pieces += len(data)
+        if self._waiter is not None:
+            self._wake()
 
     def feed_eof(self) -> None:
         self._eof = True
@@ -76,7 +95,7 @@ class StreamReader:
     def hand_over(self, receiver: Receiver) -> None:
         """Give `receiver` what arrived so far (it reports the bytes consumed
         from now on) and stop receiving: a protocol takes the connection over."""
-        data = self._take_unreported(len(self._buffer))
+        data = self._take_unreported(self.unread)
         self._discard = True
         if data:
             receiver.feed_data(data)
@@ -88,7 +107,7 @@ class StreamReader:
     def discard(self) -> None:
         """The application closed: drop what is buffered and what still arrives."""
         self._discard = True
-        self._take(len(self._buffer))
+        self._take(self.unread)
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -111,23 +130,75 @@ class StreamReader:
         return data
 
     def _take_unreported(self, n: int) -> bytes:
-        data = bytes(self._buffer[:n])
-        del self._buffer[:n]
+        """The first `n` bytes, copied once at most. From the bytearray: a
+        slice of a view of it (a slice of the bytearray and then bytes of the
+        slice would be two copies; asyncio slices a memoryview the same way);
+        deleting from its front moves its start, not its bytes. Beyond it, from
+        the pieces: the whole ones, and the head of the next one, whose rest
+        stays a view of it; all joined, so one piece taken whole is not copied."""
+        buffer, pieces = self._buffer, self._pieces
+        if not buffer and n == self._in_pieces:  # all of the pieces: the usual read
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            pieces.clear()
+            self._in_pieces = 0
+            return data if type(data) is bytes else bytes(data)
+        if n < len(buffer):
+            with memoryview(buffer) as view:
+                data = bytes(view[:n])
+            del buffer[:n]
+            return data
+        parts = self._cut_pieces(n - len(buffer))
+        if buffer:
+            parts.insert(0, buffer)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        data = data if type(data) is bytes else bytes(data)
+        buffer.clear()
         return data
+
+    def _cut_pieces(self, n: int) -> list[bytes | memoryview | bytearray]:
+        """The pieces that make the first `n` bytes of them, cut from them."""
+        pieces = self._pieces
+        self._in_pieces -= n
+        if not self._in_pieces:  # all of them
+            parts: list[bytes | memoryview | bytearray] = list(pieces)
+            pieces.clear()
+            return parts
+        taken = size = 0
+        while size + len(pieces[taken]) <= n:
+            size += len(pieces[taken])
+            taken += 1
+        parts = list(pieces[:taken])
+        if size < n:  # and the head of the next one
+            view = memoryview(pieces[taken])
+            parts.append(view[:n - size])
+            pieces[taken] = view[n - size:]
+        del pieces[:taken]
+        return parts
+
+    def _gathered(self) -> bytearray:
+        """The bytearray with every piece moved into it (for reads that look
+        into the bytes or take part of them): each byte is moved once."""
+        buffer = self._buffer
+        if self._pieces:
+            for piece in self._pieces:
+                buffer += piece
+            self._pieces.clear()
+            self._in_pieces = 0
+        return buffer
 
     # -- asyncio.StreamReader API ---------------------------------------------
 
     @property
     def unread(self) -> int:
         """Bytes received but not yet read by the application."""
-        return len(self._buffer)
+        return len(self._buffer) + self._in_pieces
 
     def exception(self) -> BaseException | None:
         return self._exception
 
     def at_eof(self) -> bool:
         """True when the peer sent FIN and the buffer is empty."""
-        return self._eof and not self._buffer
+        return self._eof and not self.unread
 
     async def read(self, n: int = -1) -> bytes:
         """Up to `n` bytes (all until EOF when n < 0); b"" at EOF."""
@@ -142,11 +213,11 @@ class StreamReader:
             while block := await self.read(self._limit):
                 blocks.append(block)
             return b"".join(blocks)
-        while not self._buffer and not self._eof:
+        while not (self._buffer or self._pieces or self._eof):
             await self._wait("read")
             if self._exception is not None:
                 raise self._exception
-        return self._take(min(n, len(self._buffer)))
+        return self._take(min(n, len(self._buffer) + self._in_pieces))
 
     async def readexactly(self, n: int) -> bytes:
         """Exactly `n` bytes, or asyncio.IncompleteReadError at EOF."""
@@ -154,9 +225,9 @@ class StreamReader:
             raise ValueError("readexactly size can not be less than zero")
         if self._exception is not None:
             raise self._exception
-        while len(self._buffer) < n:
+        while self.unread < n:
             if self._eof:
-                partial = self._take(len(self._buffer))
+                partial = self._take(self.unread)
                 raise asyncio.IncompleteReadError(partial, n)
             await self._wait("readexactly")
             if self._exception is not None:
@@ -170,10 +241,10 @@ class StreamReader:
         except asyncio.IncompleteReadError as e:
             return e.partial
         except asyncio.LimitOverrunError as e:
-            if self._buffer.startswith(b"\n", e.consumed):
+            if self._gathered().startswith(b"\n", e.consumed):
                 self._take(e.consumed + 1)
             else:
-                self._take(len(self._buffer))
+                self._take(self.unread)
             raise ValueError(e.args[0]) from None
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
@@ -185,18 +256,19 @@ class StreamReader:
         seplen = len(separator)
         offset = 0
         while True:
-            index = self._buffer.find(separator, offset)
+            buffer = self._gathered()
+            index = buffer.find(separator, offset)
             if index != -1:
                 if index > self._limit:
                     raise asyncio.LimitOverrunError(
                         "Separator is found, but chunk is longer than limit", index)
                 return self._take(index + seplen)
-            offset = max(0, len(self._buffer) + 1 - seplen)
+            offset = max(0, len(buffer) + 1 - seplen)
             if offset > self._limit:
                 raise asyncio.LimitOverrunError(
                     "Separator is not found, and chunk exceed the limit", offset)
             if self._eof:
-                partial = self._take(len(self._buffer))
+                partial = self._take(len(buffer))
                 raise asyncio.IncompleteReadError(partial, None)
             await self._wait("readuntil")
             if self._exception is not None:

@@ -28,8 +28,6 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from tcpstack.shell.connection import Consumed
-
 if TYPE_CHECKING:
     from tcpstack.shell.stream import StreamReader, StreamWriter
 
@@ -70,7 +68,7 @@ class Transport(asyncio.Transport):
 
     def feed_data(self, data: bytes) -> None:
         if self._closing or self.lost.done():
-            self._conn.post(Consumed(len(data)))  # nobody will read: keep the window open
+            self._conn.consumed(len(data))  # nobody will read: keep the window open
         elif self._reading and not self._held:
             self._deliver(data)
         else:
@@ -93,7 +91,7 @@ class Transport(asyncio.Transport):
         self._call(self._protocol.connection_lost, exc)
 
     def _deliver(self, data: bytes) -> None:
-        self._conn.post(Consumed(len(data)))
+        self._conn.consumed(len(data))
         if isinstance(self._protocol, asyncio.BufferedProtocol):
             self._call(self._fill, self._protocol, data)
         else:
