@@ -43,15 +43,13 @@ from tcpstack.apps import (
     parse_forward,
 )
 from tcpstack.core.cc import ALGORITHMS
-from tcpstack.core.config import TcpConfig
+from tcpstack.core.config import REASM_MEM, REASM_TIMEOUT, TcpConfig
 from tcpstack.core.states import RESET_ON_ABORT
 from tcpstack.lab import demo, impair, ladder, observe, query
 from tcpstack.lab.argparsing import EXIT_USAGE, OneLineParser
 from tcpstack.lab.connect import relay
 from tcpstack.lab.impair import ImpairPlan, ImpairSpecError
 from tcpstack.shell.stack import Stack
-from tcpstack.wire.fragments import DEFAULT_MEM_LIMIT as DEFAULT_REASM_MEM
-from tcpstack.wire.fragments import DEFAULT_TIMEOUT as DEFAULT_REASM_TIMEOUT
 from tcpstack.wire.tun import DEFAULT_TXQUEUELEN, TunDevice, TunError
 
 DEFAULT_APPS = ("echo:7", "discard:9", "http:80")
@@ -219,13 +217,13 @@ def _add_daemon_options(parser: argparse.ArgumentParser, *, log_level: str) -> N
                         "header: 64 KiB TCP packets (default on; off with --impair)")
     parser.add_argument("--msl", type=float, default=30.0, metavar="SECONDS",
                         help="maximum segment lifetime; TIME-WAIT lasts 2*MSL (default 30)")
-    parser.add_argument("--reasm-timeout", type=float, default=DEFAULT_REASM_TIMEOUT,
+    parser.add_argument("--reasm-timeout", type=float, default=REASM_TIMEOUT,
                         metavar="SECONDS",
                         help="drop an IPv4 datagram whose fragments are not all in after "
-                        f"SECONDS (default {DEFAULT_REASM_TIMEOUT:g}, Linux's ipfrag_time)")
-    parser.add_argument("--reasm-mem", type=int, default=DEFAULT_REASM_MEM, metavar="BYTES",
+                        f"SECONDS (default {REASM_TIMEOUT:g}, Linux's ipfrag_time)")
+    parser.add_argument("--reasm-mem", type=int, default=REASM_MEM, metavar="BYTES",
                         help="bytes the fragments of all incomplete IPv4 datagrams may hold; "
-                        f"beyond, fragments are dropped (default {DEFAULT_REASM_MEM}, "
+                        f"beyond, fragments are dropped (default {REASM_MEM}, "
                         "Linux's ipfrag_high_thresh)")
     parser.add_argument("--impair", action="append", metavar="SPEC",
                         help="impair the stack's packets, e.g. 'loss=5%%,dup=2%%,reorder=10%%,"

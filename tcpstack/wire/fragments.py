@@ -45,8 +45,6 @@ import dpkt
 
 from tcpstack.core.config import REASM_MEM, REASM_TIMEOUT
 
-DEFAULT_TIMEOUT = REASM_TIMEOUT  # Linux net.ipv4.ipfrag_time
-DEFAULT_MEM_LIMIT = REASM_MEM  # Linux net.ipv4.ipfrag_high_thresh
 DEFAULT_MAX_FRAGMENTS = 128  # a 64 KiB datagram over a 576-octet MTU needs 118
 MAX_DATAGRAM = 65535  # RFC 791 3.1: Total Length is 16 bits
 #: What a fragment and a datagram cost beyond the fragments' octets (Python
@@ -93,8 +91,8 @@ class Reassembler:
     work with n <= `max_fragments`, the assembly O(n log n) once per datagram.
     """
 
-    def __init__(self, stats: Counter[str], *, timeout: float = DEFAULT_TIMEOUT,
-                 mem_limit: int = DEFAULT_MEM_LIMIT,
+    def __init__(self, stats: Counter[str], *, timeout: float = REASM_TIMEOUT,
+                 mem_limit: int = REASM_MEM,
                  max_fragments: int = DEFAULT_MAX_FRAGMENTS) -> None:
         self.stats = stats
         self.timeout = timeout
