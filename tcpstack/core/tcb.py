@@ -1058,10 +1058,8 @@ class Tcb:
         # there), so spare the per-push lookups outside it.
         data_end = seq_add(data_seq, buffered) if in_recovery else data_seq
         mss = self.send_mss
-        # The longest new segment: one MSS, or with TSO (`TcpConfig.offload`) as
-        # many whole MSS as one IPv4 packet holds. Not while going back N after a
-        # timeout: retransmissions stay one MSS each.
-        max_new = max(mss, TSO_MAX // mss * mss) if self.config.offload else mss
+        # Not while going back N after a timeout: retransmissions stay one MSS each.
+        max_new = self.max_segment
         snd_una = self.snd_una
         right_edge = seq_add(snd_una, self.snd_wnd)  # SND.UNA + SND.WND
         cwnd = self.cc.cwnd
@@ -1121,6 +1119,13 @@ class Tcb:
                 self._rtx_deadline = now + rtt.rto
             if fin:
                 return
+
+    @property
+    def max_segment(self) -> int:
+        """The longest new segment: one MSS, or with TSO (`TcpConfig.offload`)
+        as many whole MSS as one IPv4 packet holds."""
+        mss = self.send_mss
+        return max(mss, TSO_MAX // mss * mss) if self.config.offload else mss
 
     def _tso_len(self, n: int, at_end: int) -> int:
         """The length of a super-segment that stands for exactly the segments the
