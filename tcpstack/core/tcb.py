@@ -51,6 +51,9 @@ TS_REPLAY_HZ = 1200
 #: a short path with the same result as the steps of 3.10.7.4. A module flag so
 #: that tests/unit/test_tcb_fastpath.py can run both and compare them.
 HEADER_PREDICTION = True
+#: The bulk paths of `Tcb._push` (its early return, `Tcb._push_full`): the same
+#: segments as its loop, for less; a flag for the same comparison.
+BULK_PUSH = True
 #: A flight below this (with MAX.SND.WND, itself below 2**30) keeps any ACK
 #: between SND.UNA and SND.MAX inside RFC 5961's bound (`Tcb._ack_acceptable`).
 _PREDICTED_FLIGHT = 1 << 30
@@ -363,9 +366,12 @@ class Tcb:
 
     def next_deadline(self) -> float | None:
         """When `on_timer` must run next, or None."""
-        deadlines = [d for d in (self._rtx_deadline, self._close_deadline,
-                                 self._delack_deadline, self._keepalive_due()) if d is not None]
-        return min(deadlines) if deadlines else None
+        first = None  # runs after every turn: plain comparisons, no list
+        for d in (self._rtx_deadline, self._close_deadline, self._delack_deadline,
+                  self._keepalive_due() if self.keepalive else None):
+            if d is not None and (first is None or d < first):
+                first = d
+        return first
 
     @property
     def rcv_wnd(self) -> int:
@@ -1054,6 +1060,13 @@ class Tcb:
         sndbuf = self._sndbuf
         buffered = len(sndbuf)
         data_seq = self._data_seq
+        bulk = BULK_PUSH and not (in_recovery or probe) and self.snd_nxt == self.snd_max
+        if bulk:
+            # Nothing new to send (all data sent, and the FIN if one is queued): the
+            # loop would find so, after its setup; an ACK of an echo's request is that.
+            unsent = buffered - seq_diff(self.snd_nxt, data_seq)
+            if unsent < 0 or not (unsent or self._fin_seq is not None):
+                return
         # Only the pipe in recovery reads the end of the data (the lost octets end
         # there), so spare the per-push lookups outside it.
         data_end = seq_add(data_seq, buffered) if in_recovery else data_seq
@@ -1069,6 +1082,9 @@ class Tcb:
         full_pipe = in_recovery or any_sacked
         fin_queued = self._fin_seq is not None
         rtt = self.rtt
+        if bulk and not any_sacked:
+            self._push_full(now, seq_diff(self.snd_nxt, data_seq), buffered, right_edge,
+                            cwnd, max_new)
         while True:
             limit = self._skip_sacked() if any_sacked else None
             snd_nxt = self.snd_nxt
@@ -1119,6 +1135,40 @@ class Tcb:
                 self._rtx_deadline = now + rtt.rto
             if fin:
                 return
+
+    def _push_full(self, now: float, offset: int, buffered: int, right_edge: int,
+                   cwnd: int, max_new: int) -> None:
+        """The bulk of `_push` outside recovery, in one go: the pieces of
+        `max_new` octets (one MSS, or a full super-segment) that window and cwnd
+        allow and that end short of the end of the data. For those, every test of
+        the loop in `_push` has the same answer (none is short, so Nagle and SWS
+        avoidance let them go; none ends the data, so no PSH and no FIN), and the
+        header of each is the same but its sequence number: it is made once
+        (`_header`), and the loop in `_push` goes on with the rest. Same
+        segments, same order as that loop; a third of its cost per segment."""
+        snd_nxt = self.snd_nxt
+        at_end = buffered - offset
+        total = min(at_end - 1, seq_diff(right_edge, snd_nxt),
+                    cwnd - seq_diff(snd_nxt, self.snd_una))
+        count = total // max_new if total > 0 else 0
+        if not count:
+            return
+        mss = self.send_mss
+        gso_size = mss if max_new > mss else 0
+        window, options = self._header(ACK, None, False)
+        out, peek, rtt = self._out, self._sndbuf.peek, self.rtt
+        local_ip, remote_ip = self.local_ip, self.remote_ip
+        sport, dport, rcv_nxt = self.local_port, self.remote_port, self.rcv_nxt
+        for _ in range(count):
+            out.append(Segment(local_ip, remote_ip, sport, dport, snd_nxt, rcv_nxt, ACK, window,
+                               options, peek(offset, max_new), gso_size))
+            if rtt.probe is None and self.retransmits == 0:
+                rtt.time_segment(seq_add(snd_nxt, mss), now)  # the first piece, as `_push`
+            offset += max_new
+            snd_nxt = seq_add(snd_nxt, max_new)
+        self.snd_nxt = self.snd_max = snd_nxt
+        if self._rtx_deadline is None:
+            self._rtx_deadline = now + rtt.rto
 
     @property
     def max_segment(self) -> int:
@@ -1200,33 +1250,8 @@ class Tcb:
         our window (scaled, RFC 7323 2.3) and, on pure ACKs, SACK blocks; they
         settle any pending or delayed ACK. `options` are a SYN's; the rest get a
         new Options only when they carry one (TSopt, SACK), else the shared empty one."""
-        wnd = self.rcv_wnd
+        field, options = self._header(flags, options, not payload)
         rcv_nxt = self.rcv_nxt
-        sack_blocks: Sequence[tuple[int, int]] = ()
-        if flags & SYN:
-            field = min(wnd, MAX_WINDOW)  # never scaled in a SYN (RFC 7323 2.2)
-            advertised = field
-        else:
-            shift = self.rcv_wscale
-            field = min((wnd + (1 << shift) - 1) >> shift, MAX_WINDOW)  # round up: no shrinking
-            advertised = field << shift
-        if flags & ACK:
-            self._ack_pending = False
-            self._delack_deadline = None
-            self._delayed_segs = 0
-            self._rcv_adv = seq_add(rcv_nxt, advertised)
-            self._last_ack_sent = rcv_nxt
-            if options is None and not payload and self.sack_ok and self._reasm:
-                sack_blocks = self._reasm.sack_blocks()
-        if options is None:
-            if self.ts_ok and not flags & (SYN | RST):
-                # RFC 7323 3.2: once negotiated, every segment but an RST carries TSopt.
-                options = Options(timestamp=(self._ts_val(), self.ts_recent),
-                                  sack_blocks=sack_blocks)
-            elif sack_blocks:
-                options = Options(sack_blocks=sack_blocks)
-            else:
-                options = EMPTY_OPTIONS
         self._out.append(Segment(
             src=self.local_ip, dst=self.remote_ip, sport=self.local_port, dport=self.remote_port,
             # <SEQ=SND.NXT> (3.10.7.4) is snd_max: while go-back-N has pulled snd_nxt
@@ -1237,6 +1262,39 @@ class Tcb:
             flags=flags, window=field, options=options, payload=payload,
             gso_size=gso_size,
         ))
+
+    def _header(self, flags: int, options: Options | None, pure: bool) -> tuple[int, Options]:
+        """The window field and the options of a segment with `flags` (`options`
+        if given: a SYN's), and for one with ACK the bookkeeping of an ACK sent
+        (`_acked_now`). A `pure` ACK (no data) carries our SACK blocks."""
+        if flags & SYN:
+            field = advertised = min(self.rcv_wnd, MAX_WINDOW)  # never scaled in a SYN (7323 2.2)
+        else:
+            shift = self.rcv_wscale
+            field = min((self.rcv_wnd + (1 << shift) - 1) >> shift, MAX_WINDOW)  # round up: no shrinking
+            advertised = field << shift
+        sack_blocks: Sequence[tuple[int, int]] = ()
+        if flags & ACK:
+            self._acked_now(advertised)
+            if options is None and pure and self.sack_ok and self._reasm:
+                sack_blocks = self._reasm.sack_blocks()
+        if options is not None:
+            return field, options
+        if self.ts_ok and not flags & (SYN | RST):
+            # RFC 7323 3.2: once negotiated, every segment but an RST carries TSopt.
+            return field, Options(timestamp=(self._ts_val(), self.ts_recent),
+                                  sack_blocks=sack_blocks)
+        return field, Options(sack_blocks=sack_blocks) if sack_blocks else EMPTY_OPTIONS
+
+    def _acked_now(self, advertised: int) -> None:
+        """An ACK of RCV.NXT with window `advertised` leaves: it settles any
+        pending or delayed ACK and moves the advertised right edge."""
+        rcv_nxt = self.rcv_nxt
+        self._ack_pending = False
+        self._delack_deadline = None
+        self._delayed_segs = 0
+        self._rcv_adv = seq_add(rcv_nxt, advertised)
+        self._last_ack_sent = rcv_nxt
 
     def _ts_val(self) -> int:
         """TSval: a 1 ms clock (RFC 7323 5.4) offset by the ISS, so it reveals

@@ -1,7 +1,8 @@
-"""Header prediction (`Tcb._predicted`) changes nothing but the cost: random
-segment sequences run through a TCB with the fast path and one without
-(`tcb.HEADER_PREDICTION`) must give the same segments, events, counters and
-state after every step; and the common segments of a transfer do take it."""
+"""Header prediction (`Tcb._predicted`) and the bulk paths of `Tcb._push`
+change nothing but the cost: random segment sequences run through a TCB with
+the fast paths and one without (`tcb.HEADER_PREDICTION`, `tcb.BULK_PUSH`) must
+give the same segments, events, counters and state after every step; and the
+common segments of a transfer do take them."""
 
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def build(case: int) -> Tcb:
     if case == 1:
         return tcb_established(sack_permitted=True, wscale=7)
     if case == 2:
-        return tcb_established(TcpConfig(offload=True), sack_permitted=True)
+        return tcb_established(TcpConfig(offload=True), sack_permitted=True, wscale=7)
     if case == 3:
         return tcb_established(TcpConfig(delayed_ack=0.0))
     return tcb_established(TcpConfig(rcv_buf=4000))  # text beyond the window
@@ -130,6 +131,7 @@ def build(case: int) -> Tcb:
 SEND = ("send", 20000, 0, 0, 0)
 
 
+@pytest.mark.parametrize("flag", ["HEADER_PREDICTION", "BULK_PUSH"])
 @settings(max_examples=400)
 @given(st.integers(0, 4), st.lists(steps, min_size=1, max_size=40))
 # The edges of the prediction, beside the random draws: text beyond the window,
@@ -140,21 +142,23 @@ SEND = ("send", 20000, 0, 0, 0)
 # text before RCV.NXT, out of order, and the filling segment, with a FIN.
 @example(3, [("data", 0, 0, 500, 0), ("data", -3, 0, 500, 2), ("data", 3, 1, 100, 0),
              ("data", 0, 0, 300, 3)])
-def test_fast_path_same_as_full_steps(case: int, script: list[tuple]) -> None:
+# and with TSO, enough window for whole super-segments (Tcb._push_full).
+@example(2, [SEND] * 40 + [("ack", 10, 0, 0, 0)] * 30 + [("ack", 44, 0, 0, 0)] * 4)
+def test_fast_path_same_as_full_steps(flag: str, case: int, script: list[tuple]) -> None:
     fast, full = build(case), build(case)
     now = 1.0
     try:
         for step in script:
             now += 0.001
             # A segment each: the full steps trim theirs in place.
-            tcb_module.HEADER_PREDICTION = False
+            setattr(tcb_module, flag, False)
             apply(full, step, now, peer_segment(full, step, now))
-            tcb_module.HEADER_PREDICTION = True
+            setattr(tcb_module, flag, True)
             apply(fast, step, now, peer_segment(fast, step, now))
             assert outputs(fast) == outputs(full), step
             assert snapshot(fast) == snapshot(full), step
     finally:
-        tcb_module.HEADER_PREDICTION = True
+        setattr(tcb_module, flag, True)
 
 
 def test_transfer_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
