@@ -1270,8 +1270,8 @@ class Tcb:
         if flags & SYN:
             field = advertised = min(self.rcv_wnd, MAX_WINDOW)  # never scaled in a SYN (7323 2.2)
         else:
-            shift = self.rcv_wscale
-            field = min((self.rcv_wnd + (1 << shift) - 1) >> shift, MAX_WINDOW)  # round up: no shrinking
+            shift = self.rcv_wscale  # rounded up: the window must not shrink
+            field = min((self.rcv_wnd + (1 << shift) - 1) >> shift, MAX_WINDOW)
             advertised = field << shift
         sack_blocks: Sequence[tuple[int, int]] = ()
         if flags & ACK:
