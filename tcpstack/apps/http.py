@@ -429,17 +429,19 @@ async def serve_request(request: Request, reader: Any, writer: Any,
     return keep_alive
 
 
-async def _lingering_close(reader: Any, writer: Any) -> None:
+async def _lingering_close(reader: Any, writer: Any, deadline: Deadline) -> None:
     """Half-close, then drop input for a bounded time and amount, so unread
     request bytes do not make the kernel reset the connection (and destroy
-    our response) before the client has read it. The caller drained."""
+    our response) before the client has read it. The caller drained. The time
+    is the connection's `deadline`, not a loop timer of its own: this runs at
+    the end of every connection (`ab` without keep-alive: one per request)."""
     if writer.can_write_eof():
         writer.write_eof()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(LINGER_SECONDS):
-            budget = LINGER_BYTES
-            while budget > 0 and (data := await reader.read(READ_SIZE)):
-                budget -= len(data)
+    end = asyncio.get_running_loop().time() + LINGER_SECONDS
+    budget = LINGER_BYTES
+    with contextlib.suppress(Expired):
+        while budget > 0 and (data := await deadline.until(end, reader.read(READ_SIZE))):
+            budget -= len(data)
 
 
 async def next_request(reader: Any, limits: HttpLimits, *, first: bool,
@@ -487,7 +489,7 @@ async def handle_http(reader: Any, writer: Any, limits: HttpLimits = DEFAULT_LIM
                 keep_alive = False
             await _drain(writer, limits, deadline)
             if not keep_alive:
-                await _lingering_close(reader, writer)
+                await _lingering_close(reader, writer, deadline)
                 return
             first = False
     except SendTimeout:

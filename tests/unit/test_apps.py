@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from tcpstack.apps import APPS, Handler
+from tcpstack.apps import http as http_module
 from tcpstack.apps.discard import handle_discard
 from tcpstack.apps.echo import handle_echo
 from tcpstack.apps.forward import Upstream, handle_forward
@@ -35,6 +36,7 @@ from tcpstack.apps.http import (
     HttpLimits,
     handle_http,
 )
+from tcpstack.apps.timeouts import Deadline
 
 TIMEOUT = 10.0
 Start = Callable[[Handler], Awaitable[int]]
@@ -830,3 +832,49 @@ async def test_ab(start: Start, keep_alive: bool) -> None:
     assert "Non-2xx responses" not in report
     if keep_alive:
         assert re.search(r"^Keep-Alive requests:\s+200$", report, re.M), report
+
+
+
+class _Peer:
+    """The two sides of a connection `_lingering_close` uses: reads that never
+    end (`chunk` None: a client that neither sends nor closes) or that never
+    run dry, and a writer that can half-close."""
+
+    def __init__(self, chunk: bytes | None) -> None:
+        self.chunk, self.reads, self.eof_written = chunk, 0, False
+
+    async def read(self, n: int) -> bytes:
+        self.reads += 1
+        if self.chunk is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(0)
+        assert self.chunk is not None
+        return self.chunk
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+
+async def test_lingering_close_gives_up_on_a_silent_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a closing response: half-close, then wait at most LINGER_SECONDS for
+    the peer's FIN, on the connection's deadline (no timer of its own)."""
+    monkeypatch.setattr(http_module, "LINGER_SECONDS", 0.05)
+    peer, deadline = _Peer(None), Deadline()
+    try:
+        await asyncio.wait_for(http_module._lingering_close(peer, peer, deadline), TIMEOUT)
+    finally:
+        deadline.cancel()
+    assert peer.eof_written and peer.reads == 1
+
+
+async def test_lingering_close_drops_a_bounded_amount() -> None:
+    """A peer that keeps sending is read (and dropped) up to LINGER_BYTES only."""
+    peer, deadline = _Peer(b"x" * 65536), Deadline()
+    try:
+        await asyncio.wait_for(http_module._lingering_close(peer, peer, deadline), TIMEOUT)
+    finally:
+        deadline.cancel()
+    assert peer.reads == http_module.LINGER_BYTES // 65536
