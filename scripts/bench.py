@@ -72,6 +72,7 @@ from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any
 
+from tcpstack import native
 from tcpstack.lab import control, netns
 
 REPO = Path(__file__).resolve().parents[1]
@@ -688,7 +689,7 @@ def header(args: argparse.Namespace, stacks: str, raw: dict[str, Any],
             f"Python {m['python']}",
             f"calibration: raw TUN packet loop {'-' if tun is None else f'{tun:,.0f}'} pkt/s "
             f"(the same loop on a UDP socket {'-' if udp is None else f'{udp:,.0f}'} pkt/s)",
-            f"stack: {stacks}",
+            f"stack: {stacks}, {native.describe()}",
             f"sizes: {args.size:,} bytes x {args.repeat}, ab -n {args.conns} "
             f"-c {args.concurrency}, {args.pings} pings, MTU {','.join(map(str, args.mtu))}",
             ""]

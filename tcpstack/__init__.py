@@ -6,6 +6,10 @@ or `start_server`/`open_connection` here with asyncio's signatures) or
 protocols (`Stack.create_server`, `Stack.create_connection`, `Transport`).
 """
 
+from tcpstack import native
+
+native.install()  # before any module it may load compiled is imported
+
 from tcpstack.api import open_connection, open_stack, start_server
 from tcpstack.core.config import TcpConfig
 from tcpstack.shell.listener import Server

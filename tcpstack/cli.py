@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from tcpstack import __version__, configfile
+from tcpstack import __version__, configfile, native
 from tcpstack.api import running_stack
 from tcpstack.apps import (
     APPS,
@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="tcpstack", description="A userspace TCP/IPv4 stack over TUN.",
                            epilog=_examples("tcpstack"),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"tcpstack {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"tcpstack {__version__} ({native.describe()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
                                 parser_class=OneLineParser)
 

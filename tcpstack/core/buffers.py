@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
+from tcpstack.core.segment import Payload
+
 #: Writes shorter than this are gathered into one bytearray block, so a stream of
 #: tiny writes (an interactive echo) does not cost one block per byte.
 GATHER_BELOW = 512
@@ -30,7 +32,7 @@ class SendBuffer:
     __slots__ = ("_blocks", "_end", "_first", "_gathering", "_head", "_starts")
 
     def __init__(self) -> None:
-        self._blocks: list[bytes | bytearray] = []
+        self._blocks: list[Payload | bytearray] = []
         self._starts: list[int] = []  # stream offset of each block's first octet
         self._first = 0  # index of the block holding the head
         self._head = 0  # stream offset of the first octet still held
@@ -40,14 +42,15 @@ class SendBuffer:
     def __len__(self) -> int:
         return self._end - self._head
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: Payload) -> None:
         """Queue `data`; it must not change afterwards (bytes, or a copy of it)."""
         n = len(data)
         if not n:
             return
         if n < GATHER_BELOW:
-            if self._gathering and len(self._blocks[-1]) + n <= GATHER_MAX:
-                self._blocks[-1] += data
+            last = self._blocks[-1] if self._gathering else None
+            if isinstance(last, bytearray) and len(last) + n <= GATHER_MAX:
+                last += data
             else:
                 self._add(bytearray(data))
                 self._gathering = True
@@ -57,7 +60,7 @@ class SendBuffer:
         self._gathering = False
         self._end += n
 
-    def _add(self, block: bytes | bytearray) -> None:
+    def _add(self, block: Payload | bytearray) -> None:
         self._blocks.append(block)
         self._starts.append(self._end)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tcpstack.core.segment import Payload
 from tcpstack.core.states import State
 
 
@@ -25,7 +26,7 @@ class Established:
 class DataReceived:
     """In-order bytes for the application's receive buffer."""
 
-    data: bytes
+    data: Payload
 
 
 @dataclass(slots=True, frozen=True)

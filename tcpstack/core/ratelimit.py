@@ -34,7 +34,7 @@ class ChallengeAckLimiter:
             return True
         second = math.floor(now)
         if second != self._second:
-            self._second = second
+            self._second = float(second)
             half = (self.limit + 1) // 2
             self._left = self._rng.randint(half, self.limit + half - 1)
         if self._left <= 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 
 from tcpstack.core.ranges import MAX_OFO_RUNS, RangeSet, SeqLine
+from tcpstack.core.segment import Payload
 
 MAX_SACK_BLOCKS = 3  # what fits beside a timestamp option (RFC 2018 3)
 RECENT_KEPT = 4  # runs remembered for the SACK blocks, as Linux's TCP_NUM_SACKS
@@ -27,10 +28,10 @@ RECENT_KEPT = 4  # runs remembered for the SACK blocks, as Linux's TCP_NUM_SACKS
 COALESCE = 1024
 
 
-def _concat(a: list[bytes], b: list[bytes]) -> list[bytes]:
+def _concat(a: list[Payload], b: list[Payload]) -> list[Payload]:
     """The pieces of `a` followed by those of `b` (both lists may be reused)."""
     if a and b and len(a[-1]) + len(b[0]) <= COALESCE:
-        b[0] = a.pop() + b[0]
+        b[0] = b"".join((a.pop(), b[0]))  # any two buffers, one copy
     a += b
     return a
 
@@ -49,7 +50,7 @@ class Reassembly:
         self._stats: Counter[str] = Counter() if stats is None else stats
         self._line = SeqLine(0)  # positions, measured from RCV.NXT
         self._runs = RangeSet()
-        self._data: dict[int, tuple[int, list[bytes]]] = {}  # start -> (end, pieces)
+        self._data: dict[int, tuple[int, list[Payload]]] = {}  # start -> (end, pieces)
         self._fin: int | None = None  # sequence number of a FIN seen out of order
         self._recent: list[int] = []  # starts of runs, most recently touched first
 
@@ -67,7 +68,7 @@ class Reassembly:
             self._line.reset(rcv_nxt)
         return self._line.move(rcv_nxt)
 
-    def add(self, seq: int, data: bytes, fin: bool, rcv_nxt: int) -> None:
+    def add(self, seq: int, data: Payload, fin: bool, rcv_nxt: int) -> None:
         """Keep `data` (starting at `seq` > RCV.NXT), merging with what is held.
         Where it overlaps held octets the held copy stays: a correct peer sends
         the same octets again."""
@@ -81,7 +82,7 @@ class Reassembly:
         if fin:
             self._fin = self._line.seq(end)
 
-    def _keep(self, start: int, data: bytes) -> bool:
+    def _keep(self, start: int, data: Payload) -> bool:
         """Insert one segment's octets; False when the cap made us drop them."""
         self._stats["OfoQueue"] += 1
         end = start + len(data)
@@ -90,7 +91,7 @@ class Reassembly:
             self._stats["OfoDrop"] += 1  # the new run was the highest one
             return False
         # The new octets fill the gaps between the runs they join.
-        pieces: list[bytes] = []
+        pieces: list[Payload] = []
         pos = start
         for run_lo, run_hi in absorbed:
             if pos < run_lo:
@@ -121,7 +122,7 @@ class Reassembly:
     def pop_ready(self, rcv_nxt: int) -> tuple[bytes, bool]:
         """The octets that now continue at RCV.NXT, and whether the FIN follows them."""
         nxt = start = self._sync(rcv_nxt)
-        out: list[bytes] = []
+        out: list[Payload] = []
         for lo, hi in self._runs.pop_through(start):
             pieces = self._data.pop(lo)[1]
             if hi > nxt:  # only the last run can reach past RCV.NXT

@@ -16,7 +16,7 @@ which only makes recovery more conservative, as for a peer that SACKed less.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from tcpstack.core.ranges import MAX_OFO_RUNS, RangeSet, SeqLine
 from tcpstack.core.seq import seq_diff
@@ -45,7 +45,7 @@ class Scoreboard:
             self._line.reset(snd_una)
         return self._line.move(snd_una)
 
-    def update(self, blocks: list[tuple[int, int]], snd_una: int, snd_max: int) -> bool:
+    def update(self, blocks: Sequence[tuple[int, int]], snd_una: int, snd_max: int) -> bool:
         """Merge the SACK blocks of one ACK; returns whether anything new was learnt."""
         una = self._sync(snd_una)
         new = False

@@ -44,7 +44,7 @@ class Flags(IntFlag):
         return flags_str(self)
 
 
-_FLAG_NAMES = tuple((int(f), f.name) for f in Flags)
+_FLAG_NAMES = tuple((int(f), f.name or "") for f in Flags)
 
 
 def flags_str(flags: int) -> str:
@@ -69,6 +69,12 @@ class Options:
     timestamp: tuple[int, int] | None = None
     sack_blocks: Sequence[tuple[int, int]] = ()
 
+
+#: A segment's data: bytes, or a view of them (the send buffer hands out views
+#: of the application's writes, the codec of the packet read), so that data is
+#: not copied on its way through the stack; whoever keeps it past the call
+#: copies it then.
+Payload = bytes | memoryview
 
 #: The options of every segment that carries none (see `Options`).
 EMPTY_OPTIONS = Options()
@@ -99,7 +105,7 @@ class Segment:
     window: int
     # A dataclass refuses a mutable default; the factory hands out the shared one.
     options: Options = field(default_factory=_no_options)
-    payload: bytes = b""
+    payload: Payload = b""
     gso_size: int = 0
 
     @property

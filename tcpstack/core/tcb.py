@@ -32,7 +32,18 @@ from tcpstack.core.recovery import Recovery
 from tcpstack.core.resets import reset_for
 from tcpstack.core.rtt import RttEstimator
 from tcpstack.core.scoreboard import Scoreboard
-from tcpstack.core.segment import ACK, EMPTY_OPTIONS, FIN, PSH, RST, SYN, URG, Options, Segment
+from tcpstack.core.segment import (
+    ACK,
+    EMPTY_OPTIONS,
+    FIN,
+    PSH,
+    RST,
+    SYN,
+    URG,
+    Options,
+    Payload,
+    Segment,
+)
 from tcpstack.core.seq import seq_add, seq_diff, seq_le, seq_lt
 from tcpstack.core.states import FINISHED, RECEIVING, RESET_ON_ABORT, TRANSMITTING, State
 
@@ -272,7 +283,7 @@ class Tcb:
 
     # --------------------------------------------------------------- user calls
 
-    def send(self, data: bytes, now: float) -> None:
+    def send(self, data: Payload, now: float) -> None:
         """SEND (3.10.2): queue data; it leaves as the peer's window allows."""
         self._now = now
         if self._fin_seq is not None:
@@ -981,7 +992,7 @@ class Tcb:
         elif self.state is State.FIN_WAIT_2:
             self._enter_time_wait(now, "FIN received")
 
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: Payload) -> None:
         self.rcv_nxt = seq_add(self.rcv_nxt, len(data))
         self._unread += len(data)
         self._events.append(DataReceived(data))
@@ -1244,7 +1255,7 @@ class Tcb:
         if self._rtx_deadline is None:
             self._rtx_deadline = now + self.rtt.rto
 
-    def _emit(self, flags: int, *, seq: int | None = None, payload: bytes = b"",
+    def _emit(self, flags: int, *, seq: int | None = None, payload: Payload = b"",
               options: Options | None = None, gso_size: int = 0) -> None:
         """Queue one segment from this connection. ACK-bearing ones carry RCV.NXT,
         our window (scaled, RFC 7323 2.3) and, on pure ACKs, SACK blocks; they

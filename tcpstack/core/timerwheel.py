@@ -23,18 +23,19 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+# Where a timer is: in a wheel slot, in the far heap, or nowhere any more.
+SLOT, FAR, GONE = 0, 1, 2
+
+
 class Timer(Generic[T]):
     """One scheduled entry; keep it to cancel it."""
 
     __slots__ = ("item", "state", "tick")
 
-    # Where the timer is: in a wheel slot, in the far heap, or nowhere any more.
-    SLOT, FAR, GONE = 0, 1, 2
-
     def __init__(self, tick: int, item: T) -> None:
         self.tick = tick
         self.item = item
-        self.state = Timer.SLOT
+        self.state = SLOT
 
 
 class TimerWheel(Generic[T]):
@@ -62,23 +63,23 @@ class TimerWheel(Generic[T]):
 
     def _place(self, timer: Timer[T]) -> None:
         if timer.tick <= self._current + len(self._slots):
-            timer.state = Timer.SLOT
+            timer.state = SLOT
             self._slots[timer.tick % len(self._slots)][timer] = None
         else:
-            timer.state = Timer.FAR
+            timer.state = FAR
             heapq.heappush(self._far, (timer.tick, next(self._order), timer))
 
     def cancel(self, timer: Timer[T]) -> None:
         """Remove `timer`; cancelling one that already fired is harmless."""
-        if timer.state == Timer.SLOT:
+        if timer.state == SLOT:
             del self._slots[timer.tick % len(self._slots)][timer]
-        elif timer.state != Timer.FAR:
+        elif timer.state != FAR:
             return
         else:
             # A far one stays in the heap until it surfaces (a keep-alive deadline:
             # hours): it must not keep its item (a whole connection) alive that long.
             timer.item = None  # type: ignore[assignment]
-        timer.state = Timer.GONE
+        timer.state = GONE
         self._count -= 1
 
     def expire(self, now: float) -> list[T]:
@@ -93,17 +94,17 @@ class TimerWheel(Generic[T]):
         for tick in range(self._current + 1, min(target, self._current + nslots) + 1):
             slot = self._slots[tick % nslots]
             for timer in slot:
-                timer.state = Timer.GONE
+                timer.state = GONE
                 fired.append(timer.item)
             slot.clear()
         self._current = target
         far = self._far
         while far and far[0][0] <= target + nslots:
             timer = heapq.heappop(far)[2]
-            if timer.state != Timer.FAR:
+            if timer.state != FAR:
                 continue
             if timer.tick <= target:  # the gap skipped past it
-                timer.state = Timer.GONE
+                timer.state = GONE
                 fired.append(timer.item)
             else:
                 self._place(timer)
@@ -119,6 +120,6 @@ class TimerWheel(Generic[T]):
             if self._slots[tick % nslots]:
                 return tick * self.tick
         far = self._far
-        while far[0][2].state != Timer.FAR:
+        while far[0][2].state != FAR:
             heapq.heappop(far)
         return far[0][0] * self.tick

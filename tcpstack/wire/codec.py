@@ -22,7 +22,7 @@ from enum import StrEnum
 
 import dpkt
 
-from tcpstack.core.segment import EMPTY_OPTIONS, Options, Segment
+from tcpstack.core.segment import EMPTY_OPTIONS, Options, Payload, Segment
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -70,7 +70,7 @@ class IcmpEcho:
     dst: bytes
     ident: int
     seqno: int
-    payload: bytes
+    payload: Payload
 
 
 # ------------------------------------------------------------------ the fast codec
@@ -99,7 +99,7 @@ _IP_HEADER_WORDS = 0x4500 + _IP_DF + (TTL << 8)  # version/IHL, DF and TTL, as 1
 _from_bytes = int.from_bytes
 
 
-def _word_sum(data: bytes) -> int:
+def _word_sum(data: bytes | memoryview) -> int:
     """The sum of `data`'s big-endian 16-bit words modulo 0xFFFF, as a number congruent to it.
 
     RFC 1071's one's complement sum is addition modulo 0xFFFF (2**16 is 1 modulo
@@ -135,7 +135,7 @@ def _sums_to_ones(total: int) -> bool:
     return total != 0 and total % 0xFFFF == 0
 
 
-def decode_fast(packet: bytes, *, verify_checksum: bool = True) -> Segment | IcmpEcho:
+def decode_fast(packet: bytes | memoryview, *, verify_checksum: bool = True) -> Segment | IcmpEcho:
     """Parse one IPv4 packet read from the TUN device.
 
     Raises `Malformed` for anything the stack does not accept: RFC 1122 3.2.1
@@ -167,7 +167,7 @@ def decode_fast(packet: bytes, *, verify_checksum: bool = True) -> Segment | Icm
     raise Malformed(DropReason.PROTOCOL)
 
 
-def _decode_tcp(packet: bytes, total: int, src: bytes, dst: bytes,
+def _decode_tcp(packet: bytes | memoryview, total: int, src: bytes, dst: bytes,
                 verify_checksum: bool) -> Segment:
     tcp_len = total - 20
     if tcp_len < 20:
@@ -185,7 +185,7 @@ def _decode_tcp(packet: bytes, total: int, src: bytes, dst: bytes,
                    packet[end:total])
 
 
-def parse_options(raw: bytes) -> Options:
+def parse_options(raw: bytes | memoryview) -> Options:
     """Decode the TCP options we use; unknown or malformed ones are ignored (RFC 9293 3.1).
 
     Exactly the reference's reading (dpkt's `parse_opts`): a length byte below 2
@@ -224,7 +224,7 @@ def parse_options(raw: bytes) -> Options:
     return Options(mss, wscale, sack_permitted, timestamp, sack_blocks)
 
 
-def _decode_icmp(packet: bytes, total: int, src: bytes, dst: bytes) -> IcmpEcho:
+def _decode_icmp(packet: bytes | memoryview, total: int, src: bytes, dst: bytes) -> IcmpEcho:
     if total - 20 < 8:
         raise Malformed(DropReason.TRUNCATED)
     if not _sums_to_ones(_word_sum(packet[20:total])):
@@ -328,7 +328,8 @@ def _pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
     return dpkt.in_cksum_add(0, struct.pack(">4s4sxBH", src, dst, proto, length))
 
 
-def decode_reference(packet: bytes, *, verify_checksum: bool = True) -> Segment | IcmpEcho:
+def decode_reference(packet: bytes | memoryview, *,
+                     verify_checksum: bool = True) -> Segment | IcmpEcho:
     """Parse one IPv4 packet read from the TUN device.
 
     Raises `Malformed` for anything the stack does not accept: RFC 1122 3.2.1
@@ -338,6 +339,7 @@ def decode_reference(packet: bytes, *, verify_checksum: bool = True) -> Segment 
     vouches for it (`tcpstack.wire.vnet`): a NEEDS_CSUM packet carries only the
     pseudo-header sum in that field.
     """
+    packet = bytes(packet)  # dpkt takes bytes
     if len(packet) < 20:
         raise Malformed(DropReason.TRUNCATED)
     if packet[0] >> 4 != 4:

@@ -31,9 +31,18 @@ from tests.unit.tcpkit import (
 )
 
 
+def attributes(obj: object) -> dict:
+    """An object's attributes: `vars`, or for a class compiled with mypyc (no
+    __dict__; tcpstack.core.native) those it lists in __mypyc_attrs__."""
+    names = getattr(type(obj), "__mypyc_attrs__", None)
+    if names is None:
+        return dict(vars(obj))
+    return {n: getattr(obj, n) for n in names if hasattr(obj, n) and n != "__dict__"}
+
+
 def snapshot(tcb: Tcb) -> dict:
     """Everything a TCB holds that a later segment or timer could show, as values."""
-    state = {k: v for k, v in vars(tcb).items()
+    state = {k: v for k, v in attributes(tcb).items()
              if k not in ("config", "stats", "_challenge_limiter", "recovery", "_sacked",
                           "rtt", "cc", "_sndbuf", "_reasm", "_out", "_events")}
     recovery = tcb.recovery
@@ -41,7 +50,7 @@ def snapshot(tcb: Tcb) -> dict:
                          recovery.rexmit_next, recovery.scoreboard.sacked(),
                          list(recovery.scoreboard.holes(tcb.snd_una, tcb.snd_max)))
     state["rtt"] = (tcb.rtt.rto, tcb.rtt.srtt, tcb.rtt.rttvar, tcb.rtt.probe)
-    state["cc"] = dict(vars(tcb.cc))
+    state["cc"] = attributes(tcb.cc)
     state["sndbuf"] = (len(tcb._sndbuf), bytes(tcb._sndbuf.peek(0, len(tcb._sndbuf))))
     state["reasm"] = tcb._reasm.sack_blocks() if tcb._reasm else ()
     state["stats"] = dict(tcb.stats)

@@ -6,13 +6,18 @@ the controller only decides how cwnd and ssthresh move. All sizes in octets.
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 INITIAL_WINDOW_SEGMENTS = 10  # RFC 6928, as Linux
 #: ssthresh before the first congestion event: "arbitrarily high" (RFC 5681 3.1).
 INITIAL_SSTHRESH = 1 << 30
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CongestionControl:
-    """Slow start and the shared parts; subclasses define congestion avoidance."""
+    """Slow start and the shared parts; subclasses define congestion avoidance.
+    Compiled with the core (tcpstack.core.native), it can still be subclassed in
+    plain Python: a controller of one's own, or a test's recording one."""
 
     name = "base"
 
