@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from tcpstack import native
 from tcpstack.lab.netns import daemon_env, tcpstack_argv
 from tests.nstools import REPO_ROOT, run_into_closed_pipe
 
@@ -73,10 +74,12 @@ def test_device_busy(tcpstack_cli, make_stack, netns) -> None:
 
 
 def test_version_and_bare_tcpstack(tcpstack_cli) -> None:
-    """--version names the package version; bare `tcpstack` lists the commands on
-    stderr and exits 2 (a usage error, as `ip` treats it)."""
+    """--version names the package version and how the core runs (as in this
+    process: the same build, the same TCPSTACK_PURE); bare `tcpstack` lists the
+    commands on stderr and exits 2 (a usage error, as `ip` treats it)."""
     cp = tcpstack_cli("--version")
-    assert (cp.returncode, cp.stdout) == (0, "tcpstack 0.1.0\n"), cp.stderr
+    assert (cp.returncode, cp.stdout) == (0, f"tcpstack 0.1.0 ({native.describe()})\n"), \
+        cp.stderr
     cp = tcpstack_cli()
     assert cp.returncode == 2 and cp.stdout == "", cp.stderr
     listed = {ln.split()[0] for ln in cp.stderr.splitlines() if ln.startswith("    ")}
