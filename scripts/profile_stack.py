@@ -52,7 +52,13 @@ from pathlib import Path
 
 import bench
 
+from tcpstack import native
+
 Stacks = Counter[tuple[str, ...]]  # root-first frames -> samples
+
+#: py-spy sees Python frames only: compiled functions count as their callers'.
+COMPILED_NOTE = ("note: the core and the codec run compiled; their time shows in their "
+                 "Python callers (TCPSTACK_PURE=1 shows it by part)")
 
 #: Parts of the stack, by the file of the function that was running (first match
 #: wins); new modules of tcpstack fall into "shell" until they are named here.
@@ -389,7 +395,9 @@ def main(argv: list[str]) -> int:
     head = [title,
             f"machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, "
             f"Python {m['python']}",
-            f"daemon: tcpstack serve --mtu {args.mtu} {' '.join(args.stack_args)}".rstrip(),
+            f"daemon: tcpstack serve --mtu {args.mtu} {' '.join(args.stack_args)}".rstrip()
+            + f", {native.describe()}",
+            *([COMPILED_NOTE] if native.describe() == "core compiled with mypyc" else []),
             f"workload: {r.what}: {len(r.figures)} runs, median "
             f"{statistics.median(r.figures) if r.figures else 0:,.1f} {r.unit} "
             "(under the profiler)",
