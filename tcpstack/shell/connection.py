@@ -146,7 +146,14 @@ class LowerMtu:
         self.mtu = mtu
 
 
-InboxItem = Segment | TimerFired | SetOption | LowerMtu
+class Abort:
+    """Inbox item: ABORT from the application (3.10.5), after the inputs queued
+    before it."""
+
+    __slots__ = ()
+
+
+InboxItem = Segment | TimerFired | SetOption | LowerMtu | Abort
 
 
 class Connection:
@@ -261,7 +268,7 @@ class Connection:
         self._act()
 
     def abort(self) -> None:
-        self._inbox.append(self.tcb.abort)
+        self._inbox.append(Abort())
         self._act()
 
     def consumed(self, n: int) -> None:
@@ -354,6 +361,8 @@ class Connection:
             tcb.on_timer(max(now, item.at))
         elif isinstance(item, LowerMtu):
             tcb.lower_mtu(item.mtu, now)
+        elif isinstance(item, Abort):
+            tcb.abort(now)
         else:
             setattr(tcb, item.attr, item.value)  # the turn re-arms the timer after it
 

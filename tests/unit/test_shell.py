@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tcpstack.core.segment import RST
 from tcpstack.shell.stack import Stack
 from tests.unit.test_stack import ACK, PEER, PSH, SYN, VIP, Wire, echo, feed, packet
 
@@ -152,6 +153,31 @@ async def test_a_half_open_connection_has_no_task_and_no_streams() -> None:
         await asyncio.wait_for(_until(lambda: [
             t for t in asyncio.all_tasks() - tasks
             if t.get_coro().__qualname__ == "Listener._serve"]), 2)
+    finally:
+        await stack.close()
+
+
+async def test_an_application_abort_resets_without_an_internal_error(caplog) -> None:
+    """`writer.abort()` is an input like a write (after those queued before it):
+    the RST leaves, and nothing is logged or counted as a failure of the stack
+    (it once went through the inbox as a bare method and ended in the turn's
+    error handler: InternalErrors, a traceback in the log)."""
+    wire = Wire()
+    stack = Stack(VIP, wire.output)
+
+    async def abort(reader: object, writer: asyncio.StreamWriter) -> None:
+        writer.transport.abort()
+
+    try:
+        await stack.start_server(abort, 7)
+        feed(stack, packet(SYN, 1000, dport=7))
+        [synack] = wire.segments()
+        feed(stack, packet(ACK, 1001, synack.seq + 1, dport=7))
+        await asyncio.wait_for(_until(lambda: KEY not in stack.conns), 2)
+        [rst] = wire.segments()
+        assert rst.flags & RST and rst.seq == synack.seq + 1
+        assert stack.stats["InternalErrors"] == 0 and stack.stats["OutRsts"] == 1
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
     finally:
         await stack.close()
 
