@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from enum import Enum
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tcpstack.core.config import TcpConfig
 from tcpstack.core.segment import ACK, EMPTY_OPTIONS, FIN, RST, SYN, Options, Segment
@@ -79,7 +79,8 @@ class TimeWait:
         self.ts_offset = ts_offset  # our TSval clock's offset, so TSval keeps increasing
         self.deadline = deadline  # 2*MSL after the last FIN (re)acknowledged
         self.last_oow_ack = float("-inf")  # RFC 5961 7, Linux tw_last_oow_ack_time
-        self.timer: Timer[TimeWait] | None = None  # the stack's timer-wheel entry
+        # The stack's timer-wheel entry (its wheel holds connections too).
+        self.timer: Timer[Any] | None = None
         self.timer_deadline = 0.0
 
     @classmethod

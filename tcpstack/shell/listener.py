@@ -139,13 +139,15 @@ class Listener:
         """Run the handler; when it returns the connection is closed (FIN), and
         when it fails the connection is reset, so no connection outlives its
         handler unnoticed."""
+        reader, writer = conn.reader, conn.writer
+        assert reader is not None and writer is not None  # served from ESTABLISHED on
         try:
-            await self.handler(conn.reader, conn.writer)
+            await self.handler(reader, writer)
         except Exception:
             log.exception("handler for port %d failed on %s; resetting", self.port, conn)
-            conn.writer.abort()
+            writer.abort()
         else:
-            conn.writer.close()
+            writer.close()
 
     def close(self) -> None:
         """Stop accepting; established connections carry on."""

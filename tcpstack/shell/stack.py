@@ -163,9 +163,10 @@ class Stack:
             else:
                 item = codec.decode(packet)
         except Malformed as e:
-            item = self._undecoded(packet, e, now)
-            if item is None:
+            undecoded = self._undecoded(packet, e, now)
+            if undecoded is None:
                 return
+            item = undecoded
         if item.dst != self.addr:
             self.stats[f"Drop.{codec.DropReason.NOT_FOR_US}"] += 1
             return
@@ -544,6 +545,7 @@ class Stack:
         except asyncio.CancelledError:
             conn.abort()
             raise
+        assert conn.reader is not None and conn.writer is not None  # made at ESTABLISHED
         return conn.reader, conn.writer
 
     def _ephemeral_port(self, remote: bytes, rport: int) -> int:

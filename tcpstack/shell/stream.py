@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tcpstack.core.segment import Payload
+
 if TYPE_CHECKING:
     from tcpstack.shell.connection import Connection
 
@@ -29,7 +31,7 @@ class Receiver(Protocol):
         """Bytes received and not yet consumed (charged to --mem-limit)."""
         ...
 
-    def feed_data(self, data: bytes) -> None: ...
+    def feed_data(self, data: Payload) -> None: ...
 
     def feed_eof(self) -> None:
         """The peer sent FIN."""
@@ -64,7 +66,7 @@ class StreamReader:
 
     # -- fed by the connection ------------------------------------------------
 
-    def feed_data(self, data: bytes) -> None:
+    def feed_data(self, data: Payload) -> None:
         """Keep `data` for the application, uncopied when it is `bytes` (it
         cannot change: anything else is copied); the wake-up only when a read
         waits (a bulk receive feeds many segments per batch, read at once)."""
@@ -150,10 +152,10 @@ class StreamReader:
         parts = self._cut_pieces(n - len(buffer))
         if buffer:
             parts.insert(0, buffer)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        data = data if type(data) is bytes else bytes(data)
+        joined = parts[0] if len(parts) == 1 else b"".join(parts)
+        taken = joined if type(joined) is bytes else bytes(joined)
         buffer.clear()
-        return data
+        return taken
 
     def _cut_pieces(self, n: int) -> list[bytes | memoryview | bytearray]:
         """The pieces that make the first `n` bytes of them, cut from them."""

@@ -28,6 +28,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from tcpstack.core.segment import Payload
+
 if TYPE_CHECKING:
     from tcpstack.shell.stream import StreamReader, StreamWriter
 
@@ -66,7 +68,7 @@ class Transport(asyncio.Transport):
     def unread(self) -> int:
         return len(self._held)
 
-    def feed_data(self, data: bytes) -> None:
+    def feed_data(self, data: Payload) -> None:
         if self._closing or self.lost.done():
             self._conn.consumed(len(data))  # nobody will read: keep the window open
         elif self._reading and not self._held:
