@@ -47,13 +47,17 @@ def build() -> None:
     # pyproject.toml from the current one.
     with tempfile.TemporaryDirectory(prefix="tcpstack-mypyc-") as tmp, \
             contextlib.chdir(tmp):
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            setup(name="tcpstack-native",
-                  ext_modules=mypycify(["--ignore-missing-imports", "--follow-imports=silent",
-                                        *map(str, paths)], target_dir=str(Path(tmp) / "c")),
-                  script_args=["-q", "build_ext", "--build-lib", str(native.BUILD_DIR),
-                               "--build-temp", str(Path(tmp) / "o")])
+        out = io.StringIO()  # mypy's and setuptools' chatter; shown only on failure
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                setup(name="tcpstack-native",
+                      ext_modules=mypycify(["--ignore-missing-imports", "--follow-imports=silent",
+                                            *map(str, paths)], target_dir=str(Path(tmp) / "c")),
+                      script_args=["-q", "build_ext", "--build-lib", str(native.BUILD_DIR),
+                                   "--build-temp", str(Path(tmp) / "o")])
+        except (Exception, SystemExit):
+            print(*out.getvalue().splitlines()[-20:], sep="\n", file=sys.stderr)
+            raise
     extensions = {module_name(p): str(p.relative_to(native.BUILD_DIR))
                   for p in native.BUILD_DIR.rglob("*.so")}
     native.RECORD.write_text(json.dumps(
@@ -74,7 +78,8 @@ def main(argv: list[str]) -> int:
     try:
         build()
     except (Exception, SystemExit) as e:  # mypy's type errors and the compiler's end in SystemExit
-        print(f"build_core: the core was not compiled ({e}); it runs as plain Python",
+        why = "see above" if isinstance(e, SystemExit) else e
+        print(f"build_core: the core was not compiled ({why}); it runs as plain Python",
               file=sys.stderr)
         return 1
     print(f"build_core: {len(native.fresh_record() or {})} compiled modules", file=sys.stderr)
