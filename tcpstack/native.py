@@ -25,7 +25,9 @@ from pathlib import Path
 #: What is compiled (relative to the checkout): the core (asyncio-free, typed
 #: throughout) and the codec, the code that runs per segment; not the
 #: package __init__ files, which run before the finder can.
-COMPILED = ("tcpstack/core", "tcpstack/wire/codec.py", "tcpstack/wire/vnet.py")
+COMPILED = ("tcpstack/core", "tcpstack/wire/codec.py", "tcpstack/wire/vnet.py",
+            "tcpstack/shell/connection.py", "tcpstack/shell/stack.py",
+            "tcpstack/shell/stream.py", "tcpstack/shell/looptimer.py")
 #: Where scripts/build_core.py puts the build.
 CHECKOUT = Path(__file__).resolve().parents[1]
 BUILD_DIR = CHECKOUT / "build" / "native"

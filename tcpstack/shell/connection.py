@@ -131,7 +131,7 @@ class SetOption:
 
     __slots__ = ("attr", "value")
 
-    def __init__(self, attr: str, value: int | bool) -> None:
+    def __init__(self, attr: str, value: float | bool) -> None:
         self.attr = attr
         self.value = value
 
@@ -238,7 +238,7 @@ class Connection:
         self._inbox.append(item)
         self._queue()
 
-    def set_option(self, attr: str, value: int | bool) -> None:
+    def set_option(self, attr: str, value: float | bool) -> None:
         """A socket option from the application: applied now, as its writes are."""
         self._inbox.append(SetOption(attr, value))
         self._queue()

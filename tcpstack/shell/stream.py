@@ -117,6 +117,11 @@ class StreamReader:
             waiter.set_result(None)
 
     async def _wait(self, func: str) -> None:
+        """Until data, EOF or an exception arrives; the exception is raised.
+
+        The readers check `_exception` here, after the await, not after their
+        own: mypy (and so the compiled code, tcpstack.native) would take their
+        check before the await as still holding after it."""
         if self._waiter is not None:
             raise RuntimeError(f"{func}() called while another coroutine is already waiting")
         self._waiter = asyncio.get_running_loop().create_future()
@@ -124,6 +129,8 @@ class StreamReader:
             await self._waiter
         finally:
             self._waiter = None
+        if self._exception is not None:
+            raise self._exception
 
     def _take(self, n: int) -> bytes:
         data = self._take_unreported(n)
@@ -217,8 +224,6 @@ class StreamReader:
             return b"".join(blocks)
         while not (self._buffer or self._pieces or self._eof):
             await self._wait("read")
-            if self._exception is not None:
-                raise self._exception
         return self._take(min(n, len(self._buffer) + self._in_pieces))
 
     async def readexactly(self, n: int) -> bytes:
@@ -232,8 +237,6 @@ class StreamReader:
                 partial = self._take(self.unread)
                 raise asyncio.IncompleteReadError(partial, n)
             await self._wait("readexactly")
-            if self._exception is not None:
-                raise self._exception
         return self._take(n)
 
     async def readline(self) -> bytes:
@@ -273,8 +276,6 @@ class StreamReader:
                 partial = self._take(len(buffer))
                 raise asyncio.IncompleteReadError(partial, None)
             await self._wait("readuntil")
-            if self._exception is not None:
-                raise self._exception
 
     def __aiter__(self) -> StreamReader:
         return self
