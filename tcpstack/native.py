@@ -1,4 +1,5 @@
-"""The compiled core: the sans-I/O core and the codec built with mypyc, if built.
+"""The compiled core: the TCP core, the codec and the shell's per-packet
+modules built with mypyc, if built.
 
 `make install` (scripts/build_core.py) compiles `COMPILED` with mypyc, from
 these very sources, into `build/native/` of the checkout; a TCB step then
@@ -22,9 +23,11 @@ import os
 import sys
 from pathlib import Path
 
-#: What is compiled (relative to the checkout): the core (asyncio-free, typed
-#: throughout) and the codec, the code that runs per segment; not the
-#: package __init__ files, which run before the finder can.
+#: What is compiled (relative to the checkout): the code that runs per segment,
+#: the core (asyncio-free, typed throughout), the codec and the shell's packet
+#: path (whose coroutines were checked for a mypy narrowing that holds across an
+#: await, see StreamReader._wait); not the package __init__ files, which run
+#: before the finder can.
 COMPILED = ("tcpstack/core", "tcpstack/wire/codec.py", "tcpstack/wire/vnet.py",
             "tcpstack/shell/connection.py", "tcpstack/shell/stack.py",
             "tcpstack/shell/stream.py", "tcpstack/shell/looptimer.py")
