@@ -67,16 +67,15 @@ _INPUT_DONE = frozenset({State.TIME_WAIT}) | FINISHED
 #: Inbox items (segments, timers, reads) one connection applies per turn before
 #: the others get theirs: a reader batch can post hundreds of ACKs to one flow.
 TURN_ITEMS = 16
-#: Unsent data the TCB may hold, in its longest segments: MSS-sized ones, or
-#: with offloads (`TcpConfig.offload`) super-segments of up to 64 KiB. Written
-#: data waits in the connection's write queue and is handed over only up to
-#: this, so one turn sends at most about twice as many device packets (what the
-#: TCB held, and what it got), however wide the windows and however large the
-#: writes. The cost of a turn is per packet (a decode, a TCB step, a write), so
-#: the bound counts packets. Measured on 2 cores beside a bulk download without
-#: offloads: 180 segments a turn stalled other connections for 60-100 ms per
-#: turn; 16 keeps an echo at 15-50 ms under heavy load, for the same CPU per byte
-#: as 32 (the loop's cost per turn is small next to a segment's).
+#: Unsent data the TCB may hold, in device packets: without offloads, MSS-sized
+#: segments. Written data waits in the connection's write queue and is handed
+#: over only up to this, so one turn sends at most about twice as many packets
+#: (what the TCB held, and what it got), however wide the windows and however
+#: large the writes: the cost of a turn is per packet (a decode, a TCB step, a
+#: write). Measured on 2 cores beside a bulk download: 180 segments a turn
+#: stalled other connections for 60-100 ms per turn; 16 keeps an echo at
+#: 15-50 ms under heavy load, for the same CPU per byte as 32 (the loop's cost
+#: per turn is small next to a segment's).
 TURN_SEGMENTS = 16
 #: With offloads a turn's budget is this many super-segments (about 256 KiB):
 #: with 16 MSS a download's turn was one 23 KiB super-segment, and the ACK that
