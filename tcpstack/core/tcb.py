@@ -1156,7 +1156,8 @@ class Tcb:
         avoidance let them go; none ends the data, so no PSH and no FIN), and the
         header of each is the same but its sequence number: it is made once
         (`_header`), and the loop in `_push` goes on with the rest. Same
-        segments, same order as that loop; a third of its cost per segment."""
+        segments, same order as that loop (tests/unit/test_tcb_fastpath.py,
+        `BULK_PUSH`), for less (docs/benchmarks.md "The bulk push")."""
         snd_nxt = self.snd_nxt
         at_end = buffered - offset
         total = min(at_end - 1, seq_diff(right_edge, snd_nxt),
