@@ -60,7 +60,7 @@ import struct
 from tcpstack.core.config import TcpConfig
 from tcpstack.core.segment import ACK, SYN, Options, Segment
 from tcpstack.core.seq import seq_add, seq_lt
-from tcpstack.core.tcb import DEFAULT_MSS, MAX_WINDOW, MAX_WSCALE, _wscale_for
+from tcpstack.core.tcb import DEFAULT_MSS, MAX_WINDOW, MAX_WSCALE, wscale_for
 
 #: The MSS values a cookie can say (3 bits): the largest one not above the
 #: peer's MSS is used. Linux 2.6's table with 1300 (tunnels) for 4312.
@@ -88,7 +88,7 @@ class SynCookies:
         # Keyed once: copy() skips the key block that every keyed blake2s() hashes.
         self._keyed = hashlib.blake2s(key=secret if secret is not None else os.urandom(32),
                                       digest_size=8)
-        self._our_wscale = _wscale_for(config.rcv_buf)  # the config is frozen
+        self._our_wscale = wscale_for(config.rcv_buf)  # the config is frozen
 
     def synack(self, syn: Segment, now: float) -> Segment:
         """The SYN+ACK answering `syn`, its ISS a cookie; nothing is remembered."""

@@ -110,7 +110,7 @@ class Tcb:
         self.send_mss = min(DEFAULT_MSS, config.mss)
         self.snd_wscale = 0  # shift of the windows the peer sends (RFC 7323 2.3)
         self.rcv_wscale = 0  # shift of the windows we send, once negotiated
-        self._our_wscale = _wscale_for(config.rcv_buf) if config.window_scaling else None
+        self._our_wscale = wscale_for(config.rcv_buf) if config.window_scaling else None
         self.sack_ok = False  # both sides sent SACK-permitted (RFC 2018 2)
         self.ts_ok = False  # both sides sent the Timestamps option (RFC 7323 3.2)
         self.ts_recent = 0  # TS.Recent (RFC 7323 4.3)
@@ -1389,6 +1389,6 @@ class Tcb:
         return False
 
 
-def _wscale_for(buffer: int) -> int:
+def wscale_for(buffer: int) -> int:
     """The smallest shift that lets the 16-bit window field cover `buffer` (RFC 7323 2.2)."""
     return min(max(0, (buffer - 1).bit_length() - 16), MAX_WSCALE)

@@ -6,7 +6,7 @@ nearer the TUN. That order is stated here, once, per direction, in the order
 the packets travel:
 
     inbound:  TUN read   -> capture -> impairment(in)  -> Stack.handle_packet
-    outbound: Stack._send -> impairment(out) -> capture -> TUN write
+    outbound: Stack.send_packet -> impairment(out) -> capture -> TUN write
 
 The capture sits on the TUN side in both directions (`--pcap` records the wire,
 outside any `--impair`): it shows an inbound packet the impairment then drops,

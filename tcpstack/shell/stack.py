@@ -174,7 +174,7 @@ class Stack:
             self.stats["IcmpInEchos"] += 1
             self.stats["IcmpOutEchoReps"] += 1
             for reply in self.fragmenter.split(codec.encode_echo_reply(item)):
-                self._send(vnet.PLAIN + reply if self.vnet else reply)
+                self.send_packet(vnet.PLAIN + reply if self.vnet else reply)
             return
         if gso_size:
             item.gso_size = gso_size
@@ -338,16 +338,18 @@ class Stack:
             if seg.flags & RST:
                 stats["OutRsts"] += 1
             if not self.vnet:
-                self._send(codec.encode(seg))
+                self.send_packet(codec.encode(seg))
                 continue
             # Checksum offload for every segment, segmentation for super-segments.
             if seg.gso_size:
                 stats["OutSuperSegs"] += 1
             packet = codec.encode(seg, partial_checksum=True)
-            self._send(vnet.tcp_frame(packet, seg.gso_size))
+            self.send_packet(vnet.tcp_frame(packet, seg.gso_size))
 
-    def _send(self, packet: bytes) -> None:
-        """A full device queue drops the packet, as a NIC would; TCP retransmits."""
+    def send_packet(self, packet: bytes) -> None:
+        """Put one encoded packet (a frame, with offloads) on the outbound path:
+        every packet the stack sends, the SYN fast path's too. A full device
+        queue drops it, as a NIC would; TCP retransmits."""
         try:
             self.output(packet)
         except BlockingIOError:

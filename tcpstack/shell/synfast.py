@@ -35,23 +35,23 @@ from typing import TYPE_CHECKING
 
 from tcpstack.core.seq import seq_add
 from tcpstack.core.syncookies import cookie_tsval
-from tcpstack.core.tcb import MAX_WINDOW, _wscale_for
+from tcpstack.core.tcb import MAX_WINDOW, wscale_for
 from tcpstack.shell.listener import SynVerdict
 from tcpstack.wire import vnet
 from tcpstack.wire.codec import (
-    _IP_HEADER_WORDS,
-    _IPV4_TCP,
+    IP_HEADER_WORDS,
     IPPROTO_TCP,
+    IPV4_TCP,
     OPT_MSS,
     OPT_NOP,
     OPT_SACK_PERMITTED,
     OPT_TIMESTAMP,
     OPT_WSCALE,
     TTL,
-    _checksum,
-    _fold,
-    _sums_to_ones,
+    checksum_field,
+    fold_sum,
     parse_options,
+    sums_to_ones,
 )
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class SynFastPath:
                                   else (OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10)),
                 None if wscale is None else bytes((OPT_NOP, OPT_WSCALE, 3, wscale)))
             for sack in (False, True)
-            for wscale in (None, _wscale_for(config.rcv_buf) if config.window_scaling else None)}
+            for wscale in (None, wscale_for(config.rcv_buf) if config.window_scaling else None)}
 
     def answer(self, frame: bytes, now: float) -> bool:
         """Answer `frame` if it is a SYN this path takes (then it is fully counted
@@ -105,7 +105,7 @@ class SynFastPath:
                 return False
             verify = not flags & (vnet.F_NEEDS_CSUM | vnet.F_DATA_VALID)
         (version_ihl, _, total, _, frag, _, proto, _, src, dst,
-         sport, dport, isn, _, off_flags, _, _, _) = _IPV4_TCP.unpack_from(frame, start)
+         sport, dport, isn, _, off_flags, _, _, _) = IPV4_TCP.unpack_from(frame, start)
         end = 20 + (off_flags >> 12) * 4  # where the options end: no data may follow
         stack = self.stack
         if (version_ihl != 0x45 or proto != IPPROTO_TCP or off_flags & _FLAG_BITS != _SYN
@@ -117,7 +117,7 @@ class SynFastPath:
         # RFC 9293 3.1: the checksum covers the pseudo-header and the segment, here a
         # header only (a multiple of 4 octets), so one number is the sum of its words.
         pseudo = _from_bytes(frame[start + 12:start + 20], "big") + IPPROTO_TCP + total - 20
-        if verify and not _sums_to_ones(pseudo + _from_bytes(frame[start + 20:start + total],
+        if verify and not sums_to_ones(pseudo + _from_bytes(frame[start + 20:start + total],
                                                              "big")):
             return False
         key = (dport, src, sport)
@@ -141,7 +141,7 @@ class SynFastPath:
             reply = self._with_ts[sack, ours].pack(dst, src, dport, sport, iss, isn,
                                                    cookie_tsval(iss, now, bits), tsval)
         stats["OutSegs"] += 1
-        stack._send(reply)
+        stack.send_packet(reply)
         return True
 
     @staticmethod
@@ -180,7 +180,7 @@ class _Layout:
             f"{len(before_ts)}s" + ("II" if ts else "") + (f"{len(after_ts)}s" if after_ts else ""))
         self.struct = struct.Struct(fmt)
         self.tail = (after_ts,) if after_ts else ()
-        self.ip_sum = _IP_HEADER_WORDS + self.total + IPPROTO_TCP
+        self.ip_sum = IP_HEADER_WORDS + self.total + IPPROTO_TCP
         self.tcp_len_sum = IPPROTO_TCP + header_len
         self.tcp_sum = (self.tcp_len_sum + self.off_flags + self.window
                         + _from_bytes(before_ts, "big") + _from_bytes(after_ts or b"", "big"))
@@ -199,11 +199,11 @@ class _Layout:
         # src and dst as one 64-bit number: congruent to their four 16-bit words.
         addr_sum = _from_bytes(dst + src, "big")
         if self.vnet:
-            tcp_check = _fold(addr_sum + self.tcp_len_sum)
+            tcp_check = fold_sum(addr_sum + self.tcp_len_sum)
         else:
-            tcp_check = _checksum(addr_sum + self.tcp_sum + sport + dport + iss + ack
+            tcp_check = checksum_field(addr_sum + self.tcp_sum + sport + dport + iss + ack
                                   + tsval + tsecr)
-        ip_check = _checksum(self.ip_sum + addr_sum)
+        ip_check = checksum_field(self.ip_sum + addr_sum)
         if self.ts:
             packet = self.struct.pack(
                 0x45, 0, self.total, 0, _IP_DF, TTL, IPPROTO_TCP, ip_check, src, dst, sport,

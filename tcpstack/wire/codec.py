@@ -83,7 +83,7 @@ class IcmpEcho:
 # IPv4 header without options (RFC 791 3.1), then the fixed TCP header (RFC 9293 3.1).
 _IPV4 = struct.Struct(">BBHHHBBH4s4s")
 _TCP = struct.Struct(">HHIIHHHH")
-_IPV4_TCP = struct.Struct(">BBHHHBBH4s4sHHIIHHHH")
+IPV4_TCP = struct.Struct(">BBHHHBBH4s4sHHIIHHHH")
 _ICMP_ECHO = struct.Struct(">BBHHH")
 _IPV4_ICMP_ECHO = struct.Struct(">BBHHHBBH4s4sBBHHH")
 _U16 = struct.Struct(">H")
@@ -94,7 +94,7 @@ _IP_FRAGMENT_BITS = 0x3FFF  # MF and the fragment offset; the reserved bit and D
 _TCP_FLAG_BITS = 0x1FF  # the nine control bits dpkt (and so the reference) keeps, NS included
 _NOP_NOP_TIMESTAMP = bytes((OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10))
 _TS_OPTION = struct.Struct(">BBBBII")  # two kind/length/NOP bytes, kind 8, length 10, TSval, TSecr
-_IP_HEADER_WORDS = 0x4500 + _IP_DF + (TTL << 8)  # version/IHL, DF and TTL, as 16-bit words
+IP_HEADER_WORDS = 0x4500 + _IP_DF + (TTL << 8)  # version/IHL, DF and TTL, as 16-bit words
 
 _from_bytes = int.from_bytes
 
@@ -112,7 +112,7 @@ def _word_sum(data: bytes | memoryview) -> int:
     return x << 8 if len(data) & 1 else x
 
 
-def _checksum(total: int) -> int:
+def checksum_field(total: int) -> int:
     """The checksum field for data whose word sum (of `_word_sum` parts) is `total`.
 
     The one's complement of the folded sum; a folded sum of 0xFFFF (a nonzero
@@ -121,13 +121,13 @@ def _checksum(total: int) -> int:
     return -total % 0xFFFF if total else 0xFFFF
 
 
-def _fold(total: int) -> int:
+def fold_sum(total: int) -> int:
     """The folded one's complement sum itself (not complemented): what a partial
     checksum field holds for the kernel to finish (0xFFFF for a nonzero multiple)."""
     return total % 0xFFFF or (0xFFFF if total else 0)
 
 
-def _sums_to_ones(total: int) -> bool:
+def sums_to_ones(total: int) -> bool:
     """RFC 1071 4.1 verification: the sum over the data including its checksum is all ones.
 
     All-zero data (total 0) folds to zero, not 0xFFFF, so it fails like in dpkt.
@@ -178,7 +178,7 @@ def _decode_tcp(packet: bytes | memoryview, total: int, src: bytes, dst: bytes,
         raise Malformed(DropReason.TCP_HEADER)
     # RFC 9293 3.1: the checksum covers the pseudo-header (addresses, protocol, TCP length).
     pseudo = _from_bytes(packet[12:20], "big") + IPPROTO_TCP + tcp_len
-    if verify_checksum and not _sums_to_ones(pseudo + _word_sum(packet[20:total])):
+    if verify_checksum and not sums_to_ones(pseudo + _word_sum(packet[20:total])):
         raise Malformed(DropReason.TCP_CHECKSUM)
     return Segment(src, dst, sport, dport, seq, ack, off_flags & _TCP_FLAG_BITS, window,
                    parse_options(packet[40:end]) if end > 40 else EMPTY_OPTIONS,
@@ -227,7 +227,7 @@ def parse_options(raw: bytes | memoryview) -> Options:
 def _decode_icmp(packet: bytes | memoryview, total: int, src: bytes, dst: bytes) -> IcmpEcho:
     if total - 20 < 8:
         raise Malformed(DropReason.TRUNCATED)
-    if not _sums_to_ones(_word_sum(packet[20:total])):
+    if not sums_to_ones(_word_sum(packet[20:total])):
         raise Malformed(DropReason.ICMP_CHECKSUM)
     type_, code, _, ident, seqno = _ICMP_ECHO.unpack_from(packet, 20)
     if type_ != ICMP_ECHO_REQUEST or code != 0:
@@ -287,15 +287,15 @@ def encode_fast(seg: Segment, *, partial_checksum: bool = False) -> bytes:
         seg.src, seg.dst, seg.sport, seg.dport, seg.seq, seg.ack, seg.window)
     addresses = _from_bytes(src, "big") + _from_bytes(dst, "big")
     if partial_checksum:
-        tcp_check = _fold(addresses + IPPROTO_TCP + tcp_len)
+        tcp_check = fold_sum(addresses + IPPROTO_TCP + tcp_len)
     else:
         # RFC 9293 3.1: pseudo-header, header fields (checksum and urgent pointer zero), data.
-        tcp_check = _checksum(addresses + IPPROTO_TCP + tcp_len + sport + dport + seq + ack
+        tcp_check = checksum_field(addresses + IPPROTO_TCP + tcp_len + sport + dport + seq + ack
                               + off_flags + window + _from_bytes(raw_opts, "big")
                               + _word_sum(payload))
-    header = _IPV4_TCP.pack(
+    header = IPV4_TCP.pack(
         0x45, 0, total, 0, _IP_DF, TTL, IPPROTO_TCP,
-        _checksum(_IP_HEADER_WORDS + total + IPPROTO_TCP + addresses), src, dst,
+        checksum_field(IP_HEADER_WORDS + total + IPPROTO_TCP + addresses), src, dst,
         sport, dport, seq, ack, off_flags, window, tcp_check, 0)
     return b"".join((header, raw_opts, payload))
 
@@ -308,8 +308,8 @@ def encode_echo_reply_fast(req: IcmpEcho) -> bytes:
     icmp_sum = (ICMP_ECHO_REPLY << 8) + req.ident + req.seqno + _word_sum(payload)
     header = _IPV4_ICMP_ECHO.pack(
         0x45, 0, total, 0, _IP_DF, TTL, IPPROTO_ICMP,
-        _checksum(_IP_HEADER_WORDS + total + IPPROTO_ICMP + addresses), req.dst, req.src,
-        ICMP_ECHO_REPLY, 0, _checksum(icmp_sum), req.ident, req.seqno)
+        checksum_field(IP_HEADER_WORDS + total + IPPROTO_ICMP + addresses), req.dst, req.src,
+        ICMP_ECHO_REPLY, 0, checksum_field(icmp_sum), req.ident, req.seqno)
     return header + payload
 
 
