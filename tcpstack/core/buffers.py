@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from bisect import bisect_right
+from typing import Final
 
 from tcpstack.core.segment import Payload
 
 #: Writes shorter than this are gathered into one bytearray block, so a stream of
 #: tiny writes (an interactive echo) does not cost one block per byte.
-GATHER_BELOW = 512
+GATHER_BELOW: Final = 512
 #: A gathering block is closed once it holds this much.
-GATHER_MAX = 65536
+GATHER_MAX: Final = 65536
 #: Pieces from this long on are handed out as views, not copies: below it a copy
 #: (and the codec's join of a bytes object) costs less than making a memoryview.
-VIEW_MIN = 4096
+VIEW_MIN: Final = 4096
 
 
 class SendBuffer:

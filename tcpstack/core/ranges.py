@@ -19,6 +19,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from itertools import accumulate
 from operator import sub
+from typing import Final
 
 from tcpstack.core.seq import seq_add, seq_diff
 
@@ -27,7 +28,7 @@ from tcpstack.core.seq import seq_add, seq_diff
 # segments, so even if every other one were lost there would be 359 runs (978 at
 # the 536-octet minimum MSS). At the cap, with one-octet runs, a connection's
 # out-of-order queue takes about 230 KiB and its scoreboard about 80 KiB.
-MAX_OFO_RUNS = 1024
+MAX_OFO_RUNS: Final = 1024
 
 
 class SeqLine:
@@ -56,7 +57,7 @@ class SeqLine:
         return seq_add(self.ref, pos - self.pos)
 
 
-CHUNK = 64  # ranges per chunk of a RangeSet: split at twice this, joined below half
+CHUNK: Final = 64  # ranges per chunk of a RangeSet: split at twice this, joined below half
 
 
 class RangeSet:

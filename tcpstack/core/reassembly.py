@@ -15,17 +15,18 @@ end: the data nearest the hole is the data that can be delivered soonest.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Final
 
 from tcpstack.core.ranges import MAX_OFO_RUNS, RangeSet, SeqLine
 from tcpstack.core.segment import Payload
 
-MAX_SACK_BLOCKS = 3  # what fits beside a timestamp option (RFC 2018 3)
-RECENT_KEPT = 4  # runs remembered for the SACK blocks, as Linux's TCP_NUM_SACKS
+MAX_SACK_BLOCKS: Final = 3  # what fits beside a timestamp option (RFC 2018 3)
+RECENT_KEPT: Final = 4  # runs remembered for the SACK blocks, as Linux's TCP_NUM_SACKS
 # Neighbouring pieces of a run that together are at most this long are joined
 # as they meet (copying at most this much), so a run of one-octet segments costs
 # one Python object per ~COALESCE/2 octets rather than one per octet; full-sized
 # segments are never copied.
-COALESCE = 1024
+COALESCE: Final = 1024
 
 
 def _concat(a: list[Payload], b: list[Payload]) -> list[Payload]:

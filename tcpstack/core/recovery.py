@@ -14,7 +14,7 @@ the congestion controller itself stays the TCB's (`tcpstack.core.cc`).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from tcpstack.core.scoreboard import Scoreboard
 from tcpstack.core.seq import seq_add, seq_diff, seq_le, seq_lt
@@ -22,7 +22,7 @@ from tcpstack.core.seq import seq_add, seq_diff, seq_le, seq_lt
 if TYPE_CHECKING:
     from tcpstack.core.cc.base import CongestionControl
 
-DUPTHRESH = 3  # RFC 5681 3.2, RFC 6675 2
+DUPTHRESH: Final = 3  # RFC 5681 3.2, RFC 6675 2
 
 
 class Recovery:

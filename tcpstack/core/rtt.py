@@ -17,10 +17,12 @@ All times are seconds, passed in by the caller.
 
 from __future__ import annotations
 
+from typing import Final
+
 from tcpstack.core.seq import seq_diff, seq_le
 
-CLOCK_GRANULARITY = 0.01  # G in RFC 6298 2: the timer wheel's tick
-RTO_AFTER_HANDSHAKE_LOSS = 3.0  # RFC 6298 5.7
+CLOCK_GRANULARITY: Final = 0.01  # G in RFC 6298 2: the timer wheel's tick
+RTO_AFTER_HANDSHAKE_LOSS: Final = 3.0  # RFC 6298 5.7
 
 
 class RttEstimator:

@@ -14,18 +14,19 @@ against the module constants `SYN`, `ACK`, ... An `IntFlag` operation costs ~1 Â
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntFlag
+from typing import Final
 
 # TCP control bits (RFC 9293 3.1) as plain ints, for the hot path.
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-PSH = 0x08
-ACK = 0x10
-URG = 0x20
-ECE = 0x40
-CWR = 0x80
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+URG: Final = 0x20
+ECE: Final = 0x40
+CWR: Final = 0x80
 
 
 class Flags(IntFlag):
@@ -44,7 +45,7 @@ class Flags(IntFlag):
         return flags_str(self)
 
 
-_FLAG_NAMES = tuple((int(f), f.name or "") for f in Flags)
+_FLAG_NAMES: Final = tuple((int(f), f.name or "") for f in Flags)
 
 
 def flags_str(flags: int) -> str:
@@ -52,7 +53,7 @@ def flags_str(flags: int) -> str:
     return "|".join(name for bit, name in _FLAG_NAMES if flags & bit) or "-"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Options:
     """The TCP options the stack understands (RFC 9293 3.2, RFC 7323, RFC 2018).
 
@@ -60,14 +61,26 @@ class Options:
     (most segments of a connection without timestamps, and every RST), so never
     assign to a field of an Options you did not just build; build a new one. Not
     frozen, because a frozen dataclass costs five times as much to build, and
-    the codec builds one per segment that has options.
+    the codec builds one per segment that has options. The `__init__` is written
+    out (`init=False`) for the compiled core: mypyc compiles it, while the one
+    the dataclass decorator generates at import time runs as interpreted Python,
+    5-7 times slower (docs/benchmarks.md "What the compiler needs").
     """
 
-    mss: int | None = None
-    wscale: int | None = None
-    sack_permitted: bool = False
-    timestamp: tuple[int, int] | None = None
-    sack_blocks: Sequence[tuple[int, int]] = ()
+    mss: int | None
+    wscale: int | None
+    sack_permitted: bool
+    timestamp: tuple[int, int] | None
+    sack_blocks: Sequence[tuple[int, int]]
+
+    def __init__(self, mss: int | None = None, wscale: int | None = None,
+                 sack_permitted: bool = False, timestamp: tuple[int, int] | None = None,
+                 sack_blocks: Sequence[tuple[int, int]] = ()) -> None:
+        self.mss = mss
+        self.wscale = wscale
+        self.sack_permitted = sack_permitted
+        self.timestamp = timestamp
+        self.sack_blocks = sack_blocks
 
 
 #: A segment's data: bytes, or a view of them (the send buffer hands out views
@@ -77,14 +90,10 @@ class Options:
 Payload = bytes | memoryview
 
 #: The options of every segment that carries none (see `Options`).
-EMPTY_OPTIONS = Options()
+EMPTY_OPTIONS: Final = Options()
 
 
-def _no_options() -> Options:
-    return EMPTY_OPTIONS
-
-
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Segment:
     """One TCP segment, addressed by its 4-tuple.
 
@@ -92,7 +101,8 @@ class Segment:
     are raw 32-bit sequence numbers. A nonzero ``gso_size`` makes it a
     super-segment (docs/offload.md): it stands for consecutive wire segments of
     ``gso_size`` payload octets each (the last may be shorter), which the
-    kernel cuts it into (TSO) or coalesced it from (GRO).
+    kernel cuts it into (TSO) or coalesced it from (GRO). The `__init__` is
+    written out for the compiled core, as `Options`'s: one is built per packet.
     """
 
     src: bytes
@@ -103,10 +113,24 @@ class Segment:
     ack: int
     flags: int  # the control bits: FIN, SYN, ... (plain ints, see the module docstring)
     window: int
-    # A dataclass refuses a mutable default; the factory hands out the shared one.
-    options: Options = field(default_factory=_no_options)
-    payload: Payload = b""
-    gso_size: int = 0
+    options: Options
+    payload: Payload
+    gso_size: int
+
+    def __init__(self, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
+                 flags: int, window: int, options: Options = EMPTY_OPTIONS,
+                 payload: Payload = b"", gso_size: int = 0) -> None:
+        self.src = src
+        self.dst = dst
+        self.sport = sport
+        self.dport = dport
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.window = window
+        self.options = options
+        self.payload = payload
+        self.gso_size = gso_size
 
     @property
     def wire_segments(self) -> int:

@@ -5,9 +5,11 @@ the wrap at 2**32 is handled in exactly one place. Plain ``<`` on sequence
 numbers is a bug: 0xFFFFFFF0 comes *before* 0x10 on the wire.
 """
 
-MOD = 1 << 32
-_HALF = 1 << 31
-_MASK = MOD - 1
+from typing import Final
+
+MOD: Final = 1 << 32
+_HALF: Final = 1 << 31
+_MASK: Final = MOD - 1
 
 
 def seq_add(a: int, n: int) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Final
 
 from tcpstack.core.buffers import SendBuffer
 from tcpstack.core.cc import make as make_cc
@@ -47,17 +48,17 @@ from tcpstack.core.segment import (
 from tcpstack.core.seq import seq_add, seq_diff, seq_le, seq_lt
 from tcpstack.core.states import FINISHED, RECEIVING, RESET_ON_ABORT, TRANSMITTING, State
 
-DEFAULT_MSS = 536  # RFC 9293 3.7.1: assumed when the peer sends no MSS option
-MAX_WINDOW = 0xFFFF  # without window scaling the window field is 16 bits
-MAX_WSCALE = 14  # RFC 7323 2.3
-TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3.2)
-MIN_PMTU = 552  # Linux's net.ipv4.route.min_pmtu: the floor for a "fragmentation needed"
+DEFAULT_MSS: Final = 536  # RFC 9293 3.7.1: assumed when the peer sends no MSS option
+MAX_WINDOW: Final = 0xFFFF  # without window scaling the window field is 16 bits
+MAX_WSCALE: Final = 14  # RFC 7323 2.3
+TS_OPTION_LEN: Final = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3.2)
+MIN_PMTU: Final = 552  # Linux's net.ipv4.route.min_pmtu: the floor for a "fragmentation needed"
 #: Payload of the largest TSO super-segment: an IPv4 packet of 65535 octets
 #: less its header and the longest TCP header (docs/offload.md).
-TSO_MAX = 65535 - 20 - 60
+TSO_MAX: Final = 65535 - 20 - 60
 # The fastest TSval clock Linux expects of a peer (tcp_tsval_replay): RFC 7323 5.4
 # allows 1 ms to 1 s per tick, and some stacks (old Linux among them) tick at 1200 Hz.
-TS_REPLAY_HZ = 1200
+TS_REPLAY_HZ: Final = 1200
 #: Header prediction (`Tcb._predicted`): the common segments of ESTABLISHED take
 #: a short path with the same result as the steps of 3.10.7.4. A module flag so
 #: that tests/unit/test_tcb_fastpath.py can run both and compare them.
@@ -67,10 +68,10 @@ HEADER_PREDICTION = True
 BULK_PUSH = True
 #: A flight below this (with MAX.SND.WND, itself below 2**30) keeps any ACK
 #: between SND.UNA and SND.MAX inside RFC 5961's bound (`Tcb._ack_acceptable`).
-_PREDICTED_FLIGHT = 1 << 30
-_ESTABLISHED = State.ESTABLISHED  # a module global: an Enum member lookup costs 4x
+_PREDICTED_FLIGHT: Final = 1 << 30
+_ESTABLISHED: Final = State.ESTABLISHED  # a module global: an Enum member lookup costs 4x
 #: Control bits that take a segment off the fast path (URG only to stay plain).
-_UNPREDICTED = SYN | FIN | RST | ACK | URG
+_UNPREDICTED: Final = SYN | FIN | RST | ACK | URG
 
 
 class Tcb:

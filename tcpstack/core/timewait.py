@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from enum import Enum
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from tcpstack.core.config import TcpConfig
 from tcpstack.core.segment import ACK, EMPTY_OPTIONS, FIN, RST, SYN, Options, Segment
@@ -30,11 +30,11 @@ if TYPE_CHECKING:
     from tcpstack.core.tcb import Tcb
     from tcpstack.core.timerwheel import Timer
 
-MAX_WINDOW = 0xFFFF
+MAX_WINDOW: Final = 0xFFFF
 #: Linux's distance from the old SND.NXT to a new incarnation's ISS
 #: (tcp_timewait_state_process: tw_snd_nxt + 65535 + 2): beyond any octet the
 #: old connection could still have in flight with an unscaled window.
-REOPEN_ISS_GAP = 65535 + 2
+REOPEN_ISS_GAP: Final = 65535 + 2
 
 
 class Fate(Enum):

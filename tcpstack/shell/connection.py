@@ -33,7 +33,7 @@ import logging
 from collections import deque
 from dataclasses import replace
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from tcpstack.core.config import TcpConfig
 from tcpstack.core.events import (
@@ -59,14 +59,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("tcpstack.conn")
 
 #: States in which our side has finished sending: `wait_closed()` returns.
-_SEND_DONE = frozenset({State.FIN_WAIT_2, State.TIME_WAIT}) | FINISHED
+_SEND_DONE: Final = frozenset({State.FIN_WAIT_2, State.TIME_WAIT}) | FINISHED
 #: States in which the connection takes no more input: TIME-WAIT is handed to
 #: a small record (`Stack.enter_time_wait`).
-_INPUT_DONE = frozenset({State.TIME_WAIT}) | FINISHED
+_INPUT_DONE: Final = frozenset({State.TIME_WAIT}) | FINISHED
 
 #: Inbox items (segments, timers, reads) one connection applies per turn before
 #: the others get theirs: a reader batch can post hundreds of ACKs to one flow.
-TURN_ITEMS = 16
+TURN_ITEMS: Final = 16
 #: Unsent data the TCB may hold, in device packets: without offloads, MSS-sized
 #: segments. Written data waits in the connection's write queue and is handed
 #: over only up to this, so one turn sends at most about twice as many packets
@@ -76,13 +76,13 @@ TURN_ITEMS = 16
 #: stalled other connections for 60-100 ms per turn; 16 keeps an echo at
 #: 15-50 ms under heavy load, for the same CPU per byte as 32 (the loop's cost
 #: per turn is small next to a segment's).
-TURN_SEGMENTS = 16
+TURN_SEGMENTS: Final = 16
 #: With offloads a turn's budget is this many super-segments (about 256 KiB):
 #: with 16 MSS a download's turn was one 23 KiB super-segment, and the ACK that
 #: the kernel sends back at once for it came back to an empty pipe, so the
 #: transfer ran at one turn's cost per 23 KiB (129 MB/s at MTU 1500 on the 2-core
 #: VM; 4 super-segments: 470 MB/s, docs/benchmarks.md "Turns of super-segments").
-TURN_SUPER_SEGMENTS = 4
+TURN_SUPER_SEGMENTS: Final = 4
 
 
 @functools.cache

@@ -19,6 +19,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from ipaddress import IPv4Address
+from typing import Final
 
 from tcpstack.core.config import TcpConfig
 from tcpstack.core.events import StateChanged
@@ -46,9 +47,9 @@ from tcpstack.wire.fragments import Fragmenter, Reassembler
 log = logging.getLogger("tcpstack.shell.stack")
 trace = logging.getLogger("tcpstack.trace")
 
-EPHEMERAL_PORTS = range(32768, 61000)  # Linux's net.ipv4.ip_local_port_range
-READ_BATCH = 512  # packets per wake-up before the applications and timers get a turn
-READ_SIZE = 65536 + vnet.HEADER_LEN  # the largest IPv4 packet and a virtio-net header
+EPHEMERAL_PORTS: Final = range(32768, 61000)  # Linux's net.ipv4.ip_local_port_range
+READ_BATCH: Final = 512  # packets per wake-up before the applications and timers get a turn
+READ_SIZE: Final = 65536 + vnet.HEADER_LEN  # the largest IPv4 packet and a virtio-net header
 
 ConnKey = tuple[int, bytes, int]  # (local port, remote address, remote port)
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from tcpstack.core.segment import Payload
 
 if TYPE_CHECKING:
     from tcpstack.shell.connection import Connection
 
-_DEFAULT_LIMIT = 2**16  # asyncio's default line limit
+_DEFAULT_LIMIT: Final = 2**16  # asyncio's default line limit
 
 
 class Receiver(Protocol):

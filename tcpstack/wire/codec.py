@@ -19,21 +19,27 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 import dpkt
+from mypy_extensions import i64
 
 from tcpstack.core.segment import EMPTY_OPTIONS, Options, Payload, Segment
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-ICMP_ECHO_REPLY = 0
-ICMP_ECHO_REQUEST = 8
-TTL = 64  # Linux's default net.ipv4.ip_default_ttl
+IPPROTO_ICMP: Final = 1
+IPPROTO_TCP: Final = 6
+ICMP_ECHO_REPLY: Final = 0
+ICMP_ECHO_REQUEST: Final = 8
+TTL: Final = 64  # Linux's default net.ipv4.ip_default_ttl
 
 # TCP option kinds (RFC 9293 3.2, RFC 7323, RFC 2018)
-OPT_EOL, OPT_NOP, OPT_MSS, OPT_WSCALE, OPT_SACK_PERMITTED, OPT_SACK, OPT_TIMESTAMP = (
-    0, 1, 2, 3, 4, 5, 8,
-)
+OPT_EOL: Final = 0
+OPT_NOP: Final = 1
+OPT_MSS: Final = 2
+OPT_WSCALE: Final = 3
+OPT_SACK_PERMITTED: Final = 4
+OPT_SACK: Final = 5
+OPT_TIMESTAMP: Final = 8
 
 
 class DropReason(StrEnum):
@@ -81,35 +87,71 @@ class IcmpEcho:
 # loop in the checksums, one copy of the payload.
 
 # IPv4 header without options (RFC 791 3.1), then the fixed TCP header (RFC 9293 3.1).
-_IPV4 = struct.Struct(">BBHHHBBH4s4s")
-_TCP = struct.Struct(">HHIIHHHH")
-IPV4_TCP = struct.Struct(">BBHHHBBH4s4sHHIIHHHH")
-_ICMP_ECHO = struct.Struct(">BBHHH")
-_IPV4_ICMP_ECHO = struct.Struct(">BBHHHBBH4s4sBBHHH")
-_U16 = struct.Struct(">H")
-_U32X2 = struct.Struct(">II")
+_IPV4: Final = struct.Struct(">BBHHHBBH4s4s")
+_TCP: Final = struct.Struct(">HHIIHHHH")
+IPV4_TCP: Final = struct.Struct(">BBHHHBBH4s4sHHIIHHHH")
+_ICMP_ECHO: Final = struct.Struct(">BBHHH")
+_IPV4_ICMP_ECHO: Final = struct.Struct(">BBHHHBBH4s4sBBHHH")
+_U16: Final = struct.Struct(">H")
+_U32X2: Final = struct.Struct(">II")
 
-_IP_DF = 0x4000
-_IP_FRAGMENT_BITS = 0x3FFF  # MF and the fragment offset; the reserved bit and DF do not matter
-_TCP_FLAG_BITS = 0x1FF  # the nine control bits dpkt (and so the reference) keeps, NS included
-_NOP_NOP_TIMESTAMP = bytes((OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10))
-_TS_OPTION = struct.Struct(">BBBBII")  # two kind/length/NOP bytes, kind 8, length 10, TSval, TSecr
-IP_HEADER_WORDS = 0x4500 + _IP_DF + (TTL << 8)  # version/IHL, DF and TTL, as 16-bit words
+_IP_DF: Final = 0x4000
+# MF and the fragment offset; the reserved bit and DF do not matter.
+_IP_FRAGMENT_BITS: Final = 0x3FFF
+# The nine control bits dpkt (and so the reference) keeps, NS included.
+_TCP_FLAG_BITS: Final = 0x1FF
+_NOP_NOP_TIMESTAMP: Final = bytes((OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10))
+# Two kind/length/NOP bytes, kind 8, length 10, TSval, TSecr.
+_TS_OPTION: Final = struct.Struct(">BBBBII")
+IP_HEADER_WORDS: Final = 0x4500 + _IP_DF + (TTL << 8)  # version/IHL, DF and TTL, as 16-bit words
 
 _from_bytes = int.from_bytes
+
+#: Whether this module runs compiled (tcpstack.native): a compiled module's file is
+#: the extension it was loaded from.
+COMPILED: Final = __file__.endswith(".so")
 
 
 def _word_sum(data: bytes | memoryview) -> int:
     """The sum of `data`'s big-endian 16-bit words modulo 0xFFFF, as a number congruent to it.
 
     RFC 1071's one's complement sum is addition modulo 0xFFFF (2**16 is 1 modulo
-    0xFFFF, so end-around carries are the modulus), and the whole buffer read as one
-    big-endian integer is congruent to the sum of its 16-bit words: one C call instead
-    of a Python loop over the words. An odd trailing byte is padded with zero (RFC 793
-    3.1), i.e. the number shifted by eight bits. Callers add the parts and reduce once.
+    0xFFFF, so end-around carries are the modulus). Interpreted, the fastest way
+    is to read the whole buffer as one big-endian integer, which is congruent to
+    the sum of its 16-bit words: one C call instead of a Python loop over the
+    words, but the big number still costs a division to reduce (~3.4 µs for
+    1,460 bytes). Compiled, `byte_pair_sum`'s loop is machine code and its sum a
+    machine word (~0.9 µs). An odd trailing byte is padded with zero (RFC 793
+    3.1). Callers add the parts and reduce once.
     """
+    if COMPILED:
+        raw = data if isinstance(data, bytes) else bytes(data)
+        return byte_pair_sum(raw, 0, len(raw))
     x = _from_bytes(data, "big")
     return x << 8 if len(data) & 1 else x
+
+
+def byte_pair_sum(data: bytes, start: i64, stop: i64) -> i64:
+    """The sum of the big-endian 16-bit words of `data[start:stop]`, an odd last
+    byte padded with zero (RFC 1071 4.1's loop, the carries kept, not folded).
+
+    The even bytes (high halves) and the odd ones are summed apart and combined
+    at the end: two additions per word and no shift in the loop. The `i64`s make
+    the compiled loop use machine integers; the sums cannot overflow them (65,535
+    bytes sum to less than 2**24 per half). In the interpreter this loop is ~100
+    times slower than `int.from_bytes`, so `_word_sum` uses it compiled only; the
+    unit tests hold it to the same answers in both forms.
+    """
+    high: i64 = 0
+    low: i64 = 0
+    i = start
+    while i < stop - 1:
+        high += data[i]
+        low += data[i + 1]
+        i += 2
+    if i < stop:
+        high += data[i]
+    return (high << 8) + low
 
 
 def checksum_field(total: int) -> int:

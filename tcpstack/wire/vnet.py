@@ -32,35 +32,47 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from tcpstack.wire.codec import DropReason, Malformed
 
-HEADER = struct.Struct("<BBHHHH")  # struct virtio_net_hdr without num_buffers
-HEADER_LEN = HEADER.size  # 10, the TUN's default (TUNSETVNETHDRSZ)
-F_NEEDS_CSUM = 1
-F_DATA_VALID = 2
-GSO_NONE = 0
-GSO_TCPV4 = 1
-GSO_ECN = 0x80  # a flag on gso_type: the super-segment carries CWR (RFC 3168)
-TCP_CSUM_OFFSET = 16  # the checksum field within the TCP header
-IP_HEADER_LEN = 20  # the stack sends no IP options
-IPPROTO_TCP = 6
+HEADER: Final = struct.Struct("<BBHHHH")  # struct virtio_net_hdr without num_buffers
+HEADER_LEN: Final = HEADER.size  # 10, the TUN's default (TUNSETVNETHDRSZ)
+F_NEEDS_CSUM: Final = 1
+F_DATA_VALID: Final = 2
+GSO_NONE: Final = 0
+GSO_TCPV4: Final = 1
+GSO_ECN: Final = 0x80  # a flag on gso_type: the super-segment carries CWR (RFC 3168)
+TCP_CSUM_OFFSET: Final = 16  # the checksum field within the TCP header
+IP_HEADER_LEN: Final = 20  # the stack sends no IP options
+IPPROTO_TCP: Final = 6
 TCP_FIN, TCP_PSH, TCP_CWR = 0x01, 0x08, 0x80
 
 #: The header of a packet that needs nothing done (an ICMP reply, checksums complete).
-PLAIN = HEADER.pack(0, GSO_NONE, 0, 0, 0, 0)
+PLAIN: Final = HEADER.pack(0, GSO_NONE, 0, 0, 0, 0)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, init=False)
 class VnetHeader:
-    """One `struct virtio_net_hdr`."""
+    """One `struct virtio_net_hdr`: one per packet read with offloads, so its
+    `__init__` is written out for the compiled shell (see
+    `tcpstack.core.segment.Options`); immutable by convention."""
 
-    flags: int = 0
-    gso_type: int = GSO_NONE
-    hdr_len: int = 0
-    gso_size: int = 0
-    csum_start: int = 0
-    csum_offset: int = 0
+    flags: int
+    gso_type: int
+    hdr_len: int
+    gso_size: int
+    csum_start: int
+    csum_offset: int
+
+    def __init__(self, flags: int = 0, gso_type: int = GSO_NONE, hdr_len: int = 0,
+                 gso_size: int = 0, csum_start: int = 0, csum_offset: int = 0) -> None:
+        self.flags = flags
+        self.gso_type = gso_type
+        self.hdr_len = hdr_len
+        self.gso_size = gso_size
+        self.csum_start = csum_start
+        self.csum_offset = csum_offset
 
     @property
     def checksum_trusted(self) -> bool:
@@ -79,7 +91,10 @@ def parse(frame: bytes) -> tuple[VnetHeader, bytes]:
     """Split a frame read from the TUN into its header and the IPv4 packet."""
     if len(frame) < HEADER_LEN:
         raise Malformed(DropReason.TRUNCATED)
-    return VnetHeader(*HEADER.unpack_from(frame)), frame[HEADER_LEN:]
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = HEADER.unpack_from(frame)
+    # Named, not `*`-unpacked: the compiled call is then a direct one.
+    header = VnetHeader(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+    return header, frame[HEADER_LEN:]
 
 
 def tcp_frame(packet: bytes, gso_size: int) -> bytes:

@@ -15,7 +15,8 @@ import pytest
 
 from tcpstack import native
 
-WHERE = "import tcpstack.core.tcb as t, tcpstack.wire.codec as c; print(t.__file__, c.__file__)"
+WHERE = ("import tcpstack.core.tcb as t, tcpstack.wire.codec as c; "
+         "print(t.__file__, c.__file__, c.COMPILED)")
 
 
 def where(**env: str) -> list[str]:
@@ -25,13 +26,16 @@ def where(**env: str) -> list[str]:
 
 
 def test_pure_python_on_request() -> None:
-    assert all(f.endswith(".py") for f in where(TCPSTACK_PURE="1"))
+    *files, compiled = where(TCPSTACK_PURE="1")
+    assert all(f.endswith(".py") for f in files)
+    assert compiled == "False"  # the codec's checksum takes the interpreter's way
 
 
 @pytest.mark.skipif(native.fresh_record() is None, reason="no build of this source (make install)")
 def test_a_fresh_build_is_loaded() -> None:
-    files = where(TCPSTACK_PURE="0")
+    *files, compiled = where(TCPSTACK_PURE="0")
     assert all(str(native.BUILD_DIR) in f and f.endswith(".so") for f in files), files
+    assert compiled == "True"  # and the compiled one's checksum loop
 
 
 def test_ci_runs_the_compiled_core() -> None:

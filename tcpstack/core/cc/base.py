@@ -6,11 +6,13 @@ the controller only decides how cwnd and ssthresh move. All sizes in octets.
 
 from __future__ import annotations
 
+from typing import Final
+
 from mypy_extensions import mypyc_attr
 
-INITIAL_WINDOW_SEGMENTS = 10  # RFC 6928, as Linux
+INITIAL_WINDOW_SEGMENTS: Final = 10  # RFC 6928, as Linux
 #: ssthresh before the first congestion event: "arbitrarily high" (RFC 5681 3.1).
-INITIAL_SSTHRESH = 1 << 30
+INITIAL_SSTHRESH: Final = 1 << 30
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

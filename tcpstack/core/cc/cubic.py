@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from tcpstack.core.cc.base import CongestionControl
 
-C = 0.4  # RFC 9438 4.2
-BETA = 0.7  # RFC 9438 4.6: multiplicative decrease factor
-ALPHA = 3 * (1 - BETA) / (1 + BETA)  # RFC 9438 4.3: Reno-friendly additive increase
+C: Final = 0.4  # RFC 9438 4.2
+BETA: Final = 0.7  # RFC 9438 4.6: multiplicative decrease factor
+ALPHA: Final = 3 * (1 - BETA) / (1 + BETA)  # RFC 9438 4.3: Reno-friendly additive increase
 
 
 class Cubic(CongestionControl):
