@@ -11,9 +11,14 @@ while the chosen workload runs over and over against it:
     conn  ab -c C -n N, no keep-alive (handshake, one request, close, TIME-WAIT)
     rtt   1-byte echo ping-pongs over one connection (the per-segment latency path)
 
-py-spy samples only while the daemon runs Python (time asleep in epoll is not
-counted), so the samples are its CPU time. They are written once, as collapsed
-stacks (`--format raw --function`: one line per distinct stack, frames per
+py-spy samples only while the daemon runs (time asleep in epoll is not
+counted), so the samples are its CPU time. It unwinds the native stack too
+(`--native`): the compiled core's functions (tcpstack.native: mypyc's C, named
+`CPyDef_<module>___<function>`) are shown as `module.function (compiled)`, the
+C helpers they and the interpreter call (reference counts, dict lookups) count
+to the function that called them, and the TUN's system calls are the libc
+`read` and `write` they end in. The samples are written once, as collapsed stacks
+(`--format raw --function`: one line per distinct stack, frames per
 function), and everything else is derived from that file here: the flame graph
 (SVG; hover for the counts), and the text summary: own time by part of the
 stack (codec, TCB, the asyncio shell of tasks and streams, the event loop, the
@@ -56,32 +61,52 @@ from tcpstack import native
 
 Stacks = Counter[tuple[str, ...]]  # root-first frames -> samples
 
-#: py-spy sees Python frames only: compiled functions count as their callers'.
-COMPILED_NOTE = ("note: the core and the codec run compiled; their time shows in their "
-                 "Python callers (TCPSTACK_PURE=1 shows it by part)")
+#: Native unwinding stops the daemon for each sample, which a compiled daemon
+#: (all of whose packet path is native frames) pays most for.
+NATIVE_NOTE = ("note: py-spy pauses the daemon to read each sample's native stack: the "
+               "workload's figures under the profiler are lower than make bench's")
 
-#: Parts of the stack, by the file of the function that was running (first match
-#: wins); new modules of tcpstack fall into "shell" until they are named here.
+#: Parts of the stack, by the file of the Python function that was running (first
+#: match wins); new modules of tcpstack fall into "shell" until they are named here.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("codec", ("tcpstack/wire/codec.py", "tcpstack/core/segment.py", "dpkt/")),
+    ("codec", ("tcpstack/wire/codec.py", "tcpstack/wire/vnet.py", "tcpstack/core/segment.py",
+               "dpkt/")),
     ("TCB", ("tcpstack/core/",)),  # the sans-I/O core, but segment.py (above)
     ("apps", ("tcpstack/apps/",)),
-    ("TUN write", ("tcpstack/wire/tun.py",)),
     ("shell", ("tcpstack/",)),
     ("enum", ("enum.py",)),
     ("event loop", ("asyncio/", "uvloop/")),
 )
+#: A compiled function's frame, `CPyDef_<module>___<name> (__native_<hash>.c:<line>)`
+#: (or `CPyPy_`, its Python-callable wrapper): the module's last name, then the rest.
+_COMPILED = re.compile(r"^CPy(?:Def|Py)_(?P<module>[a-z_]+?)___(?P<name>\w+)$")
+#: The compiled modules by their last name (mypyc's C names carry no package).
+COMPILED_PARTS = {"codec": "codec", "vnet": "codec", "segment": "codec",
+                  **{m.stem: "TCB" for m in (bench.REPO / "tcpstack/core").rglob("*.py")
+                     if m.stem not in ("__init__", "segment")},
+                  "connection": "shell", "stack": "shell", "stream": "shell",
+                  "looptimer": "shell"}
+#: Native frames of a part of their own: the TUN's system calls (the only reads
+#: and writes the daemon makes per packet) and the event loop's C (uvloop,
+#: libuv, the C half of asyncio).
+NATIVE_PARTS = {("write", "libc.so.6"): "TUN write", ("os_write", ""): "TUN write",
+                ("read", "libc.so.6"): "TUN read", ("os_read", ""): "TUN read",
+                ("", "loop.c"): "event loop", ("", "_asynciomodule.c"): "event loop",
+                ("uv_run", ""): "event loop", ("uv__io_poll", ""): "event loop",
+                ("epoll_wait", ""): "event loop"}
 PART_NOTES = {
     "codec": "decode/encode, checksums (codec.py, segment.py, dpkt)",
     "TCB": "RFC 9293 state machine, buffers, timers, congestion control",
-    "TUN write": "the write syscall (reads are inline in Stack._read_batch: shell)",
+    "TUN write": "the write system call (with the kernel's TCP receiving what it carries)",
+    "TUN read": "the read system call (a packet the kernel queued)",
     "shell": "TUN reader, dispatch, connection turns, streams, listener",
     "enum": "IntFlag/Enum arithmetic (segment flags, states) in enum.py",
     "event loop": "asyncio/uvloop: callbacks, task steps, futures, queues",
     "apps": "the HTTP and echo handlers (hashing included)",
     "other": "everything else (standard library, start-up)",
 }
-COLORS = {"codec": "#e8a33d", "TCB": "#d9534f", "TUN write": "#45b5aa", "shell": "#5b9bd5",
+COLORS = {"codec": "#e8a33d", "TCB": "#d9534f", "TUN write": "#45b5aa", "TUN read": "#76d7c4",
+          "shell": "#5b9bd5",
           "enum": "#f1c232", "event loop": "#8e7cc3", "apps": "#6aa84f", "other": "#b0b0b0"}
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
@@ -108,26 +133,50 @@ def frame_parts(frame: str) -> tuple[str, str]:
     return (m["func"], m["file"]) if m else (frame, "")
 
 
-def part(frame: str) -> str:
-    """Which part of the stack a frame belongs to (PARTS), else "other"."""
-    file = "/" + frame_parts(frame)[1]
-    for name, prefixes in PARTS:
-        if any(f"/{prefix}" in file for prefix in prefixes):
-            return name
-    return "other"
+def part(frame: str) -> str | None:
+    """Which part of the stack a frame belongs to: PARTS for Python frames,
+    COMPILED_PARTS and NATIVE_PARTS for native ones; "other" for the rest of
+    Python, None for a native helper, which belongs to its caller's part."""
+    func, file = frame_parts(frame)
+    if file.endswith(".py") or file.startswith("<"):
+        path = "/" + file
+        for name, prefixes in PARTS:
+            if any(f"/{prefix}" in path for prefix in prefixes):
+                return name
+        return "other"
+    compiled = _COMPILED.match(func)
+    if compiled:
+        return COMPILED_PARTS.get(compiled["module"], "shell")
+    return (NATIVE_PARTS.get((func, file)) or NATIVE_PARTS.get((func, ""))
+            or NATIVE_PARTS.get(("", file)))
+
+
+def owner(frames: tuple[str, ...]) -> tuple[str, str]:
+    """The frame a sample's time belongs to and its part: the innermost frame of a
+    part (a native helper's time is its caller's); "other" if none has one."""
+    for frame in reversed(frames):
+        name = part(frame)
+        if name is not None:
+            return frame, name
+    return frames[-1], "other"
 
 
 def short(frame: str) -> str:
-    """ "function (file)": the line number says nothing once aggregated by function."""
+    """ "function (file)": the line number says nothing once aggregated by function.
+    A compiled function reads as its Python name, `module.Class.method (compiled)`."""
     func, file = frame_parts(frame)
+    compiled = _COMPILED.match(func)
+    if compiled:
+        return f"{compiled['module']}.{compiled['name'].replace('___', '.')} (compiled)"
     return f"{func} ({file})" if file else func
 
 
 def own_time(stacks: Stacks) -> Counter[str]:
-    """Samples in which each function itself was running (the leaf frame)."""
+    """Samples in which each function itself was running (`owner`: the leaf frame,
+    or the function that called the native helper at the leaf)."""
     own: Counter[str] = Counter()
     for frames, n in stacks.items():
-        own[short(frames[-1])] += n
+        own[short(owner(frames)[0])] += n
     return own
 
 
@@ -147,7 +196,7 @@ def part_time(stacks: Stacks) -> Counter[str]:
     """Own time summed by part of the stack."""
     parts: Counter[str] = Counter()
     for frames, n in stacks.items():
-        parts[part(frames[-1])] += n
+        parts[owner(frames)[1]] += n
     return parts
 
 
@@ -220,7 +269,7 @@ def flame_svg(stacks: Stacks, title: str, width: int = 1200) -> str:
             return
         y = height - pad - (level + 1) * row
         pct = 100 * node.count / (root.count or 1)
-        fill = COLORS["other"] if level == 0 else COLORS[part(name)]
+        fill = COLORS[(part(name) if level else None) or "other"]
         label = short(name) if level else name
         fits = int((w - 4) / 6.6)
         text = label if len(label) <= fits else label[:fits - 2] + ".." if fits > 3 else ""
@@ -313,7 +362,7 @@ def run(args: argparse.Namespace, log_dir: Path) -> Profiled:
         stats0, cpu0 = bench.stack_stats(target.control), cpu_times(target.pid)
         t0 = time.monotonic()
         spy = lab.start(lab.client, py_spy(), "record", "--pid", str(target.pid),
-                        "--format", "raw", "--function", "--rate", str(args.rate),
+                        "--format", "raw", "--function", "--native", "--rate", str(args.rate),
                         "--duration", str(args.seconds), "--output", str(raw),
                         *(["--gil"] if args.gil else []))
         print(f"profile: {what}, {args.seconds} s under py-spy ...", file=sys.stderr,
@@ -397,7 +446,7 @@ def main(argv: list[str]) -> int:
             f"Python {m['python']}",
             f"daemon: tcpstack serve --mtu {args.mtu} {' '.join(args.stack_args)}".rstrip()
             + f", {native.describe()}",
-            *([COMPILED_NOTE] if native.describe() == "core compiled with mypyc" else []),
+            NATIVE_NOTE,
             f"workload: {r.what}: {len(r.figures)} runs, median "
             f"{statistics.median(r.figures) if r.figures else 0:,.1f} {r.unit} "
             "(under the profiler)",

@@ -94,3 +94,41 @@ def test_cpu_note_flags_samples_that_were_waits() -> None:
     # takes for work) as active: more sampled time than CPU time is the sign.
     assert prof.cpu_note(sampled=7.7, cpu=2.8)[0].startswith("note: 4.9 s of the samples")
     assert prof.cpu_note(sampled=10.0, cpu=9.5) == []
+
+
+NATIVE = f"""\
+{TRUNK};Handle__run (loop.c:70959);CPyDef_stack___Stack____read_batch (__native_ab.c:97769);\
+os_read (libpython3.11.so.1.0);read (libc.so.6) 40
+{TRUNK};Handle__run (loop.c:70959);CPyDef_stack___Stack____read_batch (__native_ab.c:97769);\
+CPyDef_codec___decode_fast (__native_ab.c:126761);Py_DECREF (object.h:537) 25
+{TRUNK};Handle__run (loop.c:70959);CPyDef_connection___Connection___turn (__native_ab.c:10);\
+CPyDef_tcb___Tcb___receive (__native_ab.c:20) 15
+{TRUNK};Handle__run (loop.c:70959);CPyDef_stack___Stack___send_packet (__native_ab.c:30);\
+os_write (libpython3.11.so.1.0);write (libc.so.6) 10
+{TRUNK};Handle__run (loop.c:70959);task_step (_asynciomodule.c:2990);\
+serve_request (tcpstack/apps/http.py:391) 6
+{TRUNK};uv__io_poll (linux.c:1);0x7f3a95576ef8 (?) 4
+"""
+
+
+def test_native_frames_compiled_functions_and_system_calls() -> None:
+    """py-spy --native: a compiled function is its module's part under its Python
+    name, a C helper's time is its caller's, the TUN's system calls and the
+    loop's C are parts of their own."""
+    assert prof.part("CPyDef_codec___decode_fast (__native_ab.c:1)") == "codec"
+    assert prof.part("CPyPy_tcb___Tcb___receive (__native_ab.c:1)") == "TCB"
+    assert prof.part("CPyDef_base___CongestionControl___on_ack (__native_ab.c:1)") == "TCB"
+    assert prof.part("CPyDef_stream___StreamReader___feed_data (__native_ab.c:1)") == "shell"
+    assert prof.part("Py_DECREF (object.h:537)") is None
+    assert prof.part("write (libc.so.6)") == "TUN write"
+    assert prof.part("read (libc.so.6)") == "TUN read"
+    assert prof.part("Handle__run (loop.c:70959)") == "event loop"
+    assert prof.short("CPyDef_stack___Stack___send_packet (__native_ab.c:30)") == \
+        "stack.Stack.send_packet (compiled)"
+    assert prof.short("CPyDef_codec____word_sum (__native_ab.c:30)") == "codec._word_sum (compiled)"
+    stacks = prof.parse_collapsed(NATIVE)
+    assert prof.part_time(stacks) == {"TUN read": 40, "codec": 25, "TCB": 15, "TUN write": 10,
+                                      "apps": 6, "event loop": 4}
+    own = prof.own_time(stacks)
+    assert own["codec.decode_fast (compiled)"] == 25  # Py_DECREF's samples are its caller's
+    assert own["read (libc.so.6)"] == 40
