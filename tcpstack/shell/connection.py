@@ -179,8 +179,8 @@ class Connection:
         # Written data, in order, handed over as sent; () until ESTABLISHED, when
         # the writer that fills it is made (a half-open connection has no queue).
         self._writes: deque[Send | Close] | tuple[()] = ()
-        self.reader: StreamReader | None = None  # made at ESTABLISHED, as the writer
-        self.writer: StreamWriter | None = None
+        #: Made at ESTABLISHED; its writer when the application takes it (`streams`).
+        self.reader: StreamReader | None = None
         #: Where received data goes: the stream reader, or a protocol's
         #: transport once one is attached (`attach`); None until ESTABLISHED.
         self.receiver: Receiver | None = None
@@ -417,11 +417,13 @@ class Connection:
         if tcb.state in FINISHED:
             self._inbox.clear()
             self.stack.forget(self)
+            self._release()
         elif tcb.state is State.TIME_WAIT:
             # Segments still queued go to the record; anything else is moot now.
             left = [item for item in self._inbox if isinstance(item, Segment)]
             self._inbox.clear()
             self.stack.enter_time_wait(self, left)
+            self._release()
         else:
             self.stack.reschedule(self, tcb.next_deadline())
         self._wake_drain()
@@ -452,12 +454,32 @@ class Connection:
             self._lost(event.error)
 
     def _open_streams(self) -> None:
-        """ESTABLISHED: the streams and the write queue the application uses."""
+        """ESTABLISHED: the reader and the write queue the application uses."""
         if self.reader is None:
             self.reader = StreamReader(self.consumed)
-            self.writer = StreamWriter(self, self.reader)
             self.receiver = self.reader
             self._writes = deque()
+
+    def streams(self) -> tuple[StreamReader, StreamWriter]:
+        """The application's reader and a writer, once, when the connection is
+        handed to it (the listener's accept, `Stack.open_connection`).
+
+        The connection keeps no reference to the writer, which refers to it, and
+        drops the ones between it and the reader when the TCB goes (`_release`):
+        no reference cycle is left, so a connection's objects are freed as soon
+        as the application lets go of its streams, by reference counting, not by
+        the cyclic garbage collector (docs/benchmarks.md "What the compiler
+        needs")."""
+        self._open_streams()
+        assert self.reader is not None
+        return self.reader, StreamWriter(self, self.reader)
+
+    def _release(self) -> None:
+        """The TCB is gone (CLOSED, or TIME-WAIT's record took over): nothing
+        more reaches the application, nor needs to come back from it."""
+        self.receiver = None
+        if self.reader is not None:
+            self.reader.detach()
 
     def _deliver(self, event: DataReceived | EofReceived) -> None:
         """The one place where received data and the peer's FIN reach the

@@ -130,8 +130,9 @@ class Listener:
             await self._ready.wait()
             self._ready.clear()
             while self.accept_queue:
-                conn = self.accept_queue.popleft()
-                task = asyncio.get_running_loop().create_task(self._serve(conn))
+                # No local name for the connection: this frame waits on with it.
+                task = asyncio.get_running_loop().create_task(
+                    self._serve(self.accept_queue.popleft()))
                 self._handlers.add(task)
                 task.add_done_callback(self._handlers.discard)
 
@@ -139,8 +140,7 @@ class Listener:
         """Run the handler; when it returns the connection is closed (FIN), and
         when it fails the connection is reset, so no connection outlives its
         handler unnoticed."""
-        reader, writer = conn.reader, conn.writer
-        assert reader is not None and writer is not None  # served from ESTABLISHED on
+        reader, writer = conn.streams()
         try:
             await self.handler(reader, writer)
         except Exception:

@@ -554,8 +554,7 @@ class Stack:
         except asyncio.CancelledError:
             conn.abort()
             raise
-        assert conn.reader is not None and conn.writer is not None  # made at ESTABLISHED
-        return conn.reader, conn.writer
+        return conn.streams()
 
     def _ephemeral_port(self, remote: bytes, rport: int) -> int:
         start = random.randrange(len(EPHEMERAL_PORTS))

@@ -40,6 +40,10 @@ class Receiver(Protocol):
         """The connection is gone: closed in order (None) or with `exc`."""
 
 
+def _nobody(n: int) -> None:
+    """Where a detached reader reports what the application consumed."""
+
+
 class StreamReader:
     """Buffered reads of one connection's incoming byte stream.
 
@@ -63,6 +67,11 @@ class StreamReader:
         self._on_consumed = on_consumed
         self._discard = False
         self._limit = limit
+
+    def detach(self) -> None:
+        """The connection is gone: what is read from now on is nobody's business
+        but the application's (and the connection is no longer kept alive by it)."""
+        self._on_consumed = _nobody
 
     # -- fed by the connection ------------------------------------------------
 

@@ -38,7 +38,7 @@ CONFORMANCE_PAGE = ROOT / "docs" / "conformance.md"
 EXTERNAL = {
     "--limit-rate": "curl", "--data-binary": "curl",
     "--flood": "hping3", "--rand-source": "hping3",
-    "--pid": "py-spy", "--always": "git describe", "--dirty": "git describe",
+    "--pid": "py-spy", "--native": "py-spy", "--always": "git describe", "--dirty": "git describe",
     "--send-only": "ncat", "--now": "systemctl", "--bind": "python -m http.server",
     "--directory": "python -m http.server", "--cap-add": "docker run", "--device": "docker run",
 }

@@ -7,13 +7,17 @@ Loop iterations are counted by a task that steps once per iteration."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
-from tcpstack.core.segment import RST
+from tcpstack.core.segment import FIN, RST
+from tcpstack.core.tcb import Tcb
+from tcpstack.shell.connection import Connection
 from tcpstack.shell.stack import Stack
+from tcpstack.shell.stream import StreamReader, StreamWriter
 from tests.unit.test_stack import ACK, PEER, PSH, SYN, VIP, Wire, echo, feed, packet
 
 KEY = (7, PEER, 40000)
@@ -145,11 +149,11 @@ async def test_a_half_open_connection_has_no_task_and_no_streams() -> None:
         for _ in range(5):
             await asyncio.sleep(0)
         assert asyncio.all_tasks() == tasks
-        assert (conn.reader, conn.writer) == (None, None)
+        assert (conn.reader, conn.receiver) == (None, None)
         assert stack.wheel and conn.timer is not None  # the SYN+ACK's retransmission
         feed(stack, packet(ACK, 1001, synack.seq + 1, dport=7))
         await asyncio.wait_for(conn.established, 2)
-        assert conn.reader is not None and conn.writer is not None
+        assert conn.reader is not None and conn.receiver is conn.reader
         await asyncio.wait_for(_until(lambda: [
             t for t in asyncio.all_tasks() - tasks
             if t.get_coro().__qualname__ == "Listener._serve"]), 2)
@@ -179,6 +183,36 @@ async def test_an_application_abort_resets_without_an_internal_error(caplog) -> 
         assert stack.stats["InternalErrors"] == 0 and stack.stats["OutRsts"] == 1
         assert not [r for r in caplog.records if r.levelname == "ERROR"]
     finally:
+        await stack.close()
+
+
+async def test_a_closed_connection_is_freed_without_the_garbage_collector() -> None:
+    """The connection and its streams refer to each other only while the TCB
+    lives (`Connection.streams`, `Connection._release`): once the handler has
+    returned and the last ACK has come, reference counting frees them all, with
+    the cyclic collector off; a reference cycle would leave them behind."""
+    wire = Wire()
+    stack = Stack(VIP, wire.output)
+    gc.collect()
+    gc.disable()
+    try:
+        await stack.start_server(echo, 7)
+        for port in range(40000, 40005):
+            feed(stack, packet(SYN, 1000, dport=7, sport=port))
+            [synack] = wire.segments()
+            y = synack.seq
+            feed(stack, packet(ACK | PSH, 1001, y + 1, dport=7, sport=port, payload=b"hi"))
+            feed(stack, packet(ACK | FIN, 1003, y + 1, dport=7, sport=port))
+            fin = await wire.wait_for(lambda s: bool(s.flags & FIN))
+            feed(stack, packet(ACK, 1004, fin.seq + 1, dport=7, sport=port))
+            await asyncio.wait_for(_until(lambda: not stack.conns), 2)
+        await asyncio.wait_for(_until(lambda: not stack.listeners[7]._handlers), 2)
+        left = [type(o).__name__ for o in gc.get_objects()
+                if isinstance(o, (Connection, StreamReader, StreamWriter, Tcb))]
+        assert left == []
+        assert stack.stats["PassiveOpens"] == 5
+    finally:
+        gc.enable()
         await stack.close()
 
 
