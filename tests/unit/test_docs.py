@@ -38,13 +38,14 @@ CONFORMANCE_PAGE = ROOT / "docs" / "conformance.md"
 EXTERNAL = {
     "--limit-rate": "curl", "--data-binary": "curl",
     "--flood": "hping3", "--rand-source": "hping3",
-    "--pid": "py-spy", "--native": "py-spy", "--always": "git describe", "--dirty": "git describe",
+    "--pid": "py-spy", "--native": "py-spy", "--call-graph": "perf record",
+    "--always": "git describe", "--dirty": "git describe",
     "--send-only": "ncat", "--now": "systemctl", "--bind": "python -m http.server",
     "--directory": "python -m http.server", "--cap-add": "docker run", "--device": "docker run",
 }
 #: The scripts whose options the pages may mention (make bench, profile, fuzz, ...).
 SCRIPTS = ("bench", "profile_stack", "fuzz", "flood", "soak", "bench_codec", "bench_shell",
-           "bench_reassembly")
+           "bench_reassembly", "bench_path")
 
 #: An option a script defines literally: add_argument("--name", ...).
 LITERAL_OPTION = re.compile(r"add_argument\(\s*\"(--[a-z0-9-]+)\"")
