@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tcpstack.shell.connection import Connection
 
 #: (level, option) -> (TCB attribute, type)
-_OPTIONS: dict[tuple[int, int], tuple[str, type]] = {
+#: A socket option's connection attribute, and what makes its value of the number given.
+Kind = Callable[[int], float | bool]
+_OPTIONS: dict[tuple[int, int], tuple[str, Kind]] = {
     (socket.IPPROTO_TCP, socket.TCP_NODELAY): ("nodelay", bool),
     (socket.SOL_SOCKET, socket.SO_KEEPALIVE): ("keepalive", bool),
     (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE): ("keepalive_idle", float),
@@ -43,7 +46,7 @@ class SocketOptions:
     def getsockname(self) -> tuple[str, int]:
         return self._conn.extra_info("sockname")
 
-    def _lookup(self, level: int, optname: int) -> tuple[str, type]:
+    def _lookup(self, level: int, optname: int) -> tuple[str, Kind]:
         try:
             return _OPTIONS[(level, optname)]
         except KeyError:

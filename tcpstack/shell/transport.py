@@ -72,7 +72,7 @@ class Transport(asyncio.Transport):
         if self._closing or self.lost.done():
             self._conn.consumed(len(data))  # nobody will read: keep the window open
         elif self._reading and not self._held:
-            self._deliver(data)
+            self._deliver(data if type(data) is bytes else bytes(data))  # bytes, as asyncio's
         else:
             self._held += data
 

@@ -11,7 +11,7 @@ import pytest
 
 from tcpstack.core.config import TcpConfig
 from tcpstack.shell.stack import Stack
-from tcpstack.shell.transport import serve_protocol
+from tcpstack.shell.transport import Transport, serve_protocol
 from tests.helpers import VIP, Wire, feed, packet, until
 from tests.unit.test_flow import Peer, settle
 from tests.unit.test_stack import ACK, FIN, PSH, RST, SYN
@@ -82,6 +82,17 @@ async def test_callbacks_in_order_and_eof_closes_like_asyncio(rig) -> None:
                             ("data", b" late"), ("eof",)]
     feed(stack, packet(ACK, 1012, y + 1))
     await until(lambda: proto.events[-1] == ("lost", None))
+
+
+async def test_data_received_gets_bytes_even_from_a_view(rig) -> None:
+    """A protocol gets `bytes`, as from asyncio's transports (it may call
+    .decode() on them), whatever form a payload took through the stack."""
+    stack, wire = rig
+    proto = Recorder()
+    await accept(stack, wire, proto)
+    assert isinstance(proto.transport, Transport)
+    proto.transport.feed_data(memoryview(b"viewed"))
+    assert proto.events[-1] == ("data", b"viewed") and type(proto.events[-1][1]) is bytes
 
 
 async def test_eof_received_true_keeps_the_half_open_connection(rig) -> None:
