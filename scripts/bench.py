@@ -27,8 +27,10 @@ TCP_NODELAY); and the raw Python packet ceiling: a loop with the stack's reader
 structure that reads packets from a TUN and writes a pre-built reply for each,
 fed by a UDP flood, against the same loop on a kernel UDP socket. The table
 gives each figure for both and the ratio tcpstack/kernel (throughput and rates:
-higher is better; times: lower is better). Results are also written as JSON to
-bench-results/bench-<date>.json.
+higher is better; times: lower is better): the median of `--repeat` rounds,
+each of which measures every workload once on every side, so that a slow
+minute of a shared machine falls on both sides of a ratio. Results are also
+written as JSON to bench-results/bench-<date>.json.
 
 Each row also says whether its ratio can be trusted: the stack's RetransSegs
 (from its control socket), the kernel's TcpRetransSegs (nstat in each
@@ -522,10 +524,22 @@ class Row:
         return "calib" if self.calibration else "NO" if self.doubts() else "yes"
 
 
-def median_of(n: int, fn: Callable[[], float]) -> dict[str, Any]:
-    """Run `fn` n times: throughput varies run to run, the median is the figure."""
-    samples = [fn() for _ in range(n)]
-    return {"median": statistics.median(samples), "samples": samples}
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One measurement's rounds as one result: the median of each figure (the
+    throughput's rounds also as `samples`), failed requests and counter deltas
+    summed; the rounds themselves under `rounds`."""
+    out: dict[str, Any] = {"rounds": rounds}
+    for name, first in rounds[0].items():
+        values = [r[name] for r in rounds if name in r]
+        if name == "counters":
+            out[name] = {k: sum(c.get(k, 0) for c in values) for k in first}
+        elif name in ("failed", "n"):
+            out[name] = sum(values)
+        elif isinstance(first, int | float):
+            out[name] = statistics.median(values)
+    if "median" in out:
+        out["samples"] = [r["median"] for r in rounds]
+    return out
 
 
 def measure(label: str, target: Target | None, fn: Callable[[], dict[str, Any]],
@@ -579,36 +593,51 @@ def variants(offload: str, supported: bool, extra: list[str]) -> tuple[list[Vari
 
 def run_bench(args: argparse.Namespace, stack_variants: list[Variant],
               log_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Every workload against every stack variant, then against the kernel, then
-    the raw packet loops; the results by side and workload, and the errors."""
+    """Every workload against every stack variant and the kernel, in `--repeat`
+    rounds, then the raw packet loops; the median of the rounds by side and
+    workload, and the errors.
+
+    A round measures every side once, so the rounds interleave the sides: this
+    shared machine has slow minutes, and one falls on both sides of a ratio
+    instead of on the one side that happened to run then."""
     errors: list[str] = []
     body = log_dir / "upload.bin"
     digest = make_body(body, args.size)
-    results: dict[str, dict[str, Any]] = {}
+    rounds: dict[str, dict[str, list[dict[str, Any]]]] = {}
 
     with Lab(log_dir) as lab:
         sides: list[tuple[str, Callable[[int], contextlib.AbstractContextManager[Target]]]] = [
             (label, functools.partial(lab.stack, options=options))
             for label, options in stack_variants]
         sides.append(("kernel", lab.kernel))
-        for side, server in sides:
-            r = results[side] = {}
-            for mtu in args.mtu:
-                print(f"{side}, MTU {mtu}:", file=sys.stderr, flush=True)
-                with server(mtu) as t:
-                    if mtu == args.mtu[0]:
-                        r["echo"] = measure("echo rtt", t, lambda t=t: echo_rtt(
-                            lab, t.addr, args.pings), errors)
-                    r[f"down{mtu}"] = measure("download", t, lambda t=t: median_of(
-                        args.repeat, lambda: download(lab, t.addr, args.size)), errors)
-                    r[f"up{mtu}"] = measure("upload", t, lambda t=t: median_of(
-                        args.repeat, lambda: upload(lab, t.addr, body, digest)), errors)
-                    if mtu == args.mtu[0]:
-                        r["ab"] = measure("connections/s", t, lambda t=t: connections_per_second(
-                            lab, t.addr, args.conns, args.concurrency), errors)
-        results["raw"] = {side: measure(f"raw packet loop ({side})", None, lambda s=side:
-                                        packet_loop(lab, s, args.raw_seconds), errors)
-                          for side in ("stack", "kernel")}
+        for n in range(1, args.repeat + 1):
+            for side, server in sides:
+                got = rounds.setdefault(side, {})
+                for mtu in args.mtu:
+                    print(f"round {n}/{args.repeat}, {side}, MTU {mtu}:", file=sys.stderr,
+                          flush=True)
+                    first = mtu == args.mtu[0]
+                    with server(mtu) as t:
+                        for key, label, fn in (
+                            ("echo", "echo rtt", lambda t=t: echo_rtt(lab, t.addr, args.pings)),
+                            (f"down{mtu}", "download",
+                             lambda t=t: {"median": download(lab, t.addr, args.size)}),
+                            (f"up{mtu}", "upload",
+                             lambda t=t: {"median": upload(lab, t.addr, body, digest)}),
+                            ("ab", "connections/s", lambda t=t: connections_per_second(
+                                lab, t.addr, args.conns, args.concurrency)),
+                        ):
+                            if key in ("echo", "ab") and not first:
+                                continue  # RTT and connections/s at the first MTU only
+                            result = measure(label, t, fn, errors)
+                            if result is not None:
+                                got.setdefault(key, []).append(result)
+        raw = {side: measure(f"raw packet loop ({side})", None, lambda s=side:
+                             packet_loop(lab, s, args.raw_seconds), errors)
+               for side in ("stack", "kernel")}
+    results: dict[str, dict[str, Any]] = {
+        side: {key: combine(runs) for key, runs in got.items()} for side, got in rounds.items()}
+    results["raw"] = raw
     return results, errors
 
 
@@ -633,10 +662,11 @@ def build_rows(args: argparse.Namespace, labels: list[str],
                             f"down{mtu}", "median"))
             rows.append(row(f"upload MTU {mtu} (median of {args.repeat})", "MB/s", v,
                             f"up{mtu}", "median"))
-        rows.append(row(f"connections/s (ab -c {args.concurrency})", "conn/s", v, "ab", "rate"))
+        rows.append(row(f"connections/s (ab -c {args.concurrency}, median of {args.repeat})",
+                        "conn/s", v, "ab", "rate"))
         for pct in ("p50", "p99"):
-            rows.append(row(f"echo RTT {pct} (MTU {args.mtu[0]})", "us", v, "echo",
-                            f"{pct}_us", higher_is_better=False))
+            rows.append(row(f"echo RTT {pct} (MTU {args.mtu[0]}, median of {args.repeat})",
+                            "us", v, "echo", f"{pct}_us", higher_is_better=False))
     raw = results["raw"]
     rows.append(Row("raw packet loop (TUN vs UDP socket)", "pkt/s", "-",
                     (raw["stack"] or {}).get("pps"), (raw["kernel"] or {}).get("pps"),
@@ -655,14 +685,14 @@ def render(rows: list[Row]) -> str:
     def one(c: dict[str, int] | None, a: str) -> str:
         return "-" if c is None else str(c.get(a, 0))
 
-    head = (f"{'metric':<36} {'stack':<11} {'unit':>6} {'tcpstack':>10} {'kernel':>10} "
+    head = (f"{'metric':<44} {'stack':<11} {'unit':>6} {'tcpstack':>10} {'kernel':>10} "
             f"{'ratio':>8} {'trust':>5} | {'stack rtx/peer':>14} {'TUN drop tx/rx':>14} | "
             f"{'kernel rtx':>10} {'veth drop':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         s, k = r.counters.get("stack"), r.counters.get("kernel")
         lines.append(
-            f"{r.metric:<36} {r.variant:<11} {r.unit:>6} {num(r.tcpstack):>10} "
+            f"{r.metric:<44} {r.variant:<11} {r.unit:>6} {num(r.tcpstack):>10} "
             f"{num(r.kernel):>10} {num(r.ratio, 3):>8} {r.trust:>5} | "
             f"{pair(s, 'stack_retrans', 'kernel_retrans'):>14} "
             f"{pair(s, 'tx_drops', 'rx_drops'):>14} | {one(k, 'kernel_retrans'):>10} "
@@ -702,8 +732,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=env_int("BENCH_SIZE", 50_000_000),
                    help="bytes per download/upload (BENCH_SIZE, default 50000000)")
     p.add_argument("--repeat", type=int, default=env_int("BENCH_REPEAT", 3),
-                   help="runs per download/upload, the median is reported (BENCH_REPEAT, "
-                   "default 3)")
+                   help="rounds: each measures every workload on every side once, and "
+                   "the median of the rounds is reported (BENCH_REPEAT, default 3)")
     p.add_argument("--conns", type=int, default=env_int("BENCH_CONNS", 5000),
                    help="ab requests, one connection each (BENCH_CONNS, default 5000)")
     p.add_argument("--concurrency", type=int, default=env_int("BENCH_CONCURRENCY", 64),

@@ -94,3 +94,19 @@ def test_rows_carry_each_runs_counters_and_sum_failed_requests() -> None:
     assert rows["echo RTT p50"].trust == "yes"
     assert rows["raw packet loop"].trust == "calib"
     assert rows["raw packet loop"].ratio == 2.0
+
+
+def test_rounds_combine_into_medians_with_counters_and_failures_summed() -> None:
+    """`make bench` measures in rounds that interleave the sides; a row gets the
+    median of its rounds, and every round's retransmissions, drops and failed
+    requests (one bad round is enough to doubt the row)."""
+    rounds = [{"rate": 900.0, "failed": 0, "counters": CLEAN},
+              {"rate": 1100.0, "failed": 2, "counters": {**CLEAN, "stack_retrans": 3}},
+              {"rate": 1000.0, "failed": 0, "counters": CLEAN}]
+    ab = bench.combine(rounds)
+    assert ab["rate"] == 1000.0 and ab["failed"] == 2
+    assert ab["counters"] == {**CLEAN, "stack_retrans": 3}
+    assert ab["rounds"] == rounds
+    download = bench.combine([{"median": 5.0, "counters": CLEAN}, {"median": 3.0,
+                                                                   "counters": CLEAN}])
+    assert download["median"] == 4.0 and download["samples"] == [5.0, 3.0]
