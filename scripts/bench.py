@@ -300,7 +300,7 @@ class Lab:
 
         def counters() -> dict[str, int]:
             return {"stack_retrans": stack_stats(control_path)["RetransSegs"],
-                    "kernel_retrans": self.kernel_retrans(self.client),
+                    **self.kernel_retrans(self.client),
                     **self.drops(self.client, STACK_TUN)}
 
         try:
@@ -319,7 +319,7 @@ class Lab:
 
         def counters() -> dict[str, int]:
             client, server = self.drops(self.client, "bv-c"), self.drops(self.server, "bv-s")
-            return {"kernel_retrans": self.kernel_retrans(self.client, self.server),
+            return {**self.kernel_retrans(self.client, self.server),
                     **{k: client[k] + server[k] for k in client}}
 
         try:
@@ -328,16 +328,19 @@ class Lab:
         finally:
             self.finish(proc)
 
-    def kernel_retrans(self, *namespaces: str) -> int:
-        """The kernel's TcpRetransSegs, summed over `namespaces` (nstat -a: absolute,
-        -s: leaving nstat's history file alone)."""
-        total = 0
+    def kernel_retrans(self, *namespaces: str) -> dict[str, int]:
+        """The kernel's TcpRetransSegs, and how many retransmitted segments its
+        peers reported as duplicates with a D-SACK (RFC 2883: TCPDSACKRecvSegs),
+        i.e. spurious, summed over `namespaces` (nstat -a: absolute, -s: leaving
+        nstat's history file alone, -z: zeros too)."""
+        total = dict.fromkeys(KERNEL_RETRANS.values(), 0)
         for ns in namespaces:
-            out = self.run(ns, "nstat", "-asz", "TcpRetransSegs")
-            found = re.search(r"^TcpRetransSegs\s+(\d+)", out, re.MULTILINE)
-            if found is None:
-                raise BenchError(f"nstat in {ns.name}: no TcpRetransSegs in {out!r}")
-            total += int(found.group(1))
+            out = self.run(ns, "nstat", "-asz", *KERNEL_RETRANS)
+            for name, key in KERNEL_RETRANS.items():
+                found = re.search(rf"^{name}\s+(\d+)", out, re.MULTILINE)
+                if found is None:
+                    raise BenchError(f"nstat in {ns.name}: no {name} in {out!r}")
+                total[key] += int(found.group(1))
         return total
 
     def drops(self, ns: str, dev: str) -> dict[str, int]:
@@ -473,6 +476,8 @@ def packet_loop(lab: Lab, kind: str, seconds: float) -> dict[str, float]:
 #: The counters read before and after each measurement, and what a non-zero delta means.
 COUNTERS = {"stack_retrans": "stack RetransSegs", "kernel_retrans": "kernel TcpRetransSegs",
             "tx_drops": "device tx_dropped", "rx_drops": "device rx_dropped"}
+#: The kernel's counters (nstat) behind "kernel_retrans" and "kernel_spurious".
+KERNEL_RETRANS = {"TcpRetransSegs": "kernel_retrans", "TcpExtTCPDSACKRecvSegs": "kernel_spurious"}
 
 
 @dataclass
@@ -513,7 +518,19 @@ class Row:
             if counters is None:
                 out.append(f"{side} run: counters not read")
                 continue
-            out += [f"{side} run: {COUNTERS[k]} +{n:,}" for k, n in counters.items() if n]
+            # A retransmission its receiver reported as a duplicate (D-SACK) was
+            # spurious: the kernel's veth reorders under load, the sender's fast
+            # retransmit was undone, nothing was lost or waited for.
+            spurious = counters.get("kernel_spurious", 0)
+            for k, n in counters.items():
+                if k == "kernel_spurious":
+                    continue
+                if k == "kernel_retrans" and spurious:
+                    if n > spurious:
+                        out.append(f"{side} run: {COUNTERS[k]} +{n:,} ({spurious:,} of them "
+                                   "D-SACKed as spurious)")
+                elif n:
+                    out.append(f"{side} run: {COUNTERS[k]} +{n:,}")
         if self.failed:
             out.append(f"{self.failed:,} failed requests")
         return out
@@ -682,12 +699,9 @@ def render(rows: list[Row]) -> str:
     def pair(c: dict[str, int] | None, a: str, b: str) -> str:
         return "-" if c is None else f"{c.get(a, 0)}/{c.get(b, 0)}"
 
-    def one(c: dict[str, int] | None, a: str) -> str:
-        return "-" if c is None else str(c.get(a, 0))
-
     head = (f"{'metric':<44} {'stack':<11} {'unit':>6} {'tcpstack':>10} {'kernel':>10} "
             f"{'ratio':>8} {'trust':>5} | {'stack rtx/peer':>14} {'TUN drop tx/rx':>14} | "
-            f"{'kernel rtx':>10} {'veth drop':>9}")
+            f"{'kernel rtx/spur':>15} {'veth drop':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         s, k = r.counters.get("stack"), r.counters.get("kernel")
@@ -695,11 +709,12 @@ def render(rows: list[Row]) -> str:
             f"{r.metric:<44} {r.variant:<11} {r.unit:>6} {num(r.tcpstack):>10} "
             f"{num(r.kernel):>10} {num(r.ratio, 3):>8} {r.trust:>5} | "
             f"{pair(s, 'stack_retrans', 'kernel_retrans'):>14} "
-            f"{pair(s, 'tx_drops', 'rx_drops'):>14} | {one(k, 'kernel_retrans'):>10} "
+            f"{pair(s, 'tx_drops', 'rx_drops'):>14} | "
+            f"{pair(k, 'kernel_retrans', 'kernel_spurious'):>15} "
             f"{pair(k, 'tx_drops', 'rx_drops'):>9}")
     lines.append("ratio = tcpstack/kernel: higher is better, except for the echo RTT rows "
-                 "(lower is better); trust: yes = no retransmission, device drop or failure "
-                 "in either run.")
+                 "(lower is better); trust: yes = no retransmission (but those D-SACKed as "
+                 "spurious: spur), device drop or failure in either run.")
     for r in rows:
         if doubts := r.doubts():
             lines.append(f"  NO: {r.metric} [{r.variant}]: {'; '.join(doubts)}")

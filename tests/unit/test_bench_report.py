@@ -42,6 +42,17 @@ def test_the_kernel_run_counts_too() -> None:
         "kernel run: kernel TcpRetransSegs +3"]
 
 
+def test_retransmissions_d_sacked_as_spurious_are_no_doubt() -> None:
+    """The kernel's veth reorders under load: its fast retransmits that the
+    receiver reports as duplicates (D-SACK) were spurious, and undone; the rest
+    of its retransmissions still make the row untrusted."""
+    reordered = {**CLEAN_KERNEL, "kernel_retrans": 135, "kernel_spurious": 135}
+    assert row(kernel=reordered).trust == "yes"
+    lost = {**CLEAN_KERNEL, "kernel_retrans": 135, "kernel_spurious": 100}
+    assert row(kernel=lost).doubts() == [
+        "kernel run: kernel TcpRetransSegs +135 (100 of them D-SACKed as spurious)"]
+
+
 def test_counters_not_read_failed_requests_and_a_missing_figure_are_doubts() -> None:
     assert row(stack=None).doubts() == ["stack run: counters not read"]
     assert row(failed=2).doubts() == ["2 failed requests"]
