@@ -416,6 +416,19 @@ def download(lab: Lab, addr: str, size: int) -> float:
     return size / float(seconds) / 1e6
 
 
+def download_counted(lab: Lab, target: Target, size: int) -> dict[str, float]:
+    """One download's MB/s (`median`, as one round's figure) and, from the
+    stack, the TCP segments it moved per second, in and out (`pps`): data and
+    ACKs, the stack's packet rate that `packet_rates` sets beside the raw loop's."""
+    if target.control is None:
+        return {"median": download(lab, target.addr, size)}
+    before = stack_stats(target.control)
+    rate = download(lab, target.addr, size)
+    after = stack_stats(target.control)
+    segments = sum(after[k] - before[k] for k in ("InSegs", "OutSegs"))
+    return {"median": rate, "pps": segments * rate * 1e6 / size}
+
+
 def upload(lab: Lab, addr: str, body: Path, digest: str) -> float:
     """MB/s of one curl POST /sha256 (the server's digest checked)."""
     out = lab.run(lab.client, "curl", "-sS", "-f", "--max-time", str(CURL_TIMEOUT),
@@ -638,7 +651,7 @@ def run_bench(args: argparse.Namespace, stack_variants: list[Variant],
                         for key, label, fn in (
                             ("echo", "echo rtt", lambda t=t: echo_rtt(lab, t.addr, args.pings)),
                             (f"down{mtu}", "download",
-                             lambda t=t: {"median": download(lab, t.addr, args.size)}),
+                             lambda t=t: download_counted(lab, t, args.size)),
                             (f"up{mtu}", "upload",
                              lambda t=t: {"median": upload(lab, t.addr, body, digest)}),
                             ("ab", "connections/s", lambda t=t: connections_per_second(
@@ -689,6 +702,22 @@ def build_rows(args: argparse.Namespace, labels: list[str],
                     (raw["stack"] or {}).get("pps"), (raw["kernel"] or {}).get("pps"),
                     calibration=True, notes=raw))
     return rows
+
+
+def packet_rates(args: argparse.Namespace, labels: list[str],
+                 results: dict[str, dict[str, Any]]) -> list[str]:
+    """A line per stack variant: the TCP segments per second (data and ACKs, in
+    and out) it moved in the download at the first MTU, and that as a share of
+    the raw TUN loop's packets/s, the ceiling of Python packet I/O here."""
+    raw = (results["raw"].get("stack") or {}).get("pps")
+    mtu = args.mtu[0]
+    lines = []
+    for label in labels:
+        pps = (results[label].get(f"down{mtu}") or {}).get("pps")
+        if pps is not None and raw:
+            lines.append(f"packets/s, download MTU {mtu} [{label}]: {pps:,.0f} TCP segments "
+                         f"in+out, {pps / raw:.0%} of the raw TUN loop's {raw:,.0f}")
+    return lines
 
 
 def render(rows: list[Row]) -> str:
@@ -819,7 +848,8 @@ def main(argv: list[str]) -> int:
 
     host = machine()
     head = header(args, stacks, results["raw"], host)
-    print("\n".join([*head, render(rows)]))
+    rates = packet_rates(args, [label for label, _ in stack_variants], results)
+    print("\n".join([*head, render(rows), *rates]))
     for e in errors:
         print(f"error: {e}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -834,6 +864,7 @@ def main(argv: list[str]) -> int:
         "stacks": stacks,
         "results": [{**asdict(r), "ratio": r.ratio, "trust": r.trust, "doubts": r.doubts()}
                     for r in rows],
+        "packet_rates": rates,
         "errors": errors,
     }, indent=2) + "\n")
     shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path

@@ -121,3 +121,13 @@ def test_rounds_combine_into_medians_with_counters_and_failures_summed() -> None
     download = bench.combine([{"median": 5.0, "counters": CLEAN}, {"median": 3.0,
                                                                    "counters": CLEAN}])
     assert download["median"] == 4.0 and download["samples"] == [5.0, 3.0]
+
+
+def test_packet_rates_set_the_download_beside_the_raw_loop() -> None:
+    args = bench.parse_args(["--mtu", "1500", "--repeat", "1"])
+    results = {"offload off": {"down1500": {"median": 60.0, "pps": 50_000.0}},
+               "offload on": {"down1500": None},
+               "raw": {"stack": {"pps": 200_000.0}, "kernel": {"pps": 100_000.0}}}
+    assert bench.packet_rates(args, ["offload off", "offload on"], results) == [
+        "packets/s, download MTU 1500 [offload off]: 50,000 TCP segments in+out, "
+        "25% of the raw TUN loop's 200,000"]
