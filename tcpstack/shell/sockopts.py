@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tcpstack.shell.connection import Connection
 
-#: (level, option) -> (TCB attribute, type)
-#: A socket option's connection attribute, and what makes its value of the number given.
+#: What makes an option's value of the number given: bool, int or float.
 Kind = Callable[[int], float | bool]
+#: (level, option) -> (TCB attribute, kind)
 _OPTIONS: dict[tuple[int, int], tuple[str, Kind]] = {
     (socket.IPPROTO_TCP, socket.TCP_NODELAY): ("nodelay", bool),
     (socket.SOL_SOCKET, socket.SO_KEEPALIVE): ("keepalive", bool),
