@@ -144,6 +144,8 @@ class Tcb:
         self._rcv_adv = 0  # right edge of the window we last advertised
         self._ack_pending = False  # flush an ACK with the next take_segments()
         self._reasm = Reassembly(config.max_ofo_runs, stats)
+        #: Octets that arrived a second time, for the next ACK's D-SACK (RFC 2883).
+        self._dsack: tuple[int, int] | None = None
         self._delack_deadline: float | None = None
         self._delayed_segs = 0  # in-order segments not yet acknowledged
         # When this connection last sent an ACK that a blind sender can draw (a challenge
@@ -864,12 +866,15 @@ class Tcb:
         return 0 <= start < wnd or 0 <= end < wnd
 
     def _trim_to_window(self, seg: Segment) -> None:
-        """Keep only the part of an acceptable segment inside the window (3.10.7.4)."""
+        """Keep only the part of an acceptable segment inside the window (3.10.7.4);
+        octets it repeats from before RCV.NXT are reported as a D-SACK."""
         early = seq_diff(self.rcv_nxt, seg.seq)
         if early > 0:
             if seg.flags & SYN:
                 seg.flags &= ~SYN
                 early -= 1
+            elif seg.payload:
+                self._duplicate(seg.seq, self.rcv_nxt)
             seg.payload = seg.payload[early:]
             seg.seq = self.rcv_nxt
         # Measured from the segment's own start: an out-of-order segment is kept
@@ -1289,8 +1294,13 @@ class Tcb:
         sack_blocks: Sequence[tuple[int, int]] = ()
         if flags & ACK:
             self._acked_now(advertised)
-            if options is None and pure and self.sack_ok and self._reasm:
-                sack_blocks = self._reasm.sack_blocks()
+            dsack, self._dsack = self._dsack, None  # sent once, as Linux
+            if options is None and pure and self.sack_ok and (self._reasm or dsack):
+                sack_blocks = self._reasm.sack_blocks() if self._reasm else []
+                if dsack is not None:
+                    # RFC 2883 4: the D-SACK first; 40 option octets hold 3 blocks
+                    # beside a timestamp option, 4 without (RFC 2018 3).
+                    sack_blocks = [dsack, *sack_blocks][:3 if self.ts_ok else 4]
         if options is not None:
             return field, options
         if self.ts_ok and not flags & (SYN | RST):
@@ -1376,7 +1386,20 @@ class Tcb:
         if (flags & SYN or not (seg.payload or flags & FIN)) and self._oow_limited(
                 now, f"TCPACKSkipped{kind}"):
             return
+        if seg.seg_len and seq_lt(seg.seq, self.rcv_nxt):
+            # Text or FIN received before (Linux tcp_send_dupack): say so.
+            end = seq_add(seg.seq, seg.seg_len)
+            self._duplicate(seg.seq, end if seq_lt(end, self.rcv_nxt) else self.rcv_nxt)
         self._emit(ACK)
+
+    def _duplicate(self, start: int, end: int) -> None:
+        """RFC 2883 4: octets [start, end) arrived again, below RCV.NXT: with SACK
+        the next ACK names them in its first block (a D-SACK, as Linux's
+        tcp_dsack_set), which tells the sender its retransmission was spurious
+        (Linux then undoes the window reduction it made for a loss)."""
+        if self.sack_ok:
+            self._dsack = (start, end)
+            self.stats["TCPDSACKOldSent"] += 1
 
     def _oow_limited(self, now: float, counter: str) -> bool:
         """Whether this connection sent an ACK that a blind sender can draw less than

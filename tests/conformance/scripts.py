@@ -19,6 +19,8 @@ from tests.conformance.harness import (
     ACK,
     FIN,
     OPT_NOP,
+    OPT_SACK,
+    OPT_SACK_PERM,
     OPT_TS,
     PSH,
     RST,
@@ -171,6 +173,39 @@ async def third_segment_data(env: Env) -> Facts:
     peer.send(ACK | PSH, payload=b"abcd")
     _, first = await _read_echo(peer, frame, 4)
     return {"echo": first}
+
+
+def _sack_blocks(opts: bytes, frame: Frame) -> str:
+    """The SACK blocks of a segment's options, relative to R; "-" for none."""
+    blocks = []
+    for kind, value in dpkt.tcp.parse_opts(opts):
+        if kind == OPT_SACK:
+            for i in range(0, len(value) - 7, 8):
+                left, right = struct.unpack_from(">II", value, i)
+                blocks.append(f"{rel(left, frame.rcv_nxt, 'R')}..{rel(right, frame.rcv_nxt, 'R')}")
+    return " ".join(blocks) or "-"
+
+
+def _duplicate_data(offset: int, again: bytes) -> Callable[[Env], Awaitable[Facts]]:
+    """Data that arrives a second time (the peer's spurious retransmission):
+    `again` sent at R+`offset` after 4 octets at R were acknowledged. On a
+    connection with SACK the ACK names the repeated octets in its first SACK
+    block, a D-SACK (RFC 2883): how the sender learns that it retransmitted
+    for nothing. No timestamps, so that the repeat is no PAWS case; the app
+    holds what it gets (no echo)."""
+    async def run(env: Env) -> Facts:
+        peer = env.peer(HOLD)
+        peer.send(SYN, opts=mss_option(MSS) + bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERM, 2)))
+        await peer.expect(SYN | ACK, ANSWER_TIMEOUT, what="for our SYN")
+        peer.send(ACK)
+        frame = _after_handshake(peer)
+        data = peer.send(ACK | PSH, payload=b"abcd")
+        ack = await peer.expect(ACK, ANSWER_TIMEOUT, what="for the data")
+        peer.send(ACK | PSH, seq=seq_add(data.seq, offset), payload=again, advance=False)
+        dup = await peer.expect(ACK, ANSWER_TIMEOUT, what="for the repeat")
+        return {"ack": f"{frame.render(ack)} sack {_sack_blocks(ack.opts, frame)}",
+                "dup": f"{frame.render(dup)} sack {_sack_blocks(dup.opts, frame)}"}
+    return run
 
 
 async def close_with_unread_data(env: Env) -> Facts:
@@ -522,6 +557,12 @@ SCRIPTS = [
     Script("handshake/third-segment-data", third_segment_data,
            {"echo": "ACK seq=S ack=R+4 len=4"},
            "RFC 9293 3.10.7.4: the handshake's last ACK may carry data"),
+    Script("sack/duplicate-data", _duplicate_data(0, b"ab"),
+           {"ack": "ACK seq=S ack=R+4 sack -", "dup": "ACK seq=S ack=R+4 sack R..R+2"},
+           "RFC 2883 4: a duplicate segment is named in the ACK's first SACK block (D-SACK)"),
+    Script("sack/partly-duplicate-data", _duplicate_data(2, b"cdef"),
+           {"ack": "ACK seq=S ack=R+4 sack -", "dup": "ACK seq=S ack=R+6 sack R+2..R+4"},
+           "RFC 2883 4.1.2: the repeated head of a segment that also brings new data"),
     Script("close/unread-data", close_with_unread_data,
            {"reply": "RST|ACK seq=S ack=R+4"},
            "RFC 1122 4.2.2.13: CLOSE with unread data resets"),
