@@ -69,28 +69,38 @@ class Reassembly:
             self._line.reset(rcv_nxt)
         return self._line.move(rcv_nxt)
 
-    def add(self, seq: int, data: Payload, fin: bool, rcv_nxt: int) -> None:
+    def add(self, seq: int, data: Payload, fin: bool, rcv_nxt: int) -> tuple[int, int] | None:
         """Keep `data` (starting at `seq` > RCV.NXT), merging with what is held.
         Where it overlaps held octets the held copy stays: a correct peer sends
-        the same octets again."""
+        the same octets again. Returns the first stretch of `data` that was held
+        already, as sequence numbers (for a D-SACK, RFC 2883 4.1.3), or None."""
         nxt = self._sync(rcv_nxt)
         start = self._line.at(seq)
         end = start + len(data)
         if start < nxt:  # the caller trims to RCV.NXT; stay safe if it did not
             data, start = data[nxt - start :], nxt
-        if data and not self._keep(start, data):
-            return
+        repeated = None
+        if data:
+            kept = self._keep(start, data)
+            if kept is None:
+                return None
+            if kept[0] < kept[1]:
+                repeated = (self._line.seq(kept[0]), self._line.seq(kept[1]))
         if fin:
             self._fin = self._line.seq(end)
+        return repeated
 
-    def _keep(self, start: int, data: Payload) -> bool:
-        """Insert one segment's octets; False when the cap made us drop them."""
+    def _keep(self, start: int, data: Payload) -> tuple[int, int] | None:
+        """Insert one segment's octets; None when the cap made us drop them, else
+        the first stretch of them that was held already (empty if none)."""
         self._stats["OfoQueue"] += 1
         end = start + len(data)
         lo, hi, absorbed = self._runs.add(start, end)
         if len(self._runs) > self._max_runs and self._prune() == lo:
             self._stats["OfoDrop"] += 1  # the new run was the highest one
-            return False
+            return None
+        overlap = next(((max(start, run_lo), min(end, run_hi)) for run_lo, run_hi in absorbed
+                        if max(start, run_lo) < min(end, run_hi)), (0, 0))
         # The new octets fill the gaps between the runs they join.
         pieces: list[Payload] = []
         pos = start
@@ -105,7 +115,7 @@ class Reassembly:
         # RFC 2018 4: the first block holds the newest segment; the others repeat
         # the most recently reported ones still held apart.
         self._recent = [lo, *(r for r in self._recent if not lo <= r < hi)][:RECENT_KEPT]
-        return True
+        return overlap
 
     def _prune(self) -> int:
         """Drop the highest run (over the cap); its start. RFC 2018 8 lets a

@@ -960,7 +960,10 @@ class Tcb:
             if seg.payload or seg.flags & FIN:
                 # Out of order: keep it, and ask for the hole at once with an ACK
                 # that carries SACK blocks (RFC 5681 4.2, RFC 2018 4).
-                self._reasm.add(seg.seq, seg.payload, bool(seg.flags & FIN), self.rcv_nxt)
+                repeated = self._reasm.add(seg.seq, seg.payload, bool(seg.flags & FIN),
+                                           self.rcv_nxt)
+                if repeated is not None:
+                    self._duplicate(*repeated)
                 self._emit(ACK)
             return
         filled = bool(self._reasm)

@@ -186,22 +186,24 @@ def _sack_blocks(opts: bytes, frame: Frame) -> str:
     return " ".join(blocks) or "-"
 
 
-def _duplicate_data(offset: int, again: bytes) -> Callable[[Env], Awaitable[Facts]]:
+def _duplicate_data(offset: int, again: bytes, *,
+                    first_at: int = 0) -> Callable[[Env], Awaitable[Facts]]:
     """Data that arrives a second time (the peer's spurious retransmission):
-    `again` sent at R+`offset` after 4 octets at R were acknowledged. On a
-    connection with SACK the ACK names the repeated octets in its first SACK
-    block, a D-SACK (RFC 2883): how the sender learns that it retransmitted
-    for nothing. No timestamps, so that the repeat is no PAWS case; the app
-    holds what it gets (no echo)."""
+    `again` sent at R+`offset` after 4 octets at R+`first_at` were answered
+    (acknowledged, or SACKed beyond a hole). On a connection with SACK the ACK
+    names the repeated octets in its first SACK block, a D-SACK (RFC 2883): how
+    the sender learns that it retransmitted for nothing. No timestamps, so that
+    the repeat is no PAWS case; the app holds what it gets (no echo)."""
     async def run(env: Env) -> Facts:
         peer = env.peer(HOLD)
         peer.send(SYN, opts=mss_option(MSS) + bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERM, 2)))
         await peer.expect(SYN | ACK, ANSWER_TIMEOUT, what="for our SYN")
         peer.send(ACK)
         frame = _after_handshake(peer)
-        data = peer.send(ACK | PSH, payload=b"abcd")
+        peer.send(ACK | PSH, seq=seq_add(peer.snd_nxt, first_at), payload=b"abcd",
+                  advance=not first_at)
         ack = await peer.expect(ACK, ANSWER_TIMEOUT, what="for the data")
-        peer.send(ACK | PSH, seq=seq_add(data.seq, offset), payload=again, advance=False)
+        peer.send(ACK | PSH, seq=seq_add(frame.rcv_nxt, offset), payload=again, advance=False)
         dup = await peer.expect(ACK, ANSWER_TIMEOUT, what="for the repeat")
         return {"ack": f"{frame.render(ack)} sack {_sack_blocks(ack.opts, frame)}",
                 "dup": f"{frame.render(dup)} sack {_sack_blocks(dup.opts, frame)}"}
@@ -563,6 +565,10 @@ SCRIPTS = [
     Script("sack/partly-duplicate-data", _duplicate_data(2, b"cdef"),
            {"ack": "ACK seq=S ack=R+4 sack -", "dup": "ACK seq=S ack=R+6 sack R+2..R+4"},
            "RFC 2883 4.1.2: the repeated head of a segment that also brings new data"),
+    Script("sack/duplicate-out-of-order", _duplicate_data(4, b"ef", first_at=4),
+           {"ack": "ACK seq=S ack=R sack R+4..R+8",
+            "dup": "ACK seq=S ack=R sack R+4..R+6 R+4..R+8"},
+           "RFC 2883 4.1.3: a repeat of data held out of order, before the SACK blocks"),
     Script("close/unread-data", close_with_unread_data,
            {"reply": "RST|ACK seq=S ack=R+4"},
            "RFC 1122 4.2.2.13: CLOSE with unread data resets"),

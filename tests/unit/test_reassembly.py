@@ -37,6 +37,17 @@ def test_overlap_and_duplicates_are_trimmed() -> None:
     assert q.pop_ready(seq_add(BASE, 2)) == (b"cdefghij", False)
 
 
+def test_add_says_which_octets_it_held_already() -> None:
+    """For the D-SACK of a repeat (RFC 2883 4.1.3): the first stretch of the new
+    segment that was held before, as sequence numbers; None when all is new."""
+    q = Reassembly()
+    assert q.add(seq_add(BASE, 4), b"efgh", False, BASE) is None
+    assert q.add(seq_add(BASE, 4), b"ef", False, BASE) == (seq_add(BASE, 4), seq_add(BASE, 6))
+    assert q.add(seq_add(BASE, 2), b"cdef", False, BASE) == (seq_add(BASE, 4), seq_add(BASE, 6))
+    assert q.add(seq_add(BASE, 8), b"ij", False, BASE) is None  # adjacent, not repeated
+    assert q.held == 8
+
+
 def test_out_of_order_fin_follows_the_data() -> None:
     q = Reassembly()
     q.add(seq_add(BASE, 3), b"def", True, BASE)

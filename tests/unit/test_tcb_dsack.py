@@ -87,3 +87,12 @@ def test_beside_timestamps_three_blocks_and_the_ack_encodes() -> None:
     blocks = list(ack.options.sack_blocks)
     assert blocks[0] == (X + 1, X + 3) and len(blocks) == 3
     assert len(codec.encode(ack)) <= 20 + 60  # the options fit the TCP header
+
+
+def test_a_repeat_of_data_held_out_of_order() -> None:
+    """Linux's tcp_data_queue_ofo: the D-SACK, then the block of the run held."""
+    tcb = tcb_established(sack_permitted=True)
+    sends(tcb, 4, b"efgh")  # beyond a hole at X+1
+    [ack] = sends(tcb, 4, b"ef")
+    assert ack.ack == X + 1
+    assert list(ack.options.sack_blocks) == [(X + 5, X + 7), (X + 5, X + 9)]
