@@ -81,26 +81,26 @@ class Reassembly:
             data, start = data[nxt - start :], nxt
         repeated = None
         if data:
-            kept = self._keep(start, data)
-            if kept is None:
+            kept, repeated = self._keep(start, data)
+            if not kept:
                 return None
-            if kept[0] < kept[1]:
-                repeated = (self._line.seq(kept[0]), self._line.seq(kept[1]))
         if fin:
             self._fin = self._line.seq(end)
         return repeated
 
-    def _keep(self, start: int, data: Payload) -> tuple[int, int] | None:
-        """Insert one segment's octets; None when the cap made us drop them, else
-        the first stretch of them that was held already (empty if none)."""
+    def _keep(self, start: int, data: Payload) -> tuple[bool, tuple[int, int] | None]:
+        """Insert one segment's octets: whether they were kept (the cap may drop
+        them), and the first stretch of them that was held already (`add`)."""
         self._stats["OfoQueue"] += 1
         end = start + len(data)
         lo, hi, absorbed = self._runs.add(start, end)
         if len(self._runs) > self._max_runs and self._prune() == lo:
             self._stats["OfoDrop"] += 1  # the new run was the highest one
-            return None
-        overlap = next(((max(start, run_lo), min(end, run_hi)) for run_lo, run_hi in absorbed
-                        if max(start, run_lo) < min(end, run_hi)), (0, 0))
+            return False, None
+        seq = self._line.seq
+        repeated = next(((seq(max(start, run_lo)), seq(min(end, run_hi)))
+                         for run_lo, run_hi in absorbed
+                         if max(start, run_lo) < min(end, run_hi)), None)
         # The new octets fill the gaps between the runs they join.
         pieces: list[Payload] = []
         pos = start
@@ -115,7 +115,7 @@ class Reassembly:
         # RFC 2018 4: the first block holds the newest segment; the others repeat
         # the most recently reported ones still held apart.
         self._recent = [lo, *(r for r in self._recent if not lo <= r < hi)][:RECENT_KEPT]
-        return overlap
+        return True, repeated
 
     def _prune(self) -> int:
         """Drop the highest run (over the cap); its start. RFC 2018 8 lets a

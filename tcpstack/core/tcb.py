@@ -874,7 +874,7 @@ class Tcb:
                 seg.flags &= ~SYN
                 early -= 1
             elif seg.payload:
-                self._duplicate(seg.seq, self.rcv_nxt)
+                self._duplicate(seg.seq, self.rcv_nxt, "TCPDSACKOldSent")
             seg.payload = seg.payload[early:]
             seg.seq = self.rcv_nxt
         # Measured from the segment's own start: an out-of-order segment is kept
@@ -963,7 +963,7 @@ class Tcb:
                 repeated = self._reasm.add(seg.seq, seg.payload, bool(seg.flags & FIN),
                                            self.rcv_nxt)
                 if repeated is not None:
-                    self._duplicate(*repeated)
+                    self._duplicate(*repeated, "TCPDSACKOfoSent")
                 self._emit(ACK)
             return
         filled = bool(self._reasm)
@@ -1392,17 +1392,19 @@ class Tcb:
         if seg.seg_len and seq_lt(seg.seq, self.rcv_nxt):
             # Text or FIN received before (Linux tcp_send_dupack): say so.
             end = seq_add(seg.seq, seg.seg_len)
-            self._duplicate(seg.seq, end if seq_lt(end, self.rcv_nxt) else self.rcv_nxt)
+            self._duplicate(seg.seq, end if seq_lt(end, self.rcv_nxt) else self.rcv_nxt,
+                            "TCPDSACKOldSent")
         self._emit(ACK)
 
-    def _duplicate(self, start: int, end: int) -> None:
-        """RFC 2883 4: octets [start, end) arrived again, below RCV.NXT: with SACK
-        the next ACK names them in its first block (a D-SACK, as Linux's
+    def _duplicate(self, start: int, end: int, counter: str) -> None:
+        """RFC 2883 4: octets [start, end) arrived again, below RCV.NXT or over
+        data held out of order (`counter` says which, by Linux's names): with
+        SACK the next ACK names them in its first block (a D-SACK, as Linux's
         tcp_dsack_set), which tells the sender its retransmission was spurious
         (Linux then undoes the window reduction it made for a loss)."""
         if self.sack_ok:
             self._dsack = (start, end)
-            self.stats["TCPDSACKOldSent"] += 1
+            self.stats[counter] += 1
 
     def _oow_limited(self, now: float, counter: str) -> bool:
         """Whether this connection sent an ACK that a blind sender can draw less than

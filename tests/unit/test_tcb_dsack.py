@@ -96,3 +96,4 @@ def test_a_repeat_of_data_held_out_of_order() -> None:
     [ack] = sends(tcb, 4, b"ef")
     assert ack.ack == X + 1
     assert list(ack.options.sack_blocks) == [(X + 5, X + 7), (X + 5, X + 9)]
+    assert tcb.stats["TCPDSACKOfoSent"] == 1 and tcb.stats["TCPDSACKOldSent"] == 0
